@@ -1,0 +1,42 @@
+{#- Every typed id the warehouse has seen, with a dense integer id for the graph algorithms
+    (stable within one run only; one_id is the id that lasts). -#}
+with links as (
+    select * from {{ ref('int_identity_links') }}
+),
+
+customers as (
+    select * from {{ ref('stg_shop__customers') }}
+),
+
+events as (
+    select * from {{ ref('stg_shop__behavior_events') }}
+),
+
+keys as (
+    select from_key as node_key, first_observed_at as seen_at from links
+    union all
+    select to_key, first_observed_at from links
+    union all
+    select {{ identity_key("'member_id'", 'customer_id') }}, registered_at from customers
+    union all
+    select {{ identity_key('user_id_type', 'user_id') }}, occurred_at from events
+    where user_id is not null
+),
+
+distinct_keys as (
+    select node_key, min(seen_at) as first_seen_at
+    from keys
+    group by node_key
+),
+
+final as (
+    select
+        row_number() over (order by {{ binary_sort('node_key') }}) as node_id,
+        node_key,
+        substr(node_key, 1, strpos(node_key, ':') - 1) as id_type,
+        substr(node_key, strpos(node_key, ':') + 1) as id_value,
+        first_seen_at
+    from distinct_keys
+)
+
+select * from final

@@ -1,0 +1,68 @@
+{#- One row per user, time, behaviour type, channel and object (attribute, value and item id;
+    the manual's grain rule):
+    events that share all five are summed. Users are one_ids, so a person's device and member
+    events land on the same person. -#}
+with events as (
+    select * from {{ ref('stg_shop__behavior_events') }}
+    where user_id is not null
+),
+
+identities as (
+    select node_key, one_id from {{ ref('dim_identities') }}
+),
+
+resolved as (
+    select
+        i.one_id,
+        e.occurred_at,
+        e.occurred_date,
+        e.event_type,
+        e.channel,
+        e.object_attribute,
+        e.object_value,
+        e.item_id,
+        e.event_count,
+        e.amount
+    from events as e
+    inner join identities as i on i.node_key = {{ identity_key('e.user_id_type', 'e.user_id') }}
+),
+
+grained as (
+    select
+        one_id,
+        occurred_at,
+        event_type,
+        channel,
+        object_attribute,
+        object_value,
+        item_id,
+        min(occurred_date) as behavior_date,
+        cast(sum(event_count) as bigint) as behavior_count,
+        sum(amount) as behavior_amount,
+        count(*) as source_events
+    from resolved
+    group by one_id, occurred_at, event_type, channel, object_attribute, object_value, item_id
+),
+
+final as (
+    select
+        md5(
+            one_id || '|' || cast(occurred_at as {{ dbt.type_string() }}) || '|' || event_type
+            || '|' || channel || '|' || object_attribute || '|' || object_value
+            || '|' || coalesce(item_id, '')
+        ) as behavior_id,
+        one_id,
+        occurred_at,
+        behavior_date,
+        event_type,
+        channel,
+        object_attribute,
+        object_value,
+        item_id,
+        behavior_count,
+        behavior_amount,
+        source_events
+    from grained
+)
+
+select * from final

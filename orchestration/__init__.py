@@ -1,0 +1,1 @@
+"""OpenAudience: the orchestration layer (Dagster definitions, warehouse access, the ``oa`` CLI)."""

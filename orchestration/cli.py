@@ -1,0 +1,240 @@
+"""``oa``: the one command line of OpenAudience.
+
+Errors a user can cause (``UserError``) are printed without a traceback and exit with 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn)
+from rich.table import Table
+
+from orchestration.errors import UserError, ValidationFailed
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="OpenAudience: warehouse-native customer data platform.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (figures go to docs/benchmarks.md).")
+app.add_typer(bench_app, name="bench")
+console = Console()
+err = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                    transient=False)
+
+
+@app.command("demo-data")
+def demo_data(
+    users: Annotated[int, typer.Option(help="Customers to generate.")] = 100_000,
+    days: Annotated[int, typer.Option(help="Days of orders and behaviour.")] = 365,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same data.")] = 42,
+    out: Annotated[Path, typer.Option(help="Folder for the Parquet files.")] = Path(
+        ".openaudience/demo"),
+    end_date: Annotated[Optional[str], typer.Option(
+        help="Last day + 1 of the data (YYYY-MM-DD); default today.")] = None,
+) -> None:
+    """Generate a deterministic, realistic demo data set as Parquet files."""
+    from orchestration.demo_data import DemoConfig, generate
+
+    end = _parse_date(end_date, "--end-date") if end_date else dt.date.today()
+    if users < 1 or days < 1:
+        raise UserError("--users and --days must be at least 1")
+    config = DemoConfig(users=users, days=days, seed=seed, end_date=end)
+    counts = _generate(generate, out, config)
+    _print_counts(f"Demo data in {out}", counts)
+
+
+def _generate(generate, out: Path, config) -> dict[str, int]:
+    with _progress() as progress:
+        task = progress.add_task("generating users", total=config.users)
+
+        def report(stage: str, done: int, total: int) -> None:
+            progress.update(task, completed=done)
+
+        return generate(out, config, progress=report)
+
+
+def _parse_date(value: str, flag: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{flag} must be a date like 2026-06-30, not {value!r}") from None
+
+
+def _print_counts(title: str, counts: dict[str, int]) -> None:
+    table = Table(title=title)
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+
+
+@app.command("load")
+def load(
+    table: Annotated[str, typer.Argument(help="Raw table, e.g. customers.")],
+    file: Annotated[Path, typer.Argument(help="CSV (.csv, .csv.gz) or Parquet file.")],
+    mode: Annotated[str, typer.Option(help="append or replace.")] = "append",
+    quarantine: Annotated[bool, typer.Option(
+        "--quarantine", help="Load the good rows; park bad rows in raw.raw_quarantine.")] = False,
+) -> None:
+    """Validate a file against the raw table's contract and load it in one transaction."""
+    result = _load_one(table, file, mode, quarantine)
+    console.print(f"[green]loaded[/green] {result.rows_loaded:,} rows into raw.{table}"
+                  + (f", [yellow]{result.rows_quarantined:,} quarantined[/yellow] "
+                     "(see raw.raw_quarantine)" if result.rows_quarantined else ""))
+
+
+def _load_one(table: str, file: Path, mode: str, quarantine: bool):
+    from orchestration.loading import format_report, load_file
+    from orchestration.warehouse import Warehouse
+
+    warehouse = Warehouse()
+    with _progress() as progress:
+        task = progress.add_task(f"loading {table}", total=None)
+        result = load_file(warehouse, table, file, mode=mode, quarantine=quarantine,
+                           progress=lambda n: progress.advance(task, n))
+        progress.update(task, total=result.rows_read, completed=result.rows_read)
+    if result.rows_quarantined:
+        console.print(format_report(result, "csv" if file.suffix != ".parquet" else "parquet"))
+    return result
+
+
+@app.command("load-dir")
+def load_dir(
+    folder: Annotated[Path, typer.Argument(help="Folder with <table>.parquet or <table>.csv files.")],
+    mode: Annotated[str, typer.Option(help="append or replace.")] = "replace",
+    quarantine: Annotated[bool, typer.Option("--quarantine")] = False,
+) -> None:
+    """Load every raw table file found in a folder (e.g. the demo data)."""
+    counts = _load_folder(folder, mode, quarantine)
+    _print_counts(f"Loaded from {folder}", counts)
+
+
+def _load_folder(folder: Path, mode: str, quarantine: bool) -> dict[str, int]:
+    from orchestration.raw_tables import LOAD_ORDER
+
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder")
+    counts: dict[str, int] = {}
+    for name in LOAD_ORDER:
+        for suffix in (".parquet", ".csv"):
+            path = folder / f"{name}{suffix}"
+            if path.exists():
+                counts[name] = _load_one(name, path, mode, quarantine).rows_loaded
+                break
+    if not counts:
+        raise UserError(f"{folder}: no raw table files (expected e.g. customers.parquet)")
+    return counts
+
+
+@app.command("build")
+def build(
+    select: Annotated[Optional[str], typer.Option(help="dbt selection, e.g. marts.")] = None,
+    as_of: Annotated[Optional[str], typer.Option(help="As-of date for the tag windows.")] = None,
+) -> None:
+    """dbt build (seeds, models, tests) on the configured warehouse, with progress."""
+    from orchestration.build import run_dbt_build
+
+    if as_of:
+        _parse_date(as_of, "--as-of")
+    outcome = run_dbt_build(select=select, as_of=as_of, console=console)
+    if not outcome.success:
+        raise UserError(f"dbt build failed: {outcome.summary}")
+    console.print(f"[green]dbt build passed[/green]: {outcome.summary}")
+
+
+@app.command("nightly")
+def nightly() -> None:
+    """Run the nightly_refresh Dagster job in this process (no daemon needed)."""
+    from orchestration.run_nightly import run_nightly
+
+    result = run_nightly(console)
+    if not result.success:
+        raise UserError(f"nightly_refresh failed (run {result.run_id}); see `make ui` for the run")
+
+
+@app.command("status")
+def status() -> None:
+    """Where the warehouse is, what is loaded, what is built."""
+    from orchestration.status import print_status
+
+    print_status(console)
+
+
+@app.command("demo")
+def demo(
+    users: Annotated[int, typer.Option(help="Customers to generate.")] = 100_000,
+    days: Annotated[int, typer.Option(help="Days of data.")] = 365,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+) -> None:
+    """The whole demo: generate data, load it, run the nightly job, print a summary."""
+    from orchestration.demo_data import DemoConfig, generate
+    from orchestration.run_nightly import run_nightly
+    from orchestration.settings import load_settings
+    from orchestration.status import print_status
+
+    settings = load_settings()
+    out = settings.home / "demo"
+    config = DemoConfig(users=users, days=days, seed=seed, end_date=dt.date.today())
+    console.rule("1/3 demo data")
+    _generate(generate, out, config)
+    console.rule("2/3 load (validated)")
+    _load_folder(out, "replace", quarantine=False)
+    console.rule("3/3 nightly_refresh")
+    result = run_nightly(console)
+    if not result.success:
+        raise UserError(f"nightly_refresh failed (run {result.run_id}); see `make ui`")
+    console.rule("summary")
+    print_status(console)
+
+
+@bench_app.command("build")
+def bench_build(
+    users: Annotated[int, typer.Option(help="Customers in the generated data.")] = 1_000_000,
+    days: Annotated[int, typer.Option(help="Days of data.")] = 365,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+) -> None:
+    """Generate and load N users, then time a full dbt build and record peak memory."""
+    from orchestration.bench import bench_build as run
+
+    run(users=users, days=days, seed=seed, console=console)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except ValidationFailed as exc:
+        err.print(f"[red]rejected:[/red] {exc}")
+        if exc.report:
+            err.print(exc.report, highlight=False, markup=False)
+        sys.exit(2)
+    except UserError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

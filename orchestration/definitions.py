@@ -1,0 +1,33 @@
+"""The Dagster code location: every domain's definitions merged into one."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from orchestration.dbt_project import DBT_PROJECT, apply_environment
+from orchestration.defs.dbt.assets import warehouse_models
+from orchestration.defs.nightly.jobs import nightly_refresh, nightly_schedule
+from orchestration.defs.raw.assets import RAW_ASSETS, RAW_CHECKS
+from orchestration.resources import WarehouseResource
+
+apply_environment()
+
+defs = dg.Definitions(
+    assets=[*RAW_ASSETS, warehouse_models],
+    asset_checks=RAW_CHECKS,
+    jobs=[nightly_refresh],
+    schedules=[nightly_schedule],
+    resources={
+        "dbt": DbtCliResource(
+            project_dir=DBT_PROJECT,
+            profiles_dir=str(DBT_PROJECT.profiles_dir),
+            # the dbt installed beside this Python, so no activated virtualenv is needed
+            dbt_executable=str(Path(sys.executable).with_name("dbt")),
+        ),
+        "warehouse": WarehouseResource(),
+    },
+)

@@ -1,0 +1,68 @@
+"""Run a raw table's Great Expectations suite over what is loaded in the warehouse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from orchestration.raw_tables import RAW_SCHEMA, RawTable
+from orchestration.validation import UNIQUE, build_suite, run_suite
+from orchestration.warehouse import Warehouse, qident, qualified
+
+EXAMPLES = 10
+
+
+@dataclass
+class TableValidation:
+    table: str
+    rows: int = 0
+    failing_rows: int = 0
+    by_expectation: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.failing_rows == 0
+
+    def examples_markdown(self) -> str:
+        if not self.examples:
+            return "No failing rows."
+        return "\n".join(f"- {e}" for e in self.examples)
+
+
+def validate_table(warehouse: Warehouse, table: RawTable, batch_rows: int = 500_000) -> TableValidation:
+    """Stream the table through its suite; key uniqueness is one SQL query over the table."""
+    outcome = TableValidation(table=table.name)
+    if not warehouse.table_exists(RAW_SCHEMA, table.name):
+        return outcome
+    suite = build_suite(table, include_unique=False)
+    cols = ", ".join(qident(c) for c in table.column_names)
+    seen = 0
+    for frame in warehouse.iter_batches(f"select {cols} from {qualified(RAW_SCHEMA, table.name)}",
+                                        batch_rows):
+        for col in table.columns:
+            if col.type in ("date", "timestamp"):
+                frame[col.name] = pd.to_datetime(frame[col.name])
+        failures = run_suite(frame, suite)
+        outcome.failing_rows += len(failures.by_row)
+        for name, n in failures.by_expectation.items():
+            outcome.by_expectation[name] = outcome.by_expectation.get(name, 0) + n
+        for row in sorted(failures.by_row):
+            if len(outcome.examples) >= EXAMPLES:
+                break
+            key = frame.iloc[row][table.key] if row < len(frame) else None
+            outcome.examples.append(f"{table.key}={key!r}: " + "; ".join(failures.by_row[row]))
+        seen += len(frame)
+    outcome.rows = seen
+    key = qident(table.key)
+    dupes = warehouse.query(
+        f"select {key}, count(*) from {qualified(RAW_SCHEMA, table.name)} "
+        f"group by {key} having count(*) > 1 order by {key}")
+    if dupes:
+        n = sum(int(c) for _, c in dupes)
+        outcome.failing_rows += n
+        outcome.by_expectation[UNIQUE] = n
+        for value, count in dupes[: max(0, EXAMPLES - len(outcome.examples))]:
+            outcome.examples.append(f"{table.key}={value!r}: {UNIQUE} ({count} rows)")
+    return outcome

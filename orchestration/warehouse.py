@@ -1,0 +1,214 @@
+"""Warehouse access for the Python side (loading, checks, status): DuckDB or PostgreSQL.
+
+dbt owns the models; this module only creates and fills the raw layer and reads results.
+Connections are short-lived because an embedded DuckDB file admits one writing process at a time.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from orchestration.raw_tables import QUARANTINE_TABLE, RAW_SCHEMA, RAW_TABLES, RawTable
+from orchestration.settings import Settings, load_settings
+
+_SQL_TYPES = {
+    "duckdb": {"text": "VARCHAR", "integer": "BIGINT", "double": "DOUBLE", "date": "DATE",
+               "timestamp": "TIMESTAMP"},
+    "postgres": {"text": "TEXT", "integer": "BIGINT", "double": "DOUBLE PRECISION",
+                 "date": "DATE", "timestamp": "TIMESTAMP"},
+}
+
+LOAD_HISTORY_TABLE = "load_history"
+
+
+def qident(name: str) -> str:
+    """Quote an identifier for both engines."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{qident(schema)}.{qident(table)}"
+
+
+class Warehouse:
+    """A thin handle on the configured warehouse."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.engine = self.settings.target
+
+    # -- connections -------------------------------------------------------------------------
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[Any]:
+        """A DB-API connection inside one transaction: committed on success, rolled back on error."""
+        if self.engine == "duckdb":
+            import duckdb
+
+            path = self.settings.duckdb_path
+            if read_only and not path.exists():
+                raise FileNotFoundError(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = duckdb.connect(str(path), read_only=read_only)
+            try:
+                conn.execute("begin transaction")
+                yield conn
+                conn.execute("commit")
+            except BaseException:
+                try:
+                    conn.execute("rollback")
+                except Exception:  # noqa: BLE001 - the original error matters more
+                    pass
+                raise
+            finally:
+                conn.close()
+        else:
+            import psycopg2
+
+            conn = psycopg2.connect(self.settings.pg_dsn())
+            try:
+                yield conn
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                conn.close()
+
+    @staticmethod
+    def execute(conn: Any, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+        """Run one statement; ``%s`` placeholders work on both engines."""
+        if hasattr(conn, "cursor") and not _is_duckdb(conn):
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+        if params:
+            sql = sql.replace("%s", "?")
+        result = conn.execute(sql, list(params) if params else None)
+        return result.fetchall() if result.description else []
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+        with self.connect() as conn:
+            return self.execute(conn, sql, params)
+
+    def query_df(self, sql: str) -> pd.DataFrame:
+        with self.connect() as conn:
+            if _is_duckdb(conn):
+                return conn.execute(sql).df()
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                cols = [d[0] for d in cur.description]
+                return pd.DataFrame(cur.fetchall(), columns=cols)
+
+    def iter_batches(self, sql: str, batch_rows: int = 250_000) -> Iterator[pd.DataFrame]:
+        """Stream a query's result in DataFrames of at most ``batch_rows`` rows."""
+        with self.connect() as conn:
+            if _is_duckdb(conn):
+                reader = conn.execute(sql).to_arrow_reader(batch_rows)
+                for batch in reader:
+                    yield batch.to_pandas()
+                return
+            with conn.cursor(name="oa_stream") as cur:
+                cur.itersize = batch_rows
+                cur.execute(sql)
+                cols = None
+                while True:
+                    rows = cur.fetchmany(batch_rows)
+                    if cols is None:
+                        cols = [d[0] for d in cur.description]
+                    if not rows:
+                        break
+                    yield pd.DataFrame(rows, columns=cols)
+
+    # -- metadata ----------------------------------------------------------------------------
+    def table_exists(self, schema: str, table: str, conn: Any | None = None) -> bool:
+        sql = ("select count(*) from information_schema.tables "
+               "where table_schema = %s and table_name = %s")
+        if conn is not None:
+            return self.execute(conn, sql, [schema, table])[0][0] > 0
+        return self.query(sql, [schema, table])[0][0] > 0
+
+    def row_count(self, schema: str, table: str, conn: Any | None = None) -> int:
+        sql = f"select count(*) from {qualified(schema, table)}"
+        if conn is not None:
+            return int(self.execute(conn, sql)[0][0])
+        return int(self.query(sql)[0][0])
+
+    def row_counts(self, relations: list[tuple[str, str]]) -> dict[tuple[str, str], int | None]:
+        """Row counts of (schema, table) pairs in one connection; None for a missing table."""
+        out: dict[tuple[str, str], int | None] = {}
+        with self.connect() as conn:
+            for schema, table in relations:
+                out[(schema, table)] = (self.row_count(schema, table, conn)
+                                        if self.table_exists(schema, table, conn) else None)
+        return out
+
+    def sql_type(self, column_type: str) -> str:
+        return _SQL_TYPES[self.engine][column_type]
+
+    # -- raw layer ---------------------------------------------------------------------------
+    def create_table_sql(self, schema: str, name: str, table: RawTable, temp: bool = False,
+                         extra_columns: str = "") -> str:
+        cols = ",\n    ".join(f"{qident(c.name)} {self.sql_type(c.type)}" for c in table.columns)
+        if extra_columns:
+            cols += ",\n    " + extra_columns
+        target = qident(name) if temp else qualified(schema, name)
+        kind = "temporary table" if temp else "table if not exists"
+        return f"create {kind} {target} (\n    {cols}\n)"
+
+    def ensure_raw_layer(self, conn: Any) -> None:
+        """Create the raw schema, every contract table, the quarantine and the load history."""
+        self.execute(conn, f"create schema if not exists {qident(RAW_SCHEMA)}")
+        for table in RAW_TABLES.values():
+            self.execute(conn, self.create_table_sql(RAW_SCHEMA, table.name, table))
+        ts = self.sql_type("timestamp")
+        txt = self.sql_type("text")
+        big = self.sql_type("integer")
+        self.execute(conn, f"""
+            create table if not exists {qualified(RAW_SCHEMA, QUARANTINE_TABLE)} (
+                load_id {txt} not null,
+                table_name {txt} not null,
+                source_file {txt} not null,
+                row_number {big} not null,
+                record {txt} not null,
+                reasons {txt} not null,
+                quarantined_at {ts} not null
+            )""")
+        self.execute(conn, f"""
+            create table if not exists {qualified(RAW_SCHEMA, LOAD_HISTORY_TABLE)} (
+                load_id {txt} not null,
+                table_name {txt} not null,
+                source_file {txt} not null,
+                mode {txt} not null,
+                rows_loaded {big} not null,
+                rows_quarantined {big} not null,
+                loaded_at {ts} not null
+            )""")
+
+    def insert_arrow(self, conn: Any, target_sql: str, table: pa.Table) -> None:
+        """Bulk-insert an Arrow table whose columns match ``target_sql``'s column order."""
+        if table.num_rows == 0:
+            return
+        cols = ", ".join(qident(n) for n in table.column_names)
+        if _is_duckdb(conn):
+            conn.register("_oa_insert_batch", table)
+            try:
+                conn.execute(f"insert into {target_sql} ({cols}) select {cols} from _oa_insert_batch")
+            finally:
+                conn.unregister("_oa_insert_batch")
+            return
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf, write_options=pacsv.WriteOptions(include_header=False))
+        buf.seek(0)
+        with conn.cursor() as cur:
+            cur.copy_expert(f"copy {target_sql} ({cols}) from stdin with (format csv)", buf)
+
+
+def _is_duckdb(conn: Any) -> bool:
+    return type(conn).__module__.startswith("duckdb") or type(conn).__name__ == "DuckDBPyConnection"

@@ -1,0 +1,91 @@
+"""Shared fixtures: a throwaway PostgreSQL cluster, a small generated data set, and helpers that
+run the real loader and the real dbt build against DuckDB or PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from orchestration.settings import PROJECT_ROOT, Settings, load_settings
+from orchestration.warehouse import Warehouse
+from tests.support.postgres import PostgresCluster, start_cluster
+
+END_DATE = dt.date(2026, 6, 30)
+AS_OF = "2026-06-29"
+ENGINES = ("duckdb", "postgres")
+DBT = str(Path(sys.executable).with_name("dbt"))
+OA = str(Path(sys.executable).with_name("oa"))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@dataclass
+class Target:
+    """One warehouse the tests can load into and build: its env, settings and helpers."""
+
+    name: str
+    env: dict[str, str]
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings(self.env)
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.settings)
+
+    def dbt(self, *args: str, as_of: str | None = AS_OF, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = [DBT, *args, "--project-dir", str(PROJECT_ROOT), "--profiles-dir", str(PROJECT_ROOT)]
+        if as_of:
+            cmd += ["--vars", json.dumps({"as_of": as_of})]
+        env = {**self.env, **self.settings.dbt_env()}
+        done = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
+        if check and done.returncode != 0:
+            raise AssertionError(f"dbt {' '.join(args)} failed on {self.name}:\n"
+                                 f"{done.stdout[-6000:]}\n{done.stderr[-2000:]}")
+        return done
+
+    def oa(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([OA, *args], env=self.env, cwd=PROJECT_ROOT, capture_output=True,
+                              text=True)
+
+
+def make_target(name: str, tmp_path: Path, pg_cluster: PostgresCluster | None, db: str) -> Target:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OA_", "PG", "DAGSTER_HOME"))}
+    env["OA_HOME"] = str(tmp_path / "home")
+    env["OA_TARGET"] = name
+    if name == "postgres":
+        assert pg_cluster is not None
+        env.update(pg_cluster.reset_database(db))
+    return Target(name=name, env=env)
+
+
+@pytest.fixture(params=ENGINES)
+def target(request, tmp_path) -> Target:
+    """A fresh, empty warehouse of each engine (a new DuckDB file; a new PostgreSQL database)."""
+    cluster = request.getfixturevalue("pg_cluster") if request.param == "postgres" else None
+    db = "t_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")[-50:].lower()
+    return make_target(request.param, tmp_path, cluster, db)
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> Path:
+    """A small generated data set (Parquet), made once per test session."""
+    from orchestration.demo_data import DemoConfig, generate
+
+    out = tmp_path_factory.mktemp("demo")
+    generate(out, DemoConfig(users=2_000, days=180, seed=7, end_date=END_DATE, chunk_users=1_000))
+    return out

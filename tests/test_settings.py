@@ -1,0 +1,34 @@
+import pytest
+
+from orchestration.errors import ConfigError
+from orchestration.settings import load_settings
+
+
+def test_duckdb_is_the_default(tmp_path):
+    s = load_settings({"OA_HOME": str(tmp_path)})
+    assert s.target == "duckdb"
+    assert s.duckdb_path == tmp_path / "warehouse.duckdb"
+
+
+def test_dsn_is_split_into_pg_variables_and_never_shown():
+    s = load_settings({"OA_TARGET": "postgres",
+                       "OA_PG_DSN": "postgresql://ana:s%40cret@db.example:6543/cdp"})
+    assert s.pg_env == {"PGHOST": "db.example", "PGPORT": "6543", "PGUSER": "ana",
+                        "PGPASSWORD": "s@cret", "PGDATABASE": "cdp"}
+    assert "s@cret" not in s.describe()
+    assert s.describe() == "postgres ana@db.example:6543/cdp"
+
+
+def test_unknown_target_names_the_choices():
+    with pytest.raises(ConfigError, match="use one of: duckdb, postgres"):
+        load_settings({"OA_TARGET": "snowflake"})
+
+
+def test_postgres_without_a_database_says_what_to_set():
+    with pytest.raises(ConfigError, match="OA_PG_DSN"):
+        load_settings({"OA_TARGET": "postgres"})
+
+
+def test_dsn_with_a_wrong_scheme_is_refused():
+    with pytest.raises(ConfigError, match="postgresql://"):
+        load_settings({"OA_TARGET": "postgres", "OA_PG_DSN": "mysql://x@y/z"})
