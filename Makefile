@@ -22,6 +22,7 @@ demo: install
 	$(BIN)/oa demo
 
 test: install
+	$(BIN)/ruff check orchestration tests connectors ml
 	$(BIN)/python -m pytest
 
 ui: install

@@ -9,12 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from orchestration.errors import UserError, ValidationFailed
@@ -40,7 +46,7 @@ def demo_data(
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same data.")] = 42,
     out: Annotated[Path, typer.Option(help="Folder for the Parquet files.")] = Path(
         ".openaudience/demo"),
-    end_date: Annotated[Optional[str], typer.Option(
+    end_date: Annotated[str | None, typer.Option(
         help="Last day + 1 of the data (YYYY-MM-DD); default today.")] = None,
 ) -> None:
     """Generate a deterministic, realistic demo data set as Parquet files."""
@@ -140,8 +146,8 @@ def _load_folder(folder: Path, mode: str, quarantine: bool) -> dict[str, int]:
 
 @app.command("build")
 def build(
-    select: Annotated[Optional[str], typer.Option(help="dbt selection, e.g. marts.")] = None,
-    as_of: Annotated[Optional[str], typer.Option(help="As-of date for the tag windows.")] = None,
+    select: Annotated[str | None, typer.Option(help="dbt selection, e.g. marts.")] = None,
+    as_of: Annotated[str | None, typer.Option(help="As-of date for the tag windows.")] = None,
 ) -> None:
     """dbt build (seeds, models, tests) on the configured warehouse, with progress."""
     from orchestration.build import run_dbt_build

@@ -49,7 +49,7 @@ from orchestration.raw_tables import (
     ORDER_STATUSES,
     RAW_TABLES,
     SEASONS,
-    RawTable,
+    arrow_schema,
 )
 
 Progress = Callable[[str, int, int], None]
@@ -274,21 +274,6 @@ _ID = {name: i for i, name in enumerate(ID_TYPES)}
 _ST = {name: i for i, name in enumerate(ORDER_STATUSES)}
 DEVICE_TYPES = tuple(_ID[name] for name, _ in DEVICE_TYPE_SHARES)
 DEVICE_TYPE_PROBS = tuple(p for _, p in DEVICE_TYPE_SHARES)
-
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "text": pa.string(),
-    "integer": pa.int64(),
-    "double": pa.float64(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us"),
-}
-
-
-def arrow_schema(table: RawTable) -> pa.Schema:
-    """The Parquet schema of a raw table, straight from the contract."""
-    return pa.schema([pa.field(c.name, ARROW_TYPES[c.type], nullable=c.nullable)
-                      for c in table.columns])
-
 
 # --------------------------------------------------------------------------------------------
 # Small helpers

@@ -24,7 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestration.errors import UserError, ValidationFailed
-from orchestration.raw_tables import QUARANTINE_TABLE, RAW_SCHEMA, RawTable, get_table
+from orchestration.raw_tables import (
+    QUARANTINE_TABLE,
+    RAW_SCHEMA,
+    RawTable,
+    arrow_schema,
+    get_table,
+)
 from orchestration.validation import (
     UNIQUE,
     Failures,
@@ -39,21 +45,8 @@ ROW = "_oa_row"
 STAGE = "_oa_load_stage"
 REPORT_ROWS = 20
 
-ARROW_TYPES = {
-    "text": pa.string(),
-    "integer": pa.int64(),
-    "double": pa.float64(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us"),
-}
-
 Mode = Literal["append", "replace"]
 Progress = Callable[[int], None]
-
-
-def arrow_schema(table: RawTable) -> pa.Schema:
-    return pa.schema([pa.field(c.name, ARROW_TYPES[c.type], nullable=c.nullable)
-                      for c in table.columns])
 
 
 @dataclass
@@ -103,10 +96,10 @@ def load_file(
     with warehouse.connect() as conn:
         warehouse.ensure_raw_layer(conn)
     with warehouse.connect() as conn:
-        warehouse.execute(conn, f"drop table if exists {qident(STAGE)}")
+        stage, stage_kind = warehouse.scratch_table(f"{STAGE}_{result.load_id}")
         warehouse.execute(conn, warehouse.create_table_sql(
-            RAW_SCHEMA, STAGE, table, temp=True,
-            extra_columns=f"{qident(ROW)} {warehouse.sql_type('integer')}"))
+            stage, table, extra_columns=f"{qident(ROW)} {warehouse.sql_type('integer')}",
+            kind=stage_kind))
 
         offset = 0
         for chunk in _chunks(path, kind, table, chunk_rows):
@@ -127,13 +120,13 @@ def load_file(
             good = typed.assign(**{ROW: range(offset + 1, offset + n + 1)}).drop(index=bad_positions)
             arrow = pa.Table.from_pandas(good[[*table.column_names, ROW]], preserve_index=False)
             arrow = arrow.cast(pa.schema([*schema, pa.field(ROW, pa.int64())]))
-            warehouse.insert_arrow(conn, qident(STAGE), arrow)
+            warehouse.insert_arrow(conn, stage, arrow)
             offset += n
             result.rows_read = offset
             if progress:
                 progress(n)
 
-        _check_keys(warehouse, conn, table, mode, result, bad_records, quarantine)
+        _check_keys(warehouse, conn, stage, table, mode, result, bad_records, quarantine)
         result.sample = {row: bad_records[row] for row in sorted(bad_records)[:REPORT_ROWS]}
         if result.failures and not quarantine:
             raise ValidationFailed(
@@ -146,12 +139,12 @@ def load_file(
         if mode == "replace":
             warehouse.execute(conn, f"delete from {target}")
         cols = ", ".join(qident(c) for c in table.column_names)
-        warehouse.execute(conn, f"insert into {target} ({cols}) select {cols} from {qident(STAGE)}")
-        result.rows_loaded = _stage_count(warehouse, conn)
+        warehouse.execute(conn, f"insert into {target} ({cols}) select {cols} from {stage}")
+        result.rows_loaded = int(warehouse.execute(conn, f"select count(*) from {stage}")[0][0])
         if quarantine and result.failures:
             _write_quarantine(warehouse, conn, table, result, bad_records, now)
         result.rows_quarantined = len(result.failures.by_row)
-        warehouse.execute(conn, f"drop table if exists {qident(STAGE)}")
+        warehouse.execute(conn, f"drop table {stage}")
         history = pa.table({
             "load_id": [result.load_id], "table_name": [table.name],
             "source_file": [str(path)], "mode": [mode],
@@ -161,10 +154,6 @@ def load_file(
         })
         warehouse.insert_arrow(conn, qualified(RAW_SCHEMA, LOAD_HISTORY_TABLE), history)
     return result
-
-
-def _stage_count(warehouse: Warehouse, conn: Any) -> int:
-    return int(warehouse.execute(conn, f"select count(*) from {qident(STAGE)}")[0][0])
 
 
 def _file_kind(path: Path) -> str:
@@ -263,12 +252,12 @@ def _coerce_text(chunk: pd.DataFrame, table: RawTable, skip: set[int]) -> tuple[
     return typed, failures
 
 
-def _check_keys(warehouse: Warehouse, conn: Any, table: RawTable, mode: str, result: LoadResult,
-                bad_records: dict[int, dict[str, Any]], quarantine: bool) -> None:
+def _check_keys(warehouse: Warehouse, conn: Any, stage: str, table: RawTable, mode: str,
+                result: LoadResult, bad_records: dict[int, dict[str, Any]],
+                quarantine: bool) -> None:
     """Keys unique within the file and, when appending, not already loaded. All holders of a
     duplicated key are rejected: nobody can tell which of them is right."""
     key = qident(table.key)
-    stage = qident(STAGE)
     sql = (f"select s.{qident(ROW)}, s.{key} from {stage} s join (select {key} from {stage} "
            f"group by {key} having count(*) > 1) d on d.{key} = s.{key}")
     dupes = warehouse.execute(conn, sql)
@@ -299,7 +288,7 @@ def _check_keys(warehouse: Warehouse, conn: Any, table: RawTable, mode: str, res
             conn, f"select {qident(ROW)}, {cols} from {stage} where {qident(ROW)} in ({placeholders})",
             part)
         for rec in found:
-            bad_records[int(rec[0])] = dict(zip(table.column_names, rec[1:]))
+            bad_records[int(rec[0])] = dict(zip(table.column_names, rec[1:], strict=True))
     placeholders_all = sorted(set(rows))
     for start in range(0, len(placeholders_all), 1000):
         part = placeholders_all[start:start + 1000]

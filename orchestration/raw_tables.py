@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import pyarrow as pa
+
 ColumnType = Literal["text", "integer", "double", "date", "timestamp"]
 
 RAW_SCHEMA = "raw"
@@ -248,3 +250,18 @@ def get_table(name: str) -> RawTable:
     except KeyError:
         known = ", ".join(RAW_TABLES)
         raise KeyError(f"unknown raw table {name!r}; the raw tables are: {known}") from None
+
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "text": pa.string(),
+    "integer": pa.int64(),
+    "double": pa.float64(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+}
+
+
+def arrow_schema(table: RawTable) -> pa.Schema:
+    """The Arrow/Parquet schema of a raw table, straight from the contract."""
+    return pa.schema([pa.field(c.name, ARROW_TYPES[c.type], nullable=c.nullable)
+                      for c in table.columns])

@@ -51,6 +51,7 @@ class Settings:
     duckdb_path: Path
     pg_env: dict[str, str]
     timezone: str
+    duckdb_memory_limit: str = "3GB"
 
     @property
     def is_postgres(self) -> bool:
@@ -72,7 +73,8 @@ class Settings:
 
     def dbt_env(self) -> dict[str, str]:
         """Environment for a dbt subprocess: the target and its connection variables."""
-        env = {"OA_TARGET": self.target, "OA_DUCKDB_PATH": str(self.duckdb_path)}
+        env = {"OA_TARGET": self.target, "OA_DUCKDB_PATH": str(self.duckdb_path),
+               "OA_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit}
         env.update(self.pg_env)
         return env
 
@@ -98,4 +100,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         duckdb_path=duckdb_path,
         pg_env=pg_env,
         timezone=env.get("OA_TIMEZONE", "Asia/Shanghai"),
+        duckdb_memory_limit=env.get("OA_DUCKDB_MEMORY_LIMIT", "3GB"),
     )

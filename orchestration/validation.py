@@ -143,7 +143,7 @@ def run_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> Failures:
         rows = res.result.get("unexpected_index_list") or []
         values = res.result.get("unexpected_list") or [None] * len(rows)
         detail = _describe(cfg)
-        for row, value in zip(rows, values):
+        for row, value in zip(rows, values, strict=True):
             failures.add(int(row), f"{column}={_show(value)}: {cfg.type}{detail}", cfg.type)
     return failures
 

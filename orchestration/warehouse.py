@@ -57,6 +57,9 @@ class Warehouse:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = duckdb.connect(str(path), read_only=read_only)
             try:
+                # the same budget dbt gets (profiles.yml); big loads spill to disk past it
+                conn.execute(f"set memory_limit = '{self.settings.duckdb_memory_limit}'")
+                conn.execute("set preserve_insertion_order = false")
                 conn.execute("begin transaction")
                 yield conn
                 conn.execute("commit")
@@ -110,7 +113,7 @@ class Warehouse:
         """Stream a query's result in DataFrames of at most ``batch_rows`` rows."""
         with self.connect() as conn:
             if _is_duckdb(conn):
-                reader = conn.execute(sql).to_arrow_reader(batch_rows)
+                reader = conn.sql(sql).to_arrow_reader(batch_rows)
                 for batch in reader:
                     yield batch.to_pandas()
                 return
@@ -153,20 +156,29 @@ class Warehouse:
         return _SQL_TYPES[self.engine][column_type]
 
     # -- raw layer ---------------------------------------------------------------------------
-    def create_table_sql(self, schema: str, name: str, table: RawTable, temp: bool = False,
-                         extra_columns: str = "") -> str:
+    def create_table_sql(self, target: str, table: RawTable, extra_columns: str = "",
+                         kind: str = "table if not exists") -> str:
         cols = ",\n    ".join(f"{qident(c.name)} {self.sql_type(c.type)}" for c in table.columns)
         if extra_columns:
             cols += ",\n    " + extra_columns
-        target = qident(name) if temp else qualified(schema, name)
-        kind = "temporary table" if temp else "table if not exists"
         return f"create {kind} {target} (\n    {cols}\n)"
+
+    def scratch_table(self, name: str) -> tuple[str, str]:
+        """(relation, create kind) for a table that lives only inside the current transaction.
+
+        PostgreSQL: a temporary table. DuckDB: a real table in the raw schema, because DuckDB
+        keeps temporary tables in memory while a big uncommitted append to a real table is
+        written to disk; it is dropped before commit, and a rollback removes it with the rest.
+        """
+        if self.engine == "postgres":
+            return qident(name), "temporary table"
+        return qualified(RAW_SCHEMA, name), "table"
 
     def ensure_raw_layer(self, conn: Any) -> None:
         """Create the raw schema, every contract table, the quarantine and the load history."""
         self.execute(conn, f"create schema if not exists {qident(RAW_SCHEMA)}")
         for table in RAW_TABLES.values():
-            self.execute(conn, self.create_table_sql(RAW_SCHEMA, table.name, table))
+            self.execute(conn, self.create_table_sql(qualified(RAW_SCHEMA, table.name), table))
         ts = self.sql_type("timestamp")
         txt = self.sql_type("text")
         big = self.sql_type("integer")

@@ -95,7 +95,7 @@ def test_every_kind_of_broken_value_is_caught(target, tmp_path):
         8: "expect_column_values_to_be_unique",
     }
     for row, text in expected.items():
-        line = next(l for l in report.splitlines() if l.strip().startswith(f"row {row} "))
+        line = next(ln for ln in report.splitlines() if ln.strip().startswith(f"row {row} "))
         assert text in line, (row, line)
     assert raw_count(target) == 0
 

@@ -1,0 +1,1 @@
+"""scikit-learn models over warehouse features: repurchase prediction and product recommendation."""
