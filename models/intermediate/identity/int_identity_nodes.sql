@@ -8,8 +8,12 @@ customers as (
     select * from {{ ref('stg_shop__customers') }}
 ),
 
-events as (
-    select * from {{ ref('stg_shop__behavior_events') }}
+event_users as (
+    -- one row per id seen in behaviour, before building keys for millions of events
+    select user_id_type, user_id, min(occurred_at) as first_seen_at
+    from {{ ref('stg_shop__behavior_events') }}
+    where user_id is not null
+    group by user_id_type, user_id
 ),
 
 keys as (
@@ -19,8 +23,7 @@ keys as (
     union all
     select {{ identity_key("'member_id'", 'customer_id') }}, registered_at from customers
     union all
-    select {{ identity_key('user_id_type', 'user_id') }}, occurred_at from events
-    where user_id is not null
+    select {{ identity_key('user_id_type', 'user_id') }}, first_seen_at from event_users
 ),
 
 distinct_keys as (

@@ -28,32 +28,35 @@ channels as (
 ),
 
 last_events as (
+    -- the channel of the latest behaviour (ties: the first channel alphabetically); a join back
+    -- on the latest time instead of a window over every behaviour row
     select
-        one_id,
-        channel as last_channel
-    from (
-        select
-            one_id,
-            channel,
-            row_number() over (partition by one_id order by occurred_at desc, channel) as recency_rank
-        from behaviors
-    ) as ranked
-    where recency_rank = 1
+        b.one_id,
+        min(b.channel) as last_channel
+    from behaviors as b
+    inner join facts as f on f.one_id = b.one_id and b.occurred_at = f.last_active_at
+    group by b.one_id
+),
+
+product_views as (
+    select one_id, occurred_at, object_value
+    from behaviors
+    where event_type = 'view' and object_attribute = 'product'
+),
+
+last_view_times as (
+    select one_id, max(occurred_at) as last_viewed_at
+    from product_views
+    group by one_id
 ),
 
 last_views as (
     select
-        one_id,
-        object_value as last_viewed_product
-    from (
-        select
-            one_id,
-            object_value,
-            row_number() over (partition by one_id order by occurred_at desc, object_value) as recency_rank
-        from behaviors
-        where event_type = 'view' and object_attribute = 'product'
-    ) as ranked
-    where recency_rank = 1
+        v.one_id,
+        min(v.object_value) as last_viewed_product
+    from product_views as v
+    inner join last_view_times as t on t.one_id = v.one_id and v.occurred_at = t.last_viewed_at
+    group by v.one_id
 ),
 
 final as (

@@ -8,7 +8,7 @@ with events as (
 ),
 
 identities as (
-    select node_key, one_id from {{ ref('dim_identities') }}
+    select id_type, id_value, one_id from {{ ref('dim_identities') }}
 ),
 
 resolved as (
@@ -24,7 +24,7 @@ resolved as (
         e.event_count,
         e.amount
     from events as e
-    inner join identities as i on i.node_key = {{ identity_key('e.user_id_type', 'e.user_id') }}
+    inner join identities as i on i.id_type = e.user_id_type and i.id_value = e.user_id
 ),
 
 grained as (
