@@ -84,6 +84,28 @@ def _c(name: str, type_: ColumnType, description: str, **kw) -> Column:
     return Column(name=name, type=type_, description=description, **kw)
 
 
+def _media_log_columns(event: str) -> tuple[Column, ...]:
+    """The fields media return in a monitoring log, the same for impressions and clicks."""
+    return (
+        _c("media_name", "text", "Media that served the ad.", nullable=False),
+        _c("monitor_campaign_name", "text", "Monitoring campaign."),
+        _c("campaign_id", "text", "Media campaign id."),
+        _c("creative_id", "text", "Creative id."),
+        _c("imei", "text", "Device IMEI (often md5)."),
+        _c("idfa", "text", "Device IDFA."),
+        _c("oaid", "text", "Device OAID."),
+        _c("android_id", "text", "Android id."),
+        _c("mac", "text", "MAC address."),
+        _c("ip", "text", "Client IP."),
+        _c("user_agent", "text", "Client user agent."),
+        _c("os", "text", "Operating system."),
+        _c("city", "text", "City."),
+        _c("city_tier", "text", "City tier."),
+        _c("occurred_at", "timestamp", f"When the {event} happened.", nullable=False,
+           not_in_future=True),
+    )
+
+
 RAW_TABLES: dict[str, RawTable] = {
     t.name: t
     for t in (
@@ -192,50 +214,16 @@ RAW_TABLES: dict[str, RawTable] = {
             description="Ad impressions returned by media monitoring links (return-flow).",
             key="impression_id",
             declared_only=True,
-            columns=(
-                _c("impression_id", "text", "Monitoring log id.", nullable=False),
-                _c("media_name", "text", "Media that served the ad.", nullable=False),
-                _c("monitor_campaign_name", "text", "Monitoring campaign."),
-                _c("campaign_id", "text", "Media campaign id."),
-                _c("creative_id", "text", "Creative id."),
-                _c("imei", "text", "Device IMEI (often md5)."),
-                _c("idfa", "text", "Device IDFA."),
-                _c("oaid", "text", "Device OAID."),
-                _c("android_id", "text", "Android id."),
-                _c("mac", "text", "MAC address."),
-                _c("ip", "text", "Client IP."),
-                _c("user_agent", "text", "Client user agent."),
-                _c("os", "text", "Operating system."),
-                _c("city", "text", "City."),
-                _c("city_tier", "text", "City tier."),
-                _c("occurred_at", "timestamp", "When the impression happened.", nullable=False,
-                   not_in_future=True),
-            ),
+            columns=(_c("impression_id", "text", "Monitoring log id.", nullable=False),
+                     *_media_log_columns("impression")),
         ),
         RawTable(
             name="media_clicks",
             description="Ad clicks returned by media monitoring links (return-flow).",
             key="click_id",
             declared_only=True,
-            columns=(
-                _c("click_id", "text", "Monitoring log id.", nullable=False),
-                _c("media_name", "text", "Media that served the ad.", nullable=False),
-                _c("monitor_campaign_name", "text", "Monitoring campaign."),
-                _c("campaign_id", "text", "Media campaign id."),
-                _c("creative_id", "text", "Creative id."),
-                _c("imei", "text", "Device IMEI (often md5)."),
-                _c("idfa", "text", "Device IDFA."),
-                _c("oaid", "text", "Device OAID."),
-                _c("android_id", "text", "Android id."),
-                _c("mac", "text", "MAC address."),
-                _c("ip", "text", "Client IP."),
-                _c("user_agent", "text", "Client user agent."),
-                _c("os", "text", "Operating system."),
-                _c("city", "text", "City."),
-                _c("city_tier", "text", "City tier."),
-                _c("occurred_at", "timestamp", "When the click happened.", nullable=False,
-                   not_in_future=True),
-            ),
+            columns=(_c("click_id", "text", "Monitoring log id.", nullable=False),
+                     *_media_log_columns("click")),
         ),
     )
 }

@@ -48,15 +48,7 @@ category_spend as (
 ),
 
 favourite_category as (
-    select one_id, category as favourite_category
-    from (
-        select
-            one_id,
-            category,
-            row_number() over (partition by one_id order by amount desc, category) as rank_in_user
-        from category_spend
-    ) as ranked
-    where rank_in_user = 1
+    {{ top_value_per('category_spend', 'one_id', 'category', 'amount desc, category', 'favourite_category') }}
 ),
 
 categories_bought as (
@@ -75,15 +67,7 @@ brand_spend as (
 ),
 
 favourite_brand as (
-    select one_id, brand as favourite_brand
-    from (
-        select
-            one_id,
-            brand,
-            row_number() over (partition by one_id order by amount desc, brand) as rank_in_user
-        from brand_spend
-    ) as ranked
-    where rank_in_user = 1
+    {{ top_value_per('brand_spend', 'one_id', 'brand', 'amount desc, brand', 'favourite_brand') }}
 ),
 
 channel_orders as (
@@ -93,15 +77,7 @@ channel_orders as (
 ),
 
 preferred_channel as (
-    select one_id, channel as preferred_order_channel
-    from (
-        select
-            one_id,
-            channel,
-            row_number() over (partition by one_id order by orders desc, channel) as rank_in_user
-        from channel_orders
-    ) as ranked
-    where rank_in_user = 1
+    {{ top_value_per('channel_orders', 'one_id', 'channel', 'orders desc, channel', 'preferred_order_channel') }}
 ),
 
 final as (
