@@ -62,7 +62,12 @@ class PostgresCluster:
         self._bin = find_pg_bin()
         if os.geteuid() == 0:
             self._run_as = "postgres"
-            pw = pwd.getpwnam("postgres")
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError("PostgreSQL will not run as root and there is no 'postgres' "
+                                   "user; install the server with: apt-get install -y postgresql"
+                                   ) from None
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         data = self.root / "data"
         pwfile = self.root / "pwfile"

@@ -9,6 +9,7 @@ facts as (
         one_id,
         max(occurred_at) as last_active_at,
         max(case when event_type = 'login' then occurred_at end) as last_login_at,
+        max(case when event_type = 'view' and object_attribute = 'product' then occurred_at end) as last_product_view_at,
         cast(coalesce(sum(case when event_type = 'login' and {{ in_last_days('behavior_date', 30) }} then behavior_count end), 0) as bigint) as logins_30d,
         cast(coalesce(sum(case when event_type = 'view' and {{ in_last_days('behavior_date', 30) }} then behavior_count end), 0) as bigint) as views_30d,
         cast(coalesce(sum(case when event_type = 'add_to_cart' and {{ in_last_days('behavior_date', 30) }} then behavior_count end), 0) as bigint) as add_to_cart_30d,
@@ -27,48 +28,41 @@ channels as (
     group by one_id
 ),
 
-last_events as (
-    -- the channel of the latest behaviour (ties: the first channel alphabetically); a join back
-    -- on the latest time instead of a window over every behaviour row
+latest as (
+    -- the channel of the latest behaviour and the product viewed last (ties: alphabetical),
+    -- in one join back on the latest times instead of windows over every behaviour row
     select
         b.one_id,
-        min(b.channel) as last_channel
+        min(case when b.occurred_at = f.last_active_at then b.channel end) as last_channel,
+        min(case
+            when b.occurred_at = f.last_product_view_at and b.event_type = 'view'
+                and b.object_attribute = 'product'
+                then b.object_value
+        end) as last_viewed_product
     from behaviors as b
-    inner join facts as f on f.one_id = b.one_id and b.occurred_at = f.last_active_at
+    inner join facts as f
+        on f.one_id = b.one_id
+        and (b.occurred_at = f.last_active_at or b.occurred_at = f.last_product_view_at)
     group by b.one_id
-),
-
-product_views as (
-    select one_id, occurred_at, object_value
-    from behaviors
-    where event_type = 'view' and object_attribute = 'product'
-),
-
-last_view_times as (
-    select one_id, max(occurred_at) as last_viewed_at
-    from product_views
-    group by one_id
-),
-
-last_views as (
-    select
-        v.one_id,
-        min(v.object_value) as last_viewed_product
-    from product_views as v
-    inner join last_view_times as t on t.one_id = v.one_id and v.occurred_at = t.last_viewed_at
-    group by v.one_id
 ),
 
 final as (
     select
-        f.*,
+        f.one_id,
+        f.last_active_at,
+        f.last_login_at,
+        f.logins_30d,
+        f.views_30d,
+        f.add_to_cart_30d,
+        f.favourites_90d,
+        f.shares_90d,
+        f.active_days_30d,
         c.channels_used,
-        le.last_channel,
-        lv.last_viewed_product
+        l.last_channel,
+        l.last_viewed_product
     from facts as f
     left join channels as c on c.one_id = f.one_id
-    left join last_events as le on le.one_id = f.one_id
-    left join last_views as lv on lv.one_id = f.one_id
+    left join latest as l on l.one_id = f.one_id
 )
 
 select * from final
