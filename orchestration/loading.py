@@ -59,7 +59,6 @@ class LoadResult:
     rows_loaded: int = 0
     rows_quarantined: int = 0
     failures: Failures = field(default_factory=Failures)
-    sample: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def load_file(
@@ -127,7 +126,6 @@ def load_file(
                 progress(n)
 
         _check_keys(warehouse, conn, stage, table, mode, result, bad_records, quarantine)
-        result.sample = {row: bad_records[row] for row in sorted(bad_records)[:REPORT_ROWS]}
         if result.failures and not quarantine:
             raise ValidationFailed(
                 f"{path}: {len(result.failures.by_row)} of {result.rows_read} rows break the "
