@@ -34,10 +34,10 @@ from orchestration.raw_tables import (
 from orchestration.validation import (
     UNIQUE,
     Failures,
-    _now,
     build_suite,
     build_text_suite,
     run_suite,
+    utc_now,
 )
 from orchestration.warehouse import LOAD_HISTORY_TABLE, Warehouse, qident, qualified
 
@@ -86,7 +86,7 @@ def load_file(
 
     result = LoadResult(table=table.name, source_file=str(path), load_id=uuid.uuid4().hex[:16],
                         mode=mode)
-    now = _now()
+    now = utc_now()
     typed_suite = build_suite(table, now=now, include_unique=False)
     text_suite = build_text_suite(table)
     bad_records: dict[int, dict[str, Any]] = {}

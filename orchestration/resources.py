@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from orchestration.settings import load_settings
@@ -19,8 +21,5 @@ class WarehouseResource(dg.ConfigurableResource):
     def get(self) -> Warehouse:
         settings = load_settings()
         if self.target and self.target != settings.target:
-            import os
-
-            env = dict(os.environ, OA_TARGET=self.target)
-            settings = load_settings(env)
+            settings = load_settings(dict(os.environ, OA_TARGET=self.target))
         return Warehouse(settings)

@@ -79,14 +79,14 @@ def _batch_definition():
         return asset.add_batch_definition_whole_dataframe("whole")
 
 
-def _now() -> dt.datetime:
+def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def build_suite(table: RawTable, now: dt.datetime | None = None,
                 include_unique: bool = True) -> gx.ExpectationSuite:
     """The expectation suite of a raw table over typed values."""
-    now = now or _now()
+    now = now or utc_now()
     _context()
     suite = gx.ExpectationSuite(name=f"raw_{table.name}")
     E = gx.expectations
