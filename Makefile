@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OA_HOME ?= $(CURDIR)/.openaudience
-export DAGSTER_HOME ?= $(OA_HOME)/dagster
+DAGSTER_HOME ?= $(OA_HOME)/dagster
 
 .PHONY: install demo test ui lock clean
 
@@ -27,7 +27,7 @@ test: install
 
 ui: install
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
 
 lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11

@@ -51,10 +51,14 @@ def test_lineage_runs_from_raw_tables_to_marts():
     assert graph.get(user_tags).group_name == "marts"
 
 
-def test_dagster_can_load_the_code_location_like_the_ui_does():
+def test_dagster_can_load_the_code_location_like_the_ui_does(tmp_path):
+    import shutil
+
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     done = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "orchestration.definitions"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True)
+        cwd=PROJECT_ROOT, capture_output=True, text=True,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stdout + done.stderr
 
 
