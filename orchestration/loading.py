@@ -275,7 +275,7 @@ def _check_keys(warehouse: Warehouse, conn: Any, stage: str, table: RawTable, mo
         rows.append(int(row))
     if not rows:
         return
-    wanted = sorted(set(rows))
+    wanted = sorted(set(rows))  # rows whose records the report or the quarantine needs
     if not quarantine:
         wanted = wanted[:REPORT_ROWS]
     cols = ", ".join(qident(c) for c in table.column_names)
@@ -287,9 +287,9 @@ def _check_keys(warehouse: Warehouse, conn: Any, stage: str, table: RawTable, mo
             part)
         for rec in found:
             bad_records[int(rec[0])] = dict(zip(table.column_names, rec[1:], strict=True))
-    placeholders_all = sorted(set(rows))
-    for start in range(0, len(placeholders_all), 1000):
-        part = placeholders_all[start:start + 1000]
+    rejected = sorted(set(rows))
+    for start in range(0, len(rejected), 1000):
+        part = rejected[start:start + 1000]
         warehouse.execute(conn, f"delete from {stage} where {qident(ROW)} in "
                                 f"({', '.join(['%s'] * len(part))})", part)
 
