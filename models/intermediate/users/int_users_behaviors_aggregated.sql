@@ -20,29 +20,34 @@ facts as (
     group by one_id
 ),
 
-channels as (
-    select
-        one_id,
-        {{ dbt.listagg('channel', "','", 'order by channel') }} as channels_used
-    from (select distinct one_id, channel from behaviors) as used
-    group by one_id
+channel_last_seen as (
+    -- one row per user and channel: the list of channels and the latest channel both come
+    -- from this small table instead of another pass over every behaviour
+    select one_id, channel, max(occurred_at) as last_seen_at
+    from behaviors
+    group by one_id, channel
 ),
 
-latest as (
-    -- the channel of the latest behaviour and the product viewed last (ties: alphabetical),
-    -- in one join back on the latest times instead of windows over every behaviour row
+channels as (
+    select
+        c.one_id,
+        {{ dbt.listagg('c.channel', "','", 'order by c.channel') }} as channels_used,
+        min(case when c.last_seen_at = f.last_active_at then c.channel end) as last_channel
+    from channel_last_seen as c
+    inner join facts as f on f.one_id = c.one_id
+    group by c.one_id
+),
+
+last_views as (
+    -- the product viewed last (ties: alphabetical)
     select
         b.one_id,
-        min(case when b.occurred_at = f.last_active_at then b.channel end) as last_channel,
-        min(case
-            when b.occurred_at = f.last_product_view_at and b.event_type = 'view'
-                and b.object_attribute = 'product'
-                then b.object_value
-        end) as last_viewed_product
+        min(b.object_value) as last_viewed_product
     from behaviors as b
     inner join facts as f
         on f.one_id = b.one_id
-        and (b.occurred_at = f.last_active_at or b.occurred_at = f.last_product_view_at)
+        and b.occurred_at = f.last_product_view_at
+    where b.event_type = 'view' and b.object_attribute = 'product'
     group by b.one_id
 ),
 
@@ -58,11 +63,11 @@ final as (
         f.shares_90d,
         f.active_days_30d,
         c.channels_used,
-        l.last_channel,
-        l.last_viewed_product
+        c.last_channel,
+        v.last_viewed_product
     from facts as f
     left join channels as c on c.one_id = f.one_id
-    left join latest as l on l.one_id = f.one_id
+    left join last_views as v on v.one_id = f.one_id
 )
 
 select * from final

@@ -15,7 +15,6 @@ resolved as (
     select
         i.one_id,
         e.occurred_at,
-        e.occurred_date,
         e.event_type,
         e.channel,
         e.object_attribute,
@@ -36,7 +35,6 @@ grained as (
         object_attribute,
         object_value,
         item_id,
-        min(occurred_date) as behavior_date,
         cast(sum(event_count) as bigint) as behavior_count,
         sum(amount) as behavior_amount,
         count(*) as source_events
@@ -46,14 +44,15 @@ grained as (
 
 final as (
     select
-        md5(
-            one_id || '|' || cast(occurred_at as {{ dbt.type_string() }}) || '|' || event_type
-            || '|' || channel || '|' || object_attribute || '|' || object_value
-            || '|' || coalesce(item_id, '')
-        ) as behavior_id,
+        -- md5 of the grain joined by the ASCII unit separator, kept as a 16-byte uuid: cheaper
+        -- to store, compare and test than 32 hex characters. concat() reads a null item_id as ''.
+        cast(md5(concat(
+            one_id, chr(31), occurred_at, chr(31), event_type, chr(31), channel, chr(31),
+            object_attribute, chr(31), object_value, chr(31), item_id
+        )) as uuid) as behavior_id,
         one_id,
         occurred_at,
-        behavior_date,
+        cast(occurred_at as date) as behavior_date,
         event_type,
         channel,
         object_attribute,
