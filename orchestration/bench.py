@@ -118,3 +118,72 @@ def bench_build(users: int, days: int, seed: int, console: Console) -> dict[str,
         f"| {result['date']} | {settings.target} | {users:,} | {result['behavior_events']:,} | "
         f"{result['load_s']} s | {result['build_s']} s | {result['build_peak_rss_mb']:.0f} MB |")
     return result
+
+
+def _dbt_node_seconds(target_path: Path, name: str) -> float:
+    results = json.loads((target_path / "run_results.json").read_text())["results"]
+    return sum(r["execution_time"] for r in results if r["unique_id"].split(".")[-1] == name
+               and r["unique_id"].startswith("model."))
+
+
+def _dbt_timed(args: list[str], env: dict[str, str], target_path: Path, console: Console) -> None:
+    dbt = str(Path(sys.executable).with_name("dbt"))
+    cmd = [dbt, *args, "--project-dir", str(PROJECT_ROOT), "--profiles-dir", str(PROJECT_ROOT),
+           "--target-path", str(target_path), "--vars", json.dumps({"as_of": str(BENCH_END_DATE)})]
+    returncode, output, _peak = _run_measured(cmd, env)
+    if returncode != 0:
+        console.print(output[-6000:])
+        raise RuntimeError(f"dbt {' '.join(args)} failed during the benchmark")
+
+
+def bench_models(transactions: int, users: int, console: Console) -> dict[str, float]:
+    """RFM over `transactions` synthetic paid orders of `users` people (a fresh DuckDB file), and
+    AIPL for one day over the warehouse `oa bench build` left behind."""
+    import duckdb
+
+    settings = load_settings()
+    if settings.is_postgres:
+        raise RuntimeError("oa bench models measures the embedded DuckDB warehouse; unset OA_TARGET")
+    bench = settings.home / "bench"
+    target_path = bench / "dbt_target"
+    result: dict[str, float] = {"transactions": transactions, "users": users}
+
+    path = bench / "rfm.duckdb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for p in (path, path.with_suffix(".duckdb.wal")):
+        p.unlink(missing_ok=True)
+    with console.status(f"writing {transactions:,} synthetic orders"):
+        conn = duckdb.connect(str(path))
+        conn.execute("create schema marts")
+        # one year of paid orders; per-user counts and amounts are skewed like real shops
+        at = f"timestamp '{BENCH_END_DATE}' - to_seconds(cast(hash(i * 7) % 31536000 as bigint))"
+        amount = "round(10 + pow(cast(hash(i * 13) % 1000 as double) / 1000, 3) * 2000, 2)"
+        conn.execute(f"""
+            create table marts.fct_orders as
+            select 'o' || i as order_id,
+                   'oa_' || lpad(cast(hash(i) % {users} as varchar), 12, '0') as one_id,
+                   'c' || (hash(i) % {users}) as customer_id,
+                   {at} as ordered_at, cast({at} as date) as ordered_date,
+                   'app' as channel, 'paid' as status, true as is_paid,
+                   cast({amount} as decimal(18, 2)) as total_amount,
+                   1 as line_count, 1 as units
+            from range({transactions}) as t(i)""")
+        conn.close()
+    env = dict(os.environ, **load_settings(dict(os.environ, OA_DUCKDB_PATH=str(path))).dbt_env())
+    _dbt_timed(["seed", "--select", "rfm_segments"], env, target_path, console)
+    with console.status("RFM (rfm_default) over the synthetic orders"):
+        _dbt_timed(["run", "--select", "rfm_default"], env, target_path, console)
+    result["rfm_s"] = round(_dbt_node_seconds(target_path, "rfm_default"), 1)
+
+    warehouse = bench / "warehouse.duckdb"
+    if not warehouse.exists():
+        raise RuntimeError(f"{warehouse} is missing: run `oa bench build --users {users}` first")
+    env = dict(os.environ, **load_settings(dict(os.environ, OA_DUCKDB_PATH=str(warehouse))).dbt_env())
+    with console.status("AIPL (aipl_daily) for one day"):
+        _dbt_timed(["run", "--select", "aipl_daily"], env, target_path, console)
+    result["aipl_one_day_s"] = round(_dbt_node_seconds(target_path, "aipl_daily"), 1)
+    conn = duckdb.connect(str(warehouse), read_only=True)
+    result["aipl_users"] = conn.execute("select count(*) from marts.user_tags").fetchone()[0]
+    conn.close()
+    console.print_json(json.dumps(result))
+    return result

@@ -27,17 +27,20 @@ class BuildOutcome:
         return text
 
 
-def dbt_args(command: str, select: str | None = None, as_of: str | None = None) -> list[str]:
+def dbt_args(command: str, select: str | None = None, as_of: str | None = None,
+             extra_vars: dict[str, str] | None = None) -> list[str]:
     args = [command, "--project-dir", str(PROJECT_ROOT), "--profiles-dir", str(PROJECT_ROOT)]
     if select:
         args += ["--select", select]
-    if as_of:
-        args += ["--vars", json.dumps({"as_of": as_of})]
+    dbt_vars = {**({"as_of": as_of} if as_of else {}), **(extra_vars or {})}
+    if dbt_vars:
+        args += ["--vars", json.dumps(dbt_vars)]
     return args
 
 
 def run_dbt_build(select: str | None = None, as_of: str | None = None,
-                  console: Console | None = None) -> BuildOutcome:
+                  console: Console | None = None,
+                  extra_vars: dict[str, str] | None = None) -> BuildOutcome:
     from dbt.cli.main import dbtRunner
 
     apply_environment()
@@ -56,7 +59,7 @@ def run_dbt_build(select: str | None = None, as_of: str | None = None,
                 progress.advance(task)
 
         result = dbtRunner(callbacks=[on_event]).invoke(
-            [*dbt_args("build", select, as_of), "--quiet"])
+            [*dbt_args("build", select, as_of, extra_vars), "--quiet"])
     outcome = BuildOutcome(success=bool(result.success))
     if result.exception is not None:
         outcome.failures.append(str(result.exception))

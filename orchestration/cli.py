@@ -29,6 +29,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="OpenAudience: warehouse-native customer data platform.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (figures go to docs/benchmarks.md).")
 app.add_typer(bench_app, name="bench")
+report_app = typer.Typer(no_args_is_help=True,
+                         help="Self-contained HTML reports with charts (RFM, AIPL, pivot).")
+app.add_typer(report_app, name="report")
+aipl_app = typer.Typer(no_args_is_help=True, help="AIPL stages per day (the aipl_daily model).")
+app.add_typer(aipl_app, name="aipl")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # paths and messages stay whole when piped
 
@@ -193,16 +198,121 @@ def demo(
     settings = load_settings()
     out = settings.home / "demo"
     config = DemoConfig(users=users, days=days, seed=seed, end_date=dt.date.today())
-    console.rule("1/3 demo data")
+    console.rule("1/4 demo data")
     _generate(generate, out, config)
-    console.rule("2/3 load (validated)")
+    console.rule("2/4 load (validated)")
     _load_folder(out, "replace", quarantine=False)
-    console.rule("3/3 nightly_refresh")
+    console.rule("3/4 nightly_refresh")
     result = run_nightly(console)
     if not result.success:
         raise UserError(f"nightly_refresh failed (run {result.run_id}); see `make ui`")
+    console.rule("4/4 AIPL history and reports")
+    today = dt.date.today()
+    backfill_aipl(today - dt.timedelta(days=29), today)
+    reports = {
+        "RFM": write_rfm_report("rfm_default"),
+        "AIPL": write_aipl_report("default", today - dt.timedelta(days=29), today),
+        "pivot": write_pivot_report(DEMO_PIVOT_TAGS),
+    }
     console.rule("summary")
     print_status(console)
+    for kind, path in reports.items():
+        console.print(f"{kind} report: {path}", soft_wrap=True)
+
+
+DEMO_PIVOT_TAGS = ["gender", "member_level", "city", "categories_bought", "age", "registered_at"]
+
+
+def _report_path(out: Path | None, name: str) -> Path:
+    from orchestration.settings import load_settings
+
+    return out or load_settings().home / "reports" / name
+
+
+@report_app.command("rfm")
+def report_rfm(
+    name: Annotated[str, typer.Argument(help="RFM model, e.g. rfm_default.")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write.")] = None,
+) -> None:
+    """RFM analysis of one model: core metrics, the eight user types, bubble charts, trend."""
+    print(write_rfm_report(name, out))
+
+
+def write_rfm_report(name: str, out: Path | None = None) -> Path:
+    from orchestration.analysis import report
+    from orchestration.analysis.rfm import analyse_rfm
+    from orchestration.warehouse import Warehouse
+
+    with console.status(f"analysing RFM model {name}"):
+        page = report.rfm_page(analyse_rfm(Warehouse(), name))
+    return report.write(page, _report_path(out, f"rfm_{report.slug(name)}.html"))
+
+
+@report_app.command("aipl")
+def report_aipl(
+    name: Annotated[str, typer.Argument(help="AIPL model, e.g. default.")],
+    start: Annotated[str, typer.Option(help="First day of the flow (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option(help="Last day of the flow (YYYY-MM-DD).")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write.")] = None,
+) -> None:
+    """AIPL flow between two days: stage counts, conversions, churn, and the 30-day trend."""
+    print(write_aipl_report(name, _parse_date(start, "--start"), _parse_date(end, "--end"), out))
+
+
+def write_aipl_report(name: str, start: dt.date, end: dt.date, out: Path | None = None) -> Path:
+    from orchestration.analysis import report
+    from orchestration.analysis.aipl import analyse_aipl
+    from orchestration.warehouse import Warehouse
+
+    with console.status(f"analysing AIPL model {name}"):
+        page = report.aipl_page(analyse_aipl(Warehouse(), name, start, end))
+    return report.write(page, _report_path(out, f"aipl_{report.slug(name)}_{start}_{end}.html"))
+
+
+@report_app.command("pivot")
+def report_pivot(
+    tags: Annotated[str, typer.Option(help="Comma-separated tags, e.g. gender,city,age.")],
+    exclude_null: Annotated[bool, typer.Option(
+        "--exclude-null", help="Leave out users with no value (and the value 'unknown').")] = False,
+    out: Annotated[Path | None, typer.Option(help="HTML file to write.")] = None,
+) -> None:
+    """Distribution of chosen tags over user_tags, one chart per tag."""
+    print(write_pivot_report([t.strip() for t in tags.split(",") if t.strip()], exclude_null, out))
+
+
+def write_pivot_report(tags: list[str], exclude_null: bool = False, out: Path | None = None) -> Path:
+    from orchestration.analysis import report
+    from orchestration.analysis.pivot import pivot_tags
+    from orchestration.warehouse import Warehouse
+
+    with console.status(f"pivoting {len(tags)} tag(s)"):
+        page = report.pivot_page(pivot_tags(Warehouse(), tags, exclude_null), exclude_null)
+    return report.write(page, _report_path(out, f"pivot_{report.slug('_'.join(tags))}.html"))
+
+
+@aipl_app.command("backfill")
+def aipl_backfill(
+    start: Annotated[str, typer.Option(help="First day to compute (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option(help="Last day to compute (YYYY-MM-DD).")],
+) -> None:
+    """Compute (or recompute) aipl_daily for every day from --start to --end, then test it."""
+    first, last = _parse_date(start, "--start"), _parse_date(end, "--end")
+    outcome = backfill_aipl(first, last)
+    console.print(f"[green]aipl_daily {first} to {last}[/green]: {outcome.summary}")
+
+
+def backfill_aipl(first: dt.date, last: dt.date):
+    from orchestration.build import run_dbt_build
+
+    if first > last:
+        raise UserError(f"--start {first} is after --end {last}")
+    if (last - first).days > 366:
+        raise UserError("backfill at most 367 days at a time")
+    outcome = run_dbt_build(select="aipl_daily+", console=console, as_of=last.isoformat(),
+                            extra_vars={"aipl_start": first.isoformat(), "aipl_end": last.isoformat()})
+    if not outcome.success:
+        raise UserError(f"aipl_daily backfill failed: {outcome.summary}")
+    return outcome
 
 
 @bench_app.command("build")
@@ -215,6 +325,17 @@ def bench_build(
     from orchestration.bench import bench_build as run
 
     run(users=users, days=days, seed=seed, console=console)
+
+
+@bench_app.command("models")
+def bench_models(
+    transactions: Annotated[int, typer.Option(help="Synthetic paid orders for RFM.")] = 20_000_000,
+    users: Annotated[int, typer.Option(help="People the orders belong to.")] = 1_000_000,
+) -> None:
+    """Time RFM over N transactions and AIPL for one day over the `bench build` warehouse."""
+    from orchestration.bench import bench_models as run
+
+    run(transactions=transactions, users=users, console=console)
 
 
 def main() -> None:

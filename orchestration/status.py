@@ -9,7 +9,8 @@ from orchestration.raw_tables import RAW_SCHEMA, RAW_TABLES
 from orchestration.warehouse import LOAD_HISTORY_TABLE, Warehouse, qualified
 
 MARTS = ("user_tags", "dim_identities", "fct_behaviors", "fct_orders", "fct_order_items",
-         "product_tags", "dim_behavior_objects", "rpt_identity_shared_ids")
+         "product_tags", "dim_behavior_objects", "rpt_identity_shared_ids", "rfm_default",
+         "rfm_lifetime", "aipl_daily")
 
 
 def collect(warehouse: Warehouse) -> dict[str, dict[str, int | None]]:

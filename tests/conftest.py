@@ -37,6 +37,7 @@ class Target:
 
     name: str
     env: dict[str, str]
+    build_log: str = ""
 
     @property
     def settings(self) -> Settings:
@@ -71,6 +72,22 @@ def make_target(name: str, tmp_path: Path, pg_cluster: PostgresCluster | None, d
         assert pg_cluster is not None
         env.update(pg_cluster.reset_database(db))
     return Target(name=name, env=env)
+
+
+def build_both_engines(data: Path, pg_cluster: PostgresCluster, tmp_path_factory,
+                       db: str) -> dict[str, Target]:
+    """Both engines loaded from the same files and built (dbt build) with the same as-of date."""
+    from orchestration.loading import load_file
+    from orchestration.raw_tables import LOAD_ORDER
+
+    targets = {}
+    for engine in ENGINES:
+        target = make_target(engine, tmp_path_factory.mktemp(engine), pg_cluster, db)
+        for table in LOAD_ORDER:
+            load_file(target.warehouse, table, data / f"{table}.parquet")
+        target.build_log = target.dbt("build").stdout
+        targets[engine] = target
+    return targets
 
 
 @pytest.fixture(params=ENGINES)

@@ -8,9 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from orchestration.loading import load_file
-from orchestration.raw_tables import LOAD_ORDER
-from tests.conftest import make_target
+from tests.conftest import build_both_engines
 
 MARTS = ("user_tags", "fct_behaviors", "dim_identities", "product_tags", "fct_orders",
          "fct_order_items", "dim_behavior_objects", "rpt_identity_shared_ids")
@@ -19,14 +17,7 @@ MARTS = ("user_tags", "fct_behaviors", "dim_identities", "product_tags", "fct_or
 @pytest.fixture(scope="module")
 def built(small_demo, pg_cluster, tmp_path_factory):
     """Both engines loaded from the same files and built with the same as-of date."""
-    targets = {}
-    for engine in ("duckdb", "postgres"):
-        target = make_target(engine, tmp_path_factory.mktemp(engine), pg_cluster, "build_compare")
-        for table in LOAD_ORDER:
-            load_file(target.warehouse, table, small_demo / f"{table}.parquet")
-        target.build_log = target.dbt("build").stdout
-        targets[engine] = target
-    return targets
+    return build_both_engines(small_demo, pg_cluster, tmp_path_factory, "build_compare")
 
 
 def test_dbt_build_passes_every_test_on_both_engines(built):

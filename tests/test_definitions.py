@@ -77,6 +77,30 @@ def test_nightly_job_runs_checks_and_builds_on_each_engine(loaded, tmp_path):
     assert "nightly_refresh succeeded" in done.stdout
     assert "0 failed" in done.stdout
     assert loaded.warehouse.row_count("marts", "user_tags") > 2_000
+    _assert_chart_metadata(tmp_path / "dagster")
+
+
+def _assert_chart_metadata(home):
+    """The RFM and AIPL assets carry their charts as PNG images in the run's metadata."""
+    import base64
+    import re
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        for key, field in ((["marts", "rfm_default"], "rfm_segments_chart"),
+                           (["marts", "rfm_lifetime"], "rfm_mf_r_chart"),
+                           (["marts", "aipl_daily"], "aipl_default_trend_chart")):
+            event = instance.get_latest_materialization_event(dg.AssetKey(key))
+            assert event is not None, key
+            metadata = event.asset_materialization.metadata
+            assert "chart_error" not in metadata, metadata.get("chart_error")
+            text = metadata[field].value
+            match = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
+            assert match, (key, text[:200])
+            png = base64.b64decode(match.group(1))
+            assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000, key
+    finally:
+        instance.dispose()
 
 
 def test_a_gx_check_fails_when_a_raw_table_breaks_its_contract(loaded):

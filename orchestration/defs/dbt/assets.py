@@ -7,6 +7,8 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
+from orchestration.analysis.catalog import Catalog
+from orchestration.analysis.metadata import chart_metadata
 from orchestration.dbt_project import DBT_PROJECT, ensure_manifest
 from orchestration.raw_tables import RAW_SCHEMA
 from orchestration.resources import WarehouseResource
@@ -60,11 +62,28 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
             node = nodes.get(unique_id.value if unique_id else "", {})
             if node.get("config", {}).get("materialized") in TABLE_MATERIALIZATIONS:
                 relations[node["unique_id"]] = (node["schema"], node["alias"])
-    counts = warehouse.get().row_counts(list(relations.values())) if relations else {}
+    wh = warehouse.get()
+    counts = wh.row_counts(list(relations.values())) if relations else {}
+    catalog = Catalog(invocation.manifest)
     for event in events:
         unique_id = event.metadata.get("unique_id") if hasattr(event, "metadata") else None
         relation = relations.get(unique_id.value) if unique_id else None
+        extra: dict[str, Any] = {}
         if relation and counts.get(relation) is not None:
-            event = event.with_metadata({**event.metadata,
-                                         "dagster/row_count": dg.MetadataValue.int(counts[relation])})
+            extra["dagster/row_count"] = dg.MetadataValue.int(counts[relation])
+        if relation:
+            extra.update(_charts(context, wh, catalog, nodes[unique_id.value]))
+        if extra:
+            event = event.with_metadata({**event.metadata, **extra})
         yield event
+
+
+def _charts(context: dg.AssetExecutionContext, wh, catalog: Catalog,
+            node: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's charts as PNG metadata; a chart that cannot be drawn is reported, not fatal,
+    because the model itself was built and tested."""
+    try:
+        return chart_metadata(wh, catalog, dict(node))
+    except Exception as exc:  # noqa: BLE001 - logged and shown on the asset instead
+        context.log.warning(f"charts for {node['name']} failed: {exc}")
+        return {"chart_error": dg.MetadataValue.text(str(exc))}
