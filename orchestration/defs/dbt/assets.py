@@ -50,7 +50,8 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     """dbt build over the selected models: seeds, models and their data and unit tests.
 
     Events are held until dbt exits, because an embedded DuckDB file cannot be read while the
-    dbt process writes it; then each table gets its row count.
+    dbt process writes it; then each table gets its row count, and the RFM models and
+    aipl_daily their charts (PNG).
     """
     invocation = dbt.cli(["build"], context=context)
     events = list(invocation.stream())
