@@ -32,6 +32,9 @@ app.add_typer(bench_app, name="bench")
 report_app = typer.Typer(no_args_is_help=True,
                          help="Self-contained HTML reports with charts (RFM, AIPL, pivot).")
 app.add_typer(report_app, name="report")
+audience_app = typer.Typer(no_args_is_help=True,
+                           help="Audiences: YAML segments in audiences/, compiled to SQL.")
+app.add_typer(audience_app, name="audience")
 aipl_app = typer.Typer(no_args_is_help=True, help="AIPL stages per day (the aipl_daily model).")
 app.add_typer(aipl_app, name="aipl")
 console = Console()
@@ -216,8 +219,25 @@ def demo(
     }
     console.rule("summary")
     print_status(console)
+    _print_audience_sizes()
     for kind, path in reports.items():
         console.print(f"{kind} report: {path}", soft_wrap=True)
+
+
+def _print_audience_sizes() -> None:
+    from orchestration.segments.evaluate import count_members
+    from orchestration.segments.source import Catalog, audience_files, load_audience
+    from orchestration.warehouse import Warehouse
+
+    catalog, warehouse = Catalog.from_project(), Warehouse()
+    table = Table(title="Audiences (audiences/*.yml, evaluated now)")
+    for col in ("audience", "members", "id type", "with that id"):
+        table.add_column(col, justify="left" if col in ("audience", "id type") else "right")
+    for path in audience_files():
+        audience = load_audience(path, catalog)
+        members, with_id = count_members(warehouse, audience, catalog.tags, dt.date.today())
+        table.add_row(audience.name, f"{members:,}", audience.id_type, f"{with_id:,}")
+    console.print(table)
 
 
 DEMO_PIVOT_TAGS = ["gender", "member_level", "city", "categories_bought", "age", "registered_at"]
@@ -313,6 +333,72 @@ def backfill_aipl(first: dt.date, last: dt.date):
     if not outcome.success:
         raise UserError(f"aipl_daily backfill failed: {outcome.summary}")
     return outcome
+
+
+@audience_app.command("validate")
+def audience_validate(
+    files: Annotated[list[Path] | None, typer.Argument(help="Files; default: every audiences/*.yml.")] = None,
+) -> None:
+    """Check audience files (for pull requests): exits 2 and lists every problem with its line."""
+    from orchestration.segments.source import AudienceErrors, Catalog, audience_files, load_audience
+
+    catalog = Catalog.from_project()
+    paths = files or audience_files()
+    if not paths:
+        raise UserError("no audience files found in audiences/")
+    problems = []
+    for path in paths:
+        try:
+            load_audience(path, catalog)
+        except AudienceErrors as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise UserError(f"{len(problems)} problem(s):\n" + "\n".join(str(p) for p in problems))
+    console.print(f"[green]{len(paths)} audience file(s) valid[/green]")
+
+
+def _compiled(name: str, today: dt.date | None = None):
+    from orchestration.segments.compiler import audience_query
+    from orchestration.segments.source import Catalog, find_audience, load_audience
+
+    catalog = Catalog.from_project()
+    audience = load_audience(find_audience(name), catalog)
+    return audience, audience_query(audience, catalog.tags, today or dt.date.today())
+
+
+@audience_app.command("sql")
+def audience_sql(
+    name: Annotated[str, typer.Argument(help="Audience name (its file's stem).")],
+    dialect: Annotated[str, typer.Option(help="duckdb, postgres, spark, trino, snowflake, bigquery.")] = "",
+    as_of: Annotated[str | None, typer.Option(help="Date relative windows end on; default today.")] = None,
+) -> None:
+    """Print the audience's SQL (default: the configured warehouse's dialect)."""
+    from orchestration.segments.compiler import DIALECTS, to_sql
+    from orchestration.settings import load_settings
+
+    dialect = dialect or load_settings().target
+    if dialect not in DIALECTS:
+        raise UserError(f"--dialect {dialect!r} is not one of {', '.join(DIALECTS)}")
+    _audience, query = _compiled(name, _parse_date(as_of, "--as-of") if as_of else None)
+    print(to_sql(query, dialect))
+
+
+@audience_app.command("count")
+def audience_count(
+    name: Annotated[str, typer.Argument(help="Audience name (its file's stem).")],
+    as_of: Annotated[str | None, typer.Option(help="Date relative windows end on; default today.")] = None,
+) -> None:
+    """Members of the audience now, without saving them; and how many lack its id type."""
+    from orchestration.segments.evaluate import count_members
+    from orchestration.segments.source import Catalog, find_audience, load_audience
+    from orchestration.warehouse import Warehouse
+
+    catalog = Catalog.from_project()
+    audience = load_audience(find_audience(name), catalog)
+    today = _parse_date(as_of, "--as-of") if as_of else dt.date.today()
+    members, with_id = count_members(Warehouse(), audience, catalog.tags, today)
+    console.print(f"{name}: {members:,} members; {with_id:,} with {audience.id_type} "
+                  f"({members - with_id:,} dropped for a missing {audience.id_type})")
 
 
 @bench_app.command("build")

@@ -90,6 +90,20 @@ def build_both_engines(data: Path, pg_cluster: PostgresCluster, tmp_path_factory
     return targets
 
 
+AIPL_HISTORY_START = "2026-06-23"
+
+
+@pytest.fixture(scope="session")
+def built_engines(small_demo, pg_cluster, tmp_path_factory) -> dict[str, Target]:
+    """The small data set built on both engines once per session, with a week of AIPL history
+    (through the `oa aipl backfill` CLI). Tests that change it put it back."""
+    targets = build_both_engines(small_demo, pg_cluster, tmp_path_factory, "built_engines")
+    for target in targets.values():
+        done = target.oa("aipl", "backfill", "--start", AIPL_HISTORY_START, "--end", AS_OF)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return targets
+
+
 @pytest.fixture(params=ENGINES)
 def target(request, tmp_path) -> Target:
     """A fresh, empty warehouse of each engine (a new DuckDB file; a new PostgreSQL database)."""

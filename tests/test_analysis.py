@@ -17,19 +17,15 @@ from orchestration.analysis.catalog import Catalog
 from orchestration.analysis.pivot import chart_kind, nice_step, pivot_tags
 from orchestration.analysis.rfm import analyse_rfm
 from orchestration.settings import PROJECT_ROOT
-from tests.conftest import AS_OF, DBT, build_both_engines, make_target
+from tests.conftest import AIPL_HISTORY_START, AS_OF, DBT, make_target
 
-FLOW_START = "2026-06-23"
+FLOW_START = AIPL_HISTORY_START
 
 
 @pytest.fixture(scope="module")
-def built(small_demo, pg_cluster, tmp_path_factory):
-    """Both engines built, with a week of AIPL history (through the `oa aipl backfill` CLI)."""
-    targets = build_both_engines(small_demo, pg_cluster, tmp_path_factory, "analysis")
-    for target in targets.values():
-        done = target.oa("aipl", "backfill", "--start", FLOW_START, "--end", AS_OF)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return targets
+def built(built_engines):
+    """Both engines built, with a week of AIPL history from FLOW_START."""
+    return built_engines
 
 
 def _rows(target, sql: str) -> list[tuple]:

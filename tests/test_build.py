@@ -8,16 +8,14 @@ import json
 import pandas as pd
 import pytest
 
-from tests.conftest import build_both_engines
-
 MARTS = ("user_tags", "fct_behaviors", "dim_identities", "product_tags", "fct_orders",
          "fct_order_items", "dim_behavior_objects", "rpt_identity_shared_ids")
 
 
 @pytest.fixture(scope="module")
-def built(small_demo, pg_cluster, tmp_path_factory):
+def built(built_engines):
     """Both engines loaded from the same files and built with the same as-of date."""
-    return build_both_engines(small_demo, pg_cluster, tmp_path_factory, "build_compare")
+    return built_engines
 
 
 def test_dbt_build_passes_every_test_on_both_engines(built):

@@ -1,0 +1,17 @@
+"""Running compiled audiences against the warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from orchestration.segments.compiler import audience_query, to_sql
+from orchestration.segments.spec import Audience
+from orchestration.warehouse import Warehouse
+
+
+def count_members(warehouse: Warehouse, audience: Audience, tag_types: dict[str, str],
+                  today: dt.date) -> tuple[int, int]:
+    """(members, members that have the audience's id type), without saving anything."""
+    sql = to_sql(audience_query(audience, tag_types, today), warehouse.engine, pretty=False)
+    members, with_id = warehouse.query(f"select count(*), count(id_value) from ({sql}) as a")[0]
+    return int(members), int(with_id)
