@@ -235,7 +235,7 @@ def _print_audience_sizes() -> None:
         table.add_column(col, justify="left" if col in ("audience", "id type") else "right")
     for path in audience_files():
         audience = load_audience(path, catalog)
-        members, with_id = count_members(warehouse, audience, catalog.tags, dt.date.today())
+        members, with_id = count_members(warehouse, audience, catalog, dt.date.today())
         table.add_row(audience.name, f"{members:,}", audience.id_type, f"{with_id:,}")
     console.print(table)
 
@@ -363,7 +363,8 @@ def _compiled(name: str, today: dt.date | None = None):
 
     catalog = Catalog.from_project()
     audience = load_audience(find_audience(name), catalog)
-    return audience, audience_query(audience, catalog.tags, today or dt.date.today())
+    return audience, audience_query(audience, catalog.tags, today or dt.date.today(),
+                                    delimiters=catalog.delimiters)
 
 
 @audience_app.command("sql")
@@ -396,7 +397,7 @@ def audience_count(
     catalog = Catalog.from_project()
     audience = load_audience(find_audience(name), catalog)
     today = _parse_date(as_of, "--as-of") if as_of else dt.date.today()
-    members, with_id = count_members(Warehouse(), audience, catalog.tags, today)
+    members, with_id = count_members(Warehouse(), audience, catalog, today)
     console.print(f"{name}: {members:,} members; {with_id:,} with {audience.id_type} "
                   f"({members - with_id:,} dropped for a missing {audience.id_type})")
 

@@ -113,14 +113,15 @@ class Evaluator:
         if op in compare:
             return each(lambda v: compare[op](float(v), value))
         values = [str(v) for v in leaf.values()]
+        sep = CATALOG.delimiters.get(leaf.name, ",")
         tests = {
             "in": lambda v: str(v) in values,
             "equals": lambda v: str(v) in values,
             "contains": lambda v: any(x in str(v) for x in values),
             "starts_with": lambda v: any(str(v).startswith(x) for x in values),
             "ends_with": lambda v: any(str(v).endswith(x) for x in values),
-            "contains_any": lambda v: bool(set(str(v).split(",")) & set(values)),
-            "contains_all": lambda v: set(values) <= set(str(v).split(",")),
+            "contains_any": lambda v: bool(set(str(v).split(sep)) & set(values)),
+            "contains_all": lambda v: set(values) <= set(str(v).split(sep)),
         }
         return each(tests[op])
 
@@ -155,7 +156,8 @@ def evaluators(built_engines):
 
 
 def _sql_members(target, audience: Audience) -> set[str]:
-    sql = to_sql(audience_query(audience, CATALOG.tags, TODAY), target.name, pretty=False)
+    query = audience_query(audience, CATALOG.tags, TODAY, delimiters=CATALOG.delimiters)
+    sql = to_sql(query, target.name, pretty=False)
     return {row[0] for row in target.warehouse.query(sql)}
 
 
@@ -179,7 +181,7 @@ def test_there_are_example_audiences_for_every_leaf_kind():
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_examples_compile_for_every_dialect(path):
     audience = load_audience(path, CATALOG)
-    query = audience_query(audience, CATALOG.tags, TODAY)
+    query = audience_query(audience, CATALOG.tags, TODAY, delimiters=CATALOG.delimiters)
     for dialect in DIALECTS:
         sql = to_sql(query, dialect)
         sqlglot.parse_one(sql, read=dialect)  # the dialect's own parser reads it back

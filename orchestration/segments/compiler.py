@@ -24,7 +24,7 @@ class Relations:
     schema: str = "marts"
 
     def table(self, name: str) -> exp.Table:
-        return exp.table_(name, db=self.schema)
+        return exp.table_(name, db=self.schema, quoted=True)
 
 
 @dataclass
@@ -32,6 +32,7 @@ class _Context:
     today: dt.date
     relations: Relations
     tag_types: dict[str, str]
+    delimiters: dict[str, str] = field(default_factory=dict)
     ctes: list[exp.CTE] = field(default_factory=list)
     joins: list[tuple[str, exp.Expression]] = field(default_factory=list)
 
@@ -108,8 +109,9 @@ def _tag(leaf: TagLeaf, ctx: _Context) -> exp.Expression:
         e = _or([exp.EQ(this=exp.Right(this=col, expression=exp.Literal.number(len(v))),
                         expression=_lit(v)) for v in values])
     elif op in ("contains_any", "contains_all"):
-        wrapped = exp.DPipe(this=exp.DPipe(this=_lit(","), expression=col), expression=_lit(","))
-        parts = [_contains(wrapped, _lit(f",{v},")) for v in values]
+        d = ctx.delimiters.get(leaf.name) or ","
+        wrapped = exp.DPipe(this=exp.DPipe(this=_lit(d), expression=col), expression=_lit(d))
+        parts = [_contains(wrapped, _lit(f"{d}{v}{d}")) for v in values]
         e = _or(parts) if op == "contains_any" else _and(parts)
     else:
         raise AssertionError(f"operator {op} reached the compiler unchecked")
@@ -194,9 +196,12 @@ def _condition(cond: Condition, ctx: _Context) -> exp.Expression:
 
 
 def audience_query(audience: Audience, tag_types: dict[str, str], today: dt.date,
-                   relations: Relations | None = None) -> exp.Select:
-    """One row per member: one_id and the audience's id (NULL when the member lacks it)."""
-    ctx = _Context(today=today, relations=relations or Relations(), tag_types=tag_types)
+                   relations: Relations | None = None,
+                   delimiters: dict[str, str] | None = None) -> exp.Select:
+    """One row per member: one_id and the audience's id (NULL when the member lacks it).
+    `delimiters` gives multi-value tags their separator (default ',')."""
+    ctx = _Context(today=today, relations=relations or Relations(), tag_types=tag_types,
+                   delimiters=delimiters or {})
     predicate = _condition(audience.where, ctx)
     id_col = _col("one_id") if audience.id_type == "one_id" else _col(audience.id_type)
     query = exp.select(_col("one_id"), exp.alias_(id_col, "id_value")).from_(

@@ -72,6 +72,7 @@ class Catalog:
     """What an audience may refer to, read from the project's seeds and model YAML."""
 
     tags: dict[str, str]           # tag name -> tag type
+    delimiters: dict[str, str]     # multi-value tag -> its separator
     event_types: set[str]
     channels: set[str]
     rfm_models: dict[str, None]
@@ -91,6 +92,8 @@ class Catalog:
         ids = {name: "text" for name in ID_TYPES if name != "one_id"}
         return cls(
             tags={**ids, **{r["tag_name"]: r["tag_type"] for r in rows("tag_catalogue.csv")}},
+            delimiters={r["tag_name"]: r["delimiter"] for r in rows("tag_catalogue.csv")
+                        if r["tag_type"] == "multi_value" and r["delimiter"]},
             event_types={r["event_type"] for r in rows("dim_behavior_types.csv")},
             channels={r["channel"] for r in rows("dim_channels.csv")},
             rfm_models={m["name"]: None for m in rfm["models"]

@@ -159,7 +159,7 @@ class BehaviorLeaf(Strict):
 
 
 class RfmLeaf(Strict):
-    model: str
+    model: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     segments: list[str] | None = None
     min_scores: dict[Literal["r", "f", "m"], int] | None = None
 
