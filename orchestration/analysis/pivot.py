@@ -80,14 +80,15 @@ def pivot_tags(warehouse: Warehouse, tags: list[str], exclude_null: bool = False
                         "seeds/tag_catalogue.csv")
     if not tags:
         raise UserError("choose at least one tag, e.g. --tags gender,city,member_level")
-    return [_distribution(warehouse, relation, tag, known.loc[tag], exclude_null) for tag in tags]
+    total = int(warehouse.query(f"select count(*) from {relation}")[0][0])
+    return [_distribution(warehouse, relation, total, tag, known.loc[tag], exclude_null)
+            for tag in tags]
 
 
-def _distribution(warehouse: Warehouse, relation: str, tag: str, meta: pd.Series,
+def _distribution(warehouse: Warehouse, relation: str, total: int, tag: str, meta: pd.Series,
                   exclude_null: bool) -> TagDistribution:
     col = qident(tag)
     tag_type = str(meta["tag_type"])
-    total = int(warehouse.query(f"select count(*) from {relation}")[0][0])
     nulls = int(warehouse.query(f"select count(*) from {relation} where {col} is null")[0][0])
 
     if tag_type == "multi_value":
