@@ -26,7 +26,7 @@ test: install
 	$(BIN)/python -m pytest
 
 ui: install
-	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/python -c "from orchestration.run_nightly import ensure_dagster_home; ensure_dagster_home()"
 	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
 
 lock:

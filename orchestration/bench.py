@@ -187,3 +187,102 @@ def bench_models(transactions: int, users: int, console: Console) -> dict[str, f
     conn.close()
     console.print_json(json.dumps(result))
     return result
+
+
+def synthetic_audiences(count: int, seed: int = 1) -> list[dict]:
+    """`count` varied audience definitions over the demo tags, behaviour and models."""
+    import random
+
+    rng = random.Random(seed)
+    cities = ["Shanghai", "Beijing", "Hangzhou", "Shenzhen", "Chengdu", "Guangzhou", "Wuhan"]
+    leaves = [
+        lambda: {"tag": {"name": "city", "in": rng.sample(cities, rng.randint(1, 3))}},
+        lambda: {"tag": {"name": "member_level", "in": rng.sample(["silver", "gold", "platinum"], 2)}},
+        lambda: {"tag": {"name": "gender", "in": [rng.choice(["female", "male"])]}},
+        lambda: {"tag": {"name": "age", "between": sorted(rng.sample(range(18, 66), 2))}},
+        lambda: {"tag": {"name": "spend_90d", ">=": rng.choice([100, 300, 1000, 3000])}},
+        lambda: {"tag": {"name": "orders_365d", ">=": rng.randint(1, 6)}},
+        lambda: {"tag": {"name": "categories_bought",
+                         "contains_any": rng.sample(["beauty", "shoes", "bags", "home", "kids"], 2)}},
+        lambda: {"tag": {"name": "email_domain", "not_ends_with": ["qq.com"]}},
+        lambda: {"tag": {"name": "registered_at", "last_days": rng.choice([30, 90, 365])}},
+        lambda: {"behavior": {
+            rng.choice(["did", "did_not"]): rng.choice(["purchase", "view", "add_to_cart"]),
+            "last_days": rng.choice([7, 30, 90]),
+            **({"channels": [rng.choice(["app", "web", "store"])]} if rng.random() < .5 else {})}},
+        lambda: {"behavior": {"did": "purchase", "last_days": 365, "count": {">=": rng.randint(2, 5)},
+                              "amount": {">=": rng.choice([200, 500, 1000])}}},
+        lambda: {"rfm": {"model": "rfm_default", "segments": rng.sample(
+            ["high_value", "key_keep", "key_develop", "general_keep"], 2)}},
+        lambda: {"aipl": {"model": "default", "stages": rng.sample(["A", "I", "P", "L"], 2)}},
+    ]
+
+    def tree(depth: int) -> dict:
+        if depth == 0 or rng.random() < 0.3:
+            return rng.choice(leaves)()
+        kind = rng.choice(["all", "all", "any", "not"])
+        if kind == "not":
+            return {"not": tree(depth - 1)}
+        return {kind: [tree(depth - 1) for _ in range(rng.randint(2, 3))]}
+
+    return [{"name": f"bench_{i:03d}", "id_type": rng.choice(["one_id", "mobile", "email", "oaid"]),
+             "where": {"all": [tree(2), tree(1)]}} for i in range(count)]
+
+
+def bench_audiences(count: int, console: Console) -> dict[str, float]:
+    """Build `count` synthetic audiences over the `oa bench build` warehouse: in one batch, then
+    each on its own; and time validate + compile per audience."""
+    import statistics
+
+    import yaml
+
+    from orchestration.segments.engine import build
+    from orchestration.segments.source import Catalog, load_project
+
+    settings = load_settings()
+    if settings.is_postgres:
+        raise RuntimeError("oa bench audiences measures the embedded DuckDB warehouse; unset OA_TARGET")
+    warehouse_path = settings.home / "bench" / "warehouse.duckdb"
+    if not warehouse_path.exists():
+        raise RuntimeError(f"{warehouse_path} is missing: run `oa bench build` first")
+    from orchestration.warehouse import Warehouse
+
+    wh = Warehouse(load_settings(dict(os.environ, OA_DUCKDB_PATH=str(warehouse_path))))
+    users = wh.query("select count(*) from marts.user_tags")[0][0]
+    today = wh.query("select max(behavior_date) from marts.fct_behaviors")[0][0]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for spec in synthetic_audiences(count):
+            (folder / f"{spec['name']}.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        catalog = Catalog.from_project()
+        t0 = time.perf_counter()
+        project = load_project(folder, catalog)
+        for name in project.order:
+            project.compile(name, today)
+        compile_ms = (time.perf_counter() - t0) * 1000 / count
+        with console.status(f"{count} audiences over {users:,} people, in one batch"):
+            batch = build(project, project.order, today, wh=wh)
+        singles = []
+        with console.status(f"{count} audiences, one query each"):
+            for name in project.order:
+                singles.append(build(project, [name], today, wh=wh))
+    slowest = max(singles, key=lambda r: r.evaluate_seconds)
+    result = {
+        "audiences": count, "users": users, "as_of": str(today),
+        "validate_compile_ms_per_audience": round(compile_ms, 2),
+        "mean_members": round(statistics.mean(r.size for r in batch.results)),
+        "member_rows_written": sum(r.size for r in batch.results),
+        # evaluation: the queries that decide membership
+        "batch_evaluate_s": round(batch.evaluate_seconds, 2), "batch_passes": batch.passes,
+        "slowest_single_evaluate_s": round(slowest.evaluate_seconds, 2),
+        "median_single_evaluate_s": round(statistics.median(r.evaluate_seconds for r in singles), 2),
+        "one_query_each_evaluate_total_s": round(sum(r.evaluate_seconds for r in singles), 1),
+        "batch_evaluate_over_slowest_single": round(batch.evaluate_seconds / slowest.evaluate_seconds, 2),
+        # the whole refresh: evaluation, writing every member row, versions, commit
+        "batch_build_s": round(batch.seconds, 1),
+        "one_by_one_build_total_s": round(sum(r.seconds for r in singles), 1),
+        "slowest_single_build_s": round(max(r.seconds for r in singles), 2),
+        "batch_build_over_slowest_single_build": round(batch.seconds / max(r.seconds for r in singles), 2),
+    }
+    console.print_json(json.dumps(result))
+    return result

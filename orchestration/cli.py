@@ -201,43 +201,37 @@ def demo(
     settings = load_settings()
     out = settings.home / "demo"
     config = DemoConfig(users=users, days=days, seed=seed, end_date=dt.date.today())
-    console.rule("1/4 demo data")
+    console.rule("1/5 demo data")
     _generate(generate, out, config)
-    console.rule("2/4 load (validated)")
+    console.rule("2/5 load (validated)")
     _load_folder(out, "replace", quarantine=False)
-    console.rule("3/4 nightly_refresh")
+    console.rule("3/5 nightly_refresh")
     result = run_nightly(console)
     if not result.success:
         raise UserError(f"nightly_refresh failed (run {result.run_id}); see `make ui`")
-    console.rule("4/4 AIPL history and reports")
+    console.rule("4/5 AIPL history")
     today = dt.date.today()
     backfill_aipl(today - dt.timedelta(days=29), today)
+    console.rule("5/5 audiences (Dagster job audiences_refresh_all) and reports")
+    audience_results = refresh_all_audiences(today)
     reports = {
         "RFM": write_rfm_report("rfm_default"),
         "AIPL": write_aipl_report("default", today - dt.timedelta(days=29), today),
         "pivot": write_pivot_report(DEMO_PIVOT_TAGS),
+        "audience": write_audience_report("shanghai_big_spenders"),
     }
     console.rule("summary")
     print_status(console)
-    _print_audience_sizes()
+    _print_build(audience_results)
     for kind, path in reports.items():
         console.print(f"{kind} report: {path}", soft_wrap=True)
 
 
-def _print_audience_sizes() -> None:
-    from orchestration.segments.evaluate import count_members
-    from orchestration.segments.source import Catalog, audience_files, load_audience
-    from orchestration.warehouse import Warehouse
+def refresh_all_audiences(today: dt.date):
+    """Run the Dagster job that refreshes every audience, so the UI shows the builds."""
+    from orchestration.run_nightly import run_audience_job
 
-    catalog, warehouse = Catalog.from_project(), Warehouse()
-    table = Table(title="Audiences (audiences/*.yml, evaluated now)")
-    for col in ("audience", "members", "id type", "with that id"):
-        table.add_column(col, justify="left" if col in ("audience", "id type") else "right")
-    for path in audience_files():
-        audience = load_audience(path, catalog)
-        members, with_id = count_members(warehouse, audience, catalog, dt.date.today())
-        table.add_row(audience.name, f"{members:,}", audience.id_type, f"{with_id:,}")
-    console.print(table)
+    return run_audience_job("audiences_refresh_all", today, console)
 
 
 DEMO_PIVOT_TAGS = ["gender", "member_level", "city", "categories_bought", "age", "registered_at"]
@@ -310,6 +304,29 @@ def write_pivot_report(tags: list[str], exclude_null: bool = False, out: Path | 
     return report.write(page, _report_path(out, f"pivot_{report.slug('_'.join(tags))}.html"))
 
 
+@report_app.command("audience")
+def report_audience(
+    name: Annotated[str, typer.Argument(help="Audience name (built with oa audience build).")],
+    version: Annotated[int | None, typer.Option(help="A kept version; default: the latest.")] = None,
+    rfm_model: Annotated[str, typer.Option(help="RFM model for the composition.")] = "rfm_default",
+    out: Annotated[Path | None, typer.Option(help="HTML file to write.")] = None,
+) -> None:
+    """An audience against the population: TGI per tag value, the ten most significant tags
+    (chi-square), the RFM composition and the size history."""
+    print(write_audience_report(name, version, rfm_model, out))
+
+
+def write_audience_report(name: str, version: int | None = None, rfm_model: str = "rfm_default",
+                          out: Path | None = None) -> Path:
+    from orchestration.analysis import report
+    from orchestration.analysis.audience import analyse_audience
+    from orchestration.warehouse import Warehouse
+
+    with console.status(f"analysing audience {name}"):
+        page = report.audience_page(analyse_audience(Warehouse(), name, version, rfm_model))
+    return report.write(page, _report_path(out, f"audience_{report.slug(name)}.html"))
+
+
 @aipl_app.command("backfill")
 def aipl_backfill(
     start: Annotated[str, typer.Option(help="First day to compute (YYYY-MM-DD).")],
@@ -339,39 +356,42 @@ def backfill_aipl(first: dt.date, last: dt.date):
 def audience_validate(
     files: Annotated[list[Path] | None, typer.Argument(help="Files; default: every audiences/*.yml.")] = None,
 ) -> None:
-    """Check audience files (for pull requests): exits 2 and lists every problem with its line."""
-    from orchestration.segments.source import AudienceErrors, Catalog, audience_files, load_audience
+    """Check audience files (for pull requests): exits 2 and lists every problem with its line.
+    References, set-operation id types, cycles and depth are checked across the folder."""
+    from orchestration.segments.source import AUDIENCE_DIR, AudienceErrors, audience_files, load_project
 
-    catalog = Catalog.from_project()
     paths = files or audience_files()
     if not paths:
         raise UserError("no audience files found in audiences/")
-    problems = []
-    for path in paths:
-        try:
-            load_audience(path, catalog)
-        except AudienceErrors as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise UserError(f"{len(problems)} problem(s):\n" + "\n".join(str(p) for p in problems))
+    outside = [p for p in paths if p.resolve().parent != AUDIENCE_DIR.resolve()]
+    try:
+        load_project(AUDIENCE_DIR, files=outside)
+    except AudienceErrors as exc:
+        raise UserError(f"{len(exc.problems)} problem(s):\n{exc}") from None
     console.print(f"[green]{len(paths)} audience file(s) valid[/green]")
 
 
-def _compiled(name: str, today: dt.date | None = None):
-    from orchestration.segments.compiler import audience_query
-    from orchestration.segments.source import Catalog, find_audience, load_audience
+def _as_of(as_of: str | None) -> dt.date:
+    from orchestration.defs.audiences.assets import refresh_date
 
-    catalog = Catalog.from_project()
-    audience = load_audience(find_audience(name), catalog)
-    return audience, audience_query(audience, catalog.tags, today or dt.date.today(),
-                                    delimiters=catalog.delimiters)
+    return _parse_date(as_of, "--as-of") if as_of else refresh_date()
+
+
+def _project():
+    from orchestration.segments.source import load_project
+
+    return load_project()
+
+
+AsOf = Annotated[str | None, typer.Option(help="Date relative windows end on; default today (OA_TIMEZONE).")]
+Name = Annotated[str, typer.Argument(help="Audience name (its file's stem).")]
 
 
 @audience_app.command("sql")
 def audience_sql(
-    name: Annotated[str, typer.Argument(help="Audience name (its file's stem).")],
+    name: Name,
     dialect: Annotated[str, typer.Option(help="duckdb, postgres, spark, trino, snowflake, bigquery.")] = "",
-    as_of: Annotated[str | None, typer.Option(help="Date relative windows end on; default today.")] = None,
+    as_of: AsOf = None,
 ) -> None:
     """Print the audience's SQL (default: the configured warehouse's dialect)."""
     from orchestration.segments.compiler import DIALECTS, to_sql
@@ -380,26 +400,170 @@ def audience_sql(
     dialect = dialect or load_settings().target
     if dialect not in DIALECTS:
         raise UserError(f"--dialect {dialect!r} is not one of {', '.join(DIALECTS)}")
-    _audience, query = _compiled(name, _parse_date(as_of, "--as-of") if as_of else None)
-    print(to_sql(query, dialect))
+    print(to_sql(_project().compile(name, _as_of(as_of)).query, dialect))
 
 
 @audience_app.command("count")
-def audience_count(
-    name: Annotated[str, typer.Argument(help="Audience name (its file's stem).")],
-    as_of: Annotated[str | None, typer.Option(help="Date relative windows end on; default today.")] = None,
-) -> None:
+def audience_count(name: Name, as_of: AsOf = None) -> None:
     """Members of the audience now, without saving them; and how many lack its id type."""
     from orchestration.segments.evaluate import count_members
-    from orchestration.segments.source import Catalog, find_audience, load_audience
     from orchestration.warehouse import Warehouse
 
-    catalog = Catalog.from_project()
-    audience = load_audience(find_audience(name), catalog)
-    today = _parse_date(as_of, "--as-of") if as_of else dt.date.today()
-    members, with_id = count_members(Warehouse(), audience, catalog, today)
+    project = _project()
+    audience = project.audience(name)
+    members, with_id = count_members(Warehouse(), project, name, _as_of(as_of))
     console.print(f"{name}: {members:,} members; {with_id:,} with {audience.id_type} "
-                  f"({members - with_id:,} dropped for a missing {audience.id_type})")
+                  f"({members - with_id:,} dropped for a missing {audience.id_type})"
+                  + (f"; limit keeps at most {audience.limit.size:,}" if audience.limit else ""))
+
+
+@audience_app.command("preview")
+def audience_preview(
+    name: Name,
+    as_of: AsOf = None,
+    rows: Annotated[int, typer.Option(help="Members to show.")] = 100,
+) -> None:
+    """Show members of the live definition with their id and tags, without saving anything."""
+    from orchestration.segments.review import preview
+    from orchestration.warehouse import Warehouse
+
+    df = preview(Warehouse(), _project(), name, _as_of(as_of), rows)
+    table = Table(title=f"{name}: {len(df)} member(s) shown")
+    for col in df.columns:
+        table.add_column(str(col), overflow="fold")
+    for row in df.itertuples(index=False):
+        table.add_row(*("" if v is None or v != v else str(v) for v in row))
+    console.print(table)
+
+
+@audience_app.command("build")
+def audience_build(
+    names: Annotated[list[str] | None, typer.Argument(help="Audiences; default: all.")] = None,
+    as_of: AsOf = None,
+    one_by_one: Annotated[bool, typer.Option(help="One query per audience instead of a batch.")] = False,
+) -> None:
+    """Build audiences as new versions (with the audiences they read, first), in one batch."""
+    from orchestration.warehouse import Warehouse
+
+    project = _project()
+    for name in names or []:
+        project.audience(name)
+    chosen = project.upstream(names) if names else project.order
+    results = build_audiences(project, chosen, _as_of(as_of), Warehouse(), batch=not one_by_one)
+    _print_build(results)
+
+
+def build_audiences(project, names: list[str], today: dt.date, wh, batch: bool = True):
+    from orchestration.segments.engine import build
+
+    with _progress() as bar:
+        task = bar.add_task("audiences", total=len(names))
+
+        def step(name: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, description=f"audience {name}")
+
+        report = build(project, names, today, wh=wh, batch=batch, progress=step)
+    console.print(f"{len(report.results)} audience(s) built in {report.seconds:.1f} s "
+                  f"({report.passes} evaluation pass(es)), as of {today}")
+    return report.results
+
+
+def _print_build(results) -> None:
+    table = Table(title="Audiences built")
+    for col in ("audience", "version", "size", "+added", "−removed", "dropped (no id)"):
+        table.add_column(col, justify="left" if col == "audience" else "right")
+    for r in results:
+        table.add_row(r.audience, str(r.version), f"{r.size:,}", f"+{r.added:,}", f"−{r.removed:,}",
+                      f"{r.dropped:,}")
+    console.print(table)
+
+
+@audience_app.command("list")
+def audience_list() -> None:
+    """Every audience file with its latest build and whether the file changed since."""
+    from orchestration.segments.engine import versions
+    from orchestration.warehouse import Warehouse
+
+    project = _project()
+    built: dict[str, dict] = {}
+    for v in versions(Warehouse()):
+        built.setdefault(v["audience"], v)
+    table = Table(title=f"{len(project.order)} audience(s) in audiences/")
+    for col in ("audience", "kind", "id type", "refresh", "owner", "version", "size", "built at",
+                "status"):
+        table.add_column(col, justify="right" if col in ("version", "size") else "left")
+    for name in sorted(project.order):
+        a, b = project.audiences[name], built.get(name)
+        if b is None:
+            status = "[yellow]never built[/yellow]"
+        elif b["definition_hash"] != project.definition_hash(name):
+            status = "[yellow]changed since build[/yellow]"
+        else:
+            status = "[green]current[/green]"
+        table.add_row(name, (a.set_op or "where") + (" + limit" if a.limit else ""), a.id_type,
+                      a.refresh, a.owner, str(b["version"]) if b else "",
+                      f"{b['size']:,}" if b else "", f"{b['built_at']:%Y-%m-%d %H:%M}" if b else "",
+                      status)
+    console.print(table)
+
+
+@audience_app.command("diff")
+def audience_diff(
+    name: Name,
+    against: Annotated[str | None, typer.Option(help="A git revision; default: the built version.")] = None,
+    as_of: AsOf = None,
+) -> None:
+    """+N/−M members between the built version (or the definition at --against REV) and the
+    working-tree definition, both evaluated now; nothing is saved."""
+    from orchestration.segments.review import diff
+    from orchestration.warehouse import Warehouse
+
+    d = diff(Warehouse(), _project(), name, _as_of(as_of), against)
+    if d.definition_diff:
+        console.print(d.definition_diff, highlight=False, markup=False)
+    console.print(f"{name}: {d.before} → working tree: [green]+{d.added:,}[/green] "
+                  f"[red]−{d.removed:,}[/red] ({d.old_size:,} → {d.new_size:,} members)")
+    for label, sample in (("added", d.added_sample), ("removed", d.removed_sample)):
+        if sample:
+            console.print(f"  {label}, e.g.: {', '.join(sample)}", highlight=False)
+
+
+@audience_app.command("explain")
+def audience_explain(
+    name: Name,
+    one_id: Annotated[str, typer.Argument(help="The person's one_id.")],
+    as_of: AsOf = None,
+) -> None:
+    """Each condition of the audience, true or false for one person."""
+    from orchestration.segments.review import explain
+    from orchestration.warehouse import Warehouse
+
+    project = _project()
+    lines = explain(Warehouse(), project, name, one_id, _as_of(as_of))
+    for line in lines:
+        mark = "[green]✓ true [/green]" if line.value else "[red]✗ false[/red]"
+        console.print(f"{mark} {'  ' * line.depth}{line.text}", highlight=False)
+    verdict = "meets" if lines[0].value else "does not meet"
+    note = " (the limit is applied after)" if project.audiences[name].limit else ""
+    console.print(f"{one_id} {verdict} the conditions of {name}{note}")
+
+
+@audience_app.command("export")
+def audience_export(
+    name: Name,
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    id_type: Annotated[str | None, typer.Option(help="Id to export; default: the audience's.")] = None,
+    hash_: Annotated[str, typer.Option("--hash", help="none, md5 or sha256 (hex of the value).")] = "none",
+    version: Annotated[int | None, typer.Option(help="A kept version; default: the latest.")] = None,
+) -> None:
+    """Write a built version's ids to a CSV file."""
+    from orchestration.segments.review import export
+    from orchestration.warehouse import Warehouse
+
+    v, written, missing = export(Warehouse(), _project(), name, out, id_type, hash_, version)
+    console.print(f"{name} version {v}: {written:,} id(s) written to {out}"
+                  + (f"; {missing:,} member(s) without that id left out" if missing else ""),
+                  soft_wrap=True)
 
 
 @bench_app.command("build")
@@ -425,6 +589,16 @@ def bench_models(
     run(transactions=transactions, users=users, console=console)
 
 
+@bench_app.command("audiences")
+def bench_audiences(
+    count: Annotated[int, typer.Option(help="Synthetic audiences to build.")] = 100,
+) -> None:
+    """Build N synthetic audiences over the `bench build` warehouse: batch vs one query each."""
+    from orchestration.bench import bench_audiences as run
+
+    run(count=count, console=console)
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
@@ -439,13 +613,12 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors (typer ships its own copy of click's exceptions)
+        names = {c.__name__ for c in type(exc).__mro__}
+        if "ClickException" in names:
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
+        if "Exit" in names:
             sys.exit(exc.exit_code)
         raise
 

@@ -9,6 +9,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from orchestration.dbt_project import DBT_PROJECT, apply_environment
+from orchestration.defs.audiences.assets import audience_definitions
 from orchestration.defs.dbt.assets import warehouse_models
 from orchestration.defs.nightly.jobs import nightly_refresh, nightly_schedule
 from orchestration.defs.raw.assets import RAW_ASSETS, RAW_CHECKS
@@ -16,7 +17,7 @@ from orchestration.resources import WarehouseResource
 
 apply_environment()
 
-defs = dg.Definitions(
+core = dg.Definitions(
     assets=[*RAW_ASSETS, warehouse_models],
     asset_checks=RAW_CHECKS,
     jobs=[nightly_refresh],
@@ -31,3 +32,5 @@ defs = dg.Definitions(
         "warehouse": WarehouseResource(),
     },
 )
+
+defs = dg.Definitions.merge(core, audience_definitions(nightly_refresh))

@@ -29,7 +29,20 @@ def ensure_dagster_home() -> str:
     if not os.path.exists(target) or open(target).read() != source.read_text():
         shutil.copyfile(source, target)
     os.environ["DAGSTER_HOME"] = home
+    apply_pool_limits()
     return home
+
+
+def apply_pool_limits() -> None:
+    """Set the audience refresh pool's limit (OA_AUDIENCE_CONCURRENCY) on the instance."""
+    import dagster as dg
+
+    from orchestration.defs.audiences.assets import POOL
+
+    with dg.DagsterInstance.get() as instance:
+        limit = load_settings().audience_concurrency
+        if instance.event_log_storage.get_concurrency_info(POOL).slot_count != limit:
+            instance.event_log_storage.set_concurrency_slots(POOL, limit)
 
 
 def run_nightly(console: Console | None = None) -> NightlyResult:
@@ -62,3 +75,39 @@ def run_nightly(console: Console | None = None) -> NightlyResult:
                   + (f" ({', '.join(failed[:5])})" if failed else "")
                   + f"; run {outcome.run_id}")
     return outcome
+
+
+def run_audience_job(job_name: str, today, console: Console | None = None) -> list:
+    """Run an audience job in-process; the latest version of each audience it built."""
+    from types import SimpleNamespace
+
+    import dagster as dg
+
+    from orchestration.segments.engine import versions
+    from orchestration.warehouse import Warehouse
+
+    console = console or Console()
+    ensure_dagster_home()
+    from orchestration.definitions import defs
+
+    job = defs.resolve_job_def(job_name)
+    with console.status(f"{job_name}: evaluating audiences in one batch ..."):
+        result = job.execute_in_process(
+            instance=dg.DagsterInstance.get(),
+            raise_on_error=False,
+            run_config={"ops": {"audiences": {"config": {"as_of": today.isoformat()}}},
+                        "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        reason = failure.step_failure_data.error.message.strip() if failure else "see `make ui`"
+        from orchestration.errors import UserError
+
+        raise UserError(f"{job_name} failed (run {result.run_id}): {reason}")
+    built = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()
+             for e in [e.event_specific_data.materialization]}
+    latest = {}
+    for v in versions(Warehouse()):
+        if v["audience"] in built:
+            latest.setdefault(v["audience"], v)
+    return [SimpleNamespace(**v) for _, v in sorted(latest.items())]

@@ -52,6 +52,7 @@ class Settings:
     pg_env: dict[str, str]
     timezone: str
     duckdb_memory_limit: str = "3GB"
+    audience_concurrency: int = 3
 
     @property
     def is_postgres(self) -> bool:
@@ -94,6 +95,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             "OA_TARGET=postgres needs a database: set OA_PG_DSN=postgresql://user:pass@host:port/db "
             "or the PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE variables"
         )
+    raw_concurrency = env.get("OA_AUDIENCE_CONCURRENCY", "3").strip() or "3"
+    if not (raw_concurrency.isdigit() and 1 <= int(raw_concurrency) <= 10):
+        raise ConfigError(f"OA_AUDIENCE_CONCURRENCY={raw_concurrency!r}: give a whole number from 1 "
+                          "to 10 (audience refreshes that may run at once; more queue)")
     return Settings(
         target=target,
         home=home,
@@ -101,4 +106,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         pg_env=pg_env,
         timezone=env.get("OA_TIMEZONE", "Asia/Shanghai"),
         duckdb_memory_limit=env.get("OA_DUCKDB_MEMORY_LIMIT", "3GB"),
+        audience_concurrency=int(raw_concurrency),
     )

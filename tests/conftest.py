@@ -90,7 +90,7 @@ def build_both_engines(data: Path, pg_cluster: PostgresCluster, tmp_path_factory
     return targets
 
 
-AIPL_HISTORY_START = "2026-06-23"
+AIPL_HISTORY_START = "2026-06-22"
 
 
 @pytest.fixture(scope="session")

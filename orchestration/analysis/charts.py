@@ -136,3 +136,37 @@ def pivot_chart(dist: TagDistribution) -> alt.Chart:
         x=alt.X("users:Q", title="users"),
         tooltip=tooltip,
     ).properties(width=WIDTH - 120, height=max(200, 18 * len(df)))
+
+
+# -- audiences -----------------------------------------------------------------------------------
+def audience_size_history(history: pd.DataFrame, name: str) -> alt.Chart:
+    """Size per build (columns version, built_at, size, added, removed)."""
+    df = history[["version", "built_at", "size", "added", "removed"]].assign(
+        built_at=pd.to_datetime(history["built_at"]))
+    base = alt.Chart(df, title=f"{name}: size by build")
+    tooltip = [alt.Tooltip("version:Q"), alt.Tooltip("built_at:T", format="%Y-%m-%d %H:%M"),
+               alt.Tooltip("size:Q", format=","), alt.Tooltip("added:Q", format=",", title="+"),
+               alt.Tooltip("removed:Q", format=",", title="−")]
+    line = base.mark_line(point=True).encode(
+        x=alt.X("built_at:T", title="built at"), y=alt.Y("size:Q", title="members"),
+        tooltip=tooltip)
+    return line.properties(width=WIDTH, height=220)
+
+
+def audience_vs_population(values: pd.DataFrame, title: str, value_col: str = "value") -> alt.Chart:
+    """Shares of each value in the audience and in the population, side by side, TGI on hover."""
+    long = values.melt(id_vars=[value_col, "tgi", "audience", "population"],
+                       value_vars=["audience_share", "population_share"],
+                       var_name="group", value_name="share")
+    long["group"] = long["group"].str.replace("_share", "", regex=False)
+    order = list(values[value_col])
+    return alt.Chart(long, title=title).mark_bar().encode(
+        y=alt.Y(f"{value_col}:N", sort=order, title=None),
+        yOffset=alt.YOffset("group:N", sort=["audience", "population"]),
+        x=alt.X("share:Q", axis=alt.Axis(format="%"), title="share"),
+        color=alt.Color("group:N", scale=alt.Scale(domain=["audience", "population"],
+                                                   range=["#f16913", "#9ecae1"]), title=None),
+        tooltip=[alt.Tooltip(f"{value_col}:N", title="value"), alt.Tooltip("group:N"),
+                 alt.Tooltip("share:Q", format=".1%"), alt.Tooltip("tgi:Q", title="TGI"),
+                 alt.Tooltip("audience:Q", format=","), alt.Tooltip("population:Q", format=",")],
+    ).properties(width=WIDTH)

@@ -181,6 +181,52 @@ def pivot_page(dists: list[TagDistribution], exclude_null: bool) -> Page:
     return page
 
 
+def audience_page(a) -> Page:
+    """The audience analysis (orchestration.analysis.audience.AudienceAnalysis)."""
+    page = Page(f"Audience analysis: {a.name}",
+                f"version {a.version}, built {a.built_at:%Y-%m-%d %H:%M} UTC as of {a.as_of}; "
+                f"compared with all {a.population:,} people in user_tags")
+    page.metrics({"members": f"{a.size:,}", "population": f"{a.population:,}",
+                  "share of population": f"{a.size / a.population:.2%}" if a.population else "–",
+                  "tags compared": str(len(a.tags))})
+    if len(a.history) > 1:
+        page.chart(charts.audience_size_history(a.history, a.name))
+    page.heading(f"The {len(a.top)} most significant tags")
+    page.note("Chi-square test of independence between membership and the tag's values (empty "
+              "included), ranked by p-value, then by Cramér's V. TGI = round(audience share / "
+              "population share × 100); above 100 the value is over-represented.")
+    if not a.top.empty:
+        page.table(a.top, {"chi2": ",.1f", "p_value": ".3g", "cramers_v": ".3f"})
+    by_tag = {t.tag: t for t in a.tags}
+    for tag in a.top["tag"] if not a.top.empty else []:
+        t = by_tag[tag]
+        page.heading(f"{t.label} ({t.tag}, {t.tag_type})")
+        page.chart(audience_chart(t.values, f"{t.label}: audience vs population"),
+                   scroll=len(t.values) > 10)
+        page.table(t.values, {"audience": ",", "population": ",", "audience_share": ".1%",
+                              "population_share": ".1%"})
+    if a.rfm is not None:
+        page.heading(f"RFM composition ({a.rfm_model})")
+        not_scored = a.rfm.attrs.get("not_scored", 0)
+        page.note(f"{not_scored:,} member(s) have no RFM type in {a.rfm_model} (no purchase in its "
+                  "window); shares are of all members and of the whole population.")
+        page.chart(audience_chart(a.rfm.rename(columns={"label": "type"}), "RFM types", "type"))
+        page.table(a.rfm, {"audience": ",", "population": ",", "audience_share": ".1%",
+                           "population_share": ".1%"})
+    others = [t for t in a.tags if t.tag not in set(a.top["tag"] if not a.top.empty else [])]
+    if others:
+        page.heading("Other tags")
+        page.note("Multi-value tags (a person counts once per value, so no test) and tags "
+                  "outside the top ten.")
+        for t in others:
+            page.chart(audience_chart(t.values, f"{t.label} ({t.tag})"), scroll=len(t.values) > 10)
+    return page
+
+
+def audience_chart(values: pd.DataFrame, title: str, value_col: str = "value"):
+    return charts.audience_vs_population(values, title, value_col)
+
+
 def write(page: Page, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -12,19 +12,48 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from orchestration.segments.spec import Audience, BehaviorLeaf, Condition, TagLeaf, Threshold
+from orchestration.segments.spec import (
+    AiplLeaf,
+    Audience,
+    BehaviorLeaf,
+    Condition,
+    Limit,
+    TagLeaf,
+    Threshold,
+)
 
 DIALECTS = {"duckdb": "duckdb", "postgres": "postgres", "spark": "spark", "trino": "trino",
             "snowflake": "snowflake", "bigquery": "bigquery"}
 COMPARE = {"=": exp.EQ, "!=": exp.NEQ, ">": exp.GT, ">=": exp.GTE, "<": exp.LT, "<=": exp.LTE}
 
 
+AUDIENCE_SCHEMA = "audiences"
+MEMBERS_TABLE = "audience_members"
+VERSIONS_TABLE = "audience_versions"
+UPLOADS_TABLE = "audience_uploads"
+BEHAVIORS = "b"
+
+
 @dataclass(frozen=True)
 class Relations:
     schema: str = "marts"
+    audience_schema: str = AUDIENCE_SCHEMA
 
     def table(self, name: str) -> exp.Table:
         return exp.table_(name, db=self.schema, quoted=True)
+
+    def audience_table(self, name: str) -> exp.Table:
+        return exp.table_(name, db=self.audience_schema, quoted=True)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Something the warehouse must hold before the query can run: checked before a build so
+    that a missing input is an error naming it, not an empty audience."""
+
+    kind: str          # audience | upload | table | aipl_date
+    name: str          # audience name, upload digest, schema.table, AIPL model
+    detail: str = ""   # version, upload file, id type, date
 
 
 @dataclass
@@ -33,8 +62,15 @@ class _Context:
     relations: Relations
     tag_types: dict[str, str]
     delimiters: dict[str, str] = field(default_factory=dict)
-    ctes: list[exp.CTE] = field(default_factory=list)
-    joins: list[tuple[str, exp.Expression]] = field(default_factory=list)
+    uploads: dict[tuple[str, str], str] = field(default_factory=dict)  # (file, id type) -> digest
+    behaviors: dict = field(default_factory=dict)  # _BehaviorFilter -> its column number
+    joins: dict[str, tuple[str, exp.Select]] = field(default_factory=dict)  # sql -> (alias, query)
+    behavior_amounts: set[int] = field(default_factory=set)
+    requirements: dict[Requirement, None] = field(default_factory=dict)
+    record: dict[tuple, exp.Expression] | None = None
+
+    def require(self, kind: str, name: str, detail: str = "") -> None:
+        self.requirements[Requirement(kind, name, detail)] = None
 
 
 def _lit(value) -> exp.Expression:
@@ -124,97 +160,330 @@ def _threshold(value: exp.Expression, t: Threshold) -> exp.Expression:
     return COMPARE[t.op](this=value, expression=_lit(number))
 
 
+@dataclass(frozen=True)
+class _BehaviorFilter:
+    """What one behaviour leaf sums: a type, optional channels and objects, a day range."""
+
+    event_type: str
+    channels: tuple[str, ...]
+    object_attribute: str | None
+    object_values: tuple[str, ...]
+    first: dt.date
+    last: dt.date
+
+
 def _behavior(leaf: BehaviorLeaf, ctx: _Context) -> exp.Expression:
-    name = f"b{len(ctx.ctes)}"
-    filters = [exp.EQ(this=_col("event_type", None), expression=_lit(leaf.event_type))]
-    day = _col("behavior_date", None)
-    if leaf.last_days:
-        filters += [exp.GT(this=day, expression=_lit(ctx.today - dt.timedelta(days=leaf.last_days))),
-                    exp.LTE(this=day, expression=_lit(ctx.today))]
-    else:
-        filters.append(exp.Between(this=day, low=_lit(leaf.between[0]), high=_lit(leaf.between[1])))
-    if leaf.channels:
-        filters.append(exp.In(this=_col("channel", None), expressions=[_lit(c) for c in leaf.channels]))
-    if leaf.object_attribute:
-        filters.append(exp.EQ(this=_col("object_attribute", None), expression=_lit(leaf.object_attribute)))
-    if leaf.object_values:
-        filters.append(exp.In(this=_col("object_value", None),
-                              expressions=[_lit(v) for v in leaf.object_values]))
-    query = (exp.select(_col("one_id", None),
-                        exp.alias_(exp.func("SUM", _col("behavior_count", None)), "n"),
-                        exp.alias_(exp.func("SUM", _col("behavior_amount", None)), "amount"))
-             .from_(ctx.relations.table("fct_behaviors"))
-             .where(_and(filters))
-             .group_by(_col("one_id", None)))
-    ctx.ctes.append(exp.CTE(this=query, alias=exp.TableAlias(this=exp.to_identifier(name))))
-    ctx.joins.append((name, exp.EQ(this=_col("one_id", name), expression=_col("one_id"))))
+    """Compares the leaf's count (and amount) column of the shared behaviour aggregate."""
+    first, last = ((ctx.today - dt.timedelta(days=leaf.last_days - 1), ctx.today) if leaf.last_days
+                   else leaf.between)
+    spec = _BehaviorFilter(leaf.event_type, tuple(leaf.channels or ()), leaf.object_attribute,
+                           tuple(leaf.object_values or ()), first, last)
+    if spec not in ctx.behaviors:
+        ctx.behaviors[spec] = len(ctx.behaviors)
+    k = ctx.behaviors[spec]
     zero = exp.Literal.number(0)
     count = leaf.count or Threshold(op=">=", value=1)
-    checks = [_threshold(exp.func("COALESCE", _col("n", name), zero), count)]
+    checks = [_threshold(exp.func("COALESCE", _col(f"n{k}", BEHAVIORS), zero), count)]
     if leaf.amount:
-        checks.append(_threshold(exp.func("COALESCE", _col("amount", name), zero), leaf.amount))
+        ctx.behavior_amounts.add(k)
+        checks.append(_threshold(exp.func("COALESCE", _col(f"amount{k}", BEHAVIORS), zero), leaf.amount))
     e = _and(checks)
     return exp.not_(exp.paren(e)) if leaf.did_not else e
 
 
-def _member_of(query: exp.Select) -> exp.Expression:
-    return _col("one_id").isin(query=query)
+def _behavior_ctes(ctx: _Context) -> list[tuple[str, exp.Select]]:
+    """One pass over fct_behaviors, however many behaviour leaves: per person, each leaf's count
+    (and amount, when a leaf compares it) as a conditional sum. The scan is bounded by the
+    leaves' types and the span of their windows. (Summing per period first, then per leaf, was
+    measured slower: the extra grouping on string keys costs more than it saves; so was
+    SUM(...) FILTER (WHERE ...) on DuckDB, 14 s against 10 s for 100 audiences.)"""
+    specs = list(ctx.behaviors)
+    day = _col("behavior_date", None)
+    scope = exp.and_(
+        exp.In(this=_col("event_type", None),
+               expressions=[_lit(t) for t in sorted({s.event_type for s in specs})]),
+        exp.Between(this=day.copy(), low=_lit(min(s.first for s in specs)),
+                    high=_lit(max(s.last for s in specs))))
+    columns = [_col("one_id", None)]
+    for spec, k in ctx.behaviors.items():
+        test = [exp.EQ(this=_col("event_type", None), expression=_lit(spec.event_type)),
+                exp.Between(this=day.copy(), low=_lit(spec.first), high=_lit(spec.last))]
+        if spec.channels:
+            test.append(exp.In(this=_col("channel", None), expressions=[_lit(c) for c in spec.channels]))
+        if spec.object_attribute:
+            test.append(exp.EQ(this=_col("object_attribute", None), expression=_lit(spec.object_attribute)))
+        if spec.object_values:
+            test.append(exp.In(this=_col("object_value", None),
+                               expressions=[_lit(v) for v in spec.object_values]))
+        sums = [(f"n{k}", "behavior_count")]
+        if k in ctx.behavior_amounts:
+            sums.append((f"amount{k}", "behavior_amount"))
+        for name, source in sums:
+            # DOUBLE sums: 8 bytes per aggregate where DuckDB sums integers into 128-bit ones
+            value = exp.cast(_col(source, None), "DOUBLE")
+            columns.append(exp.alias_(exp.func("SUM", exp.Case().when(_and(test), value)), name))
+            test = [t.copy() for t in test]
+    query = (exp.select(*columns).from_(ctx.relations.table("fct_behaviors")).where(scope)
+             .group_by(_col("one_id", None)))
+    return [(BEHAVIORS, query)]
 
 
-def _condition(cond: Condition, ctx: _Context) -> exp.Expression:
+def _joined(ctx: _Context, query: exp.Select) -> str:
+    """Left-join `query` (at most one row per one_id) to user_tags once, however many leaves
+    read it; returns its alias. A model, a day of AIPL or an audience version is one join."""
+    key = query.sql()
+    if key not in ctx.joins:
+        ctx.joins[key] = (f"j{len(ctx.joins)}", query)
+    return ctx.joins[key][0]
+
+
+def _member_of(query: exp.Select, ctx: _Context) -> exp.Expression:
+    """True for people among the one_ids `query` selects (duplicates allowed)."""
+    hits = exp.select(_col("one_id", "h"), exp.alias_(exp.true(), "hit")).distinct().from_(
+        query.subquery("h"))
+    return _never_null(_col("hit", _joined(ctx, hits)))
+
+
+def _aipl(leaf: AiplLeaf, ctx: _Context) -> exp.Expression:
+    table = ctx.relations.table("aipl_daily")
+    model = exp.EQ(this=_col("aipl_model", None), expression=_lit(leaf.model))
+
+    def stage_on(day: exp.Expression, stages: list[str]) -> exp.Expression:
+        day_rows = (exp.select(_col("one_id", None), _col("stage", None)).from_(table.copy())
+                    .where(exp.and_(model.copy(), exp.EQ(this=_col("stat_date", None), expression=day))))
+        alias = _joined(ctx, day_rows)
+        return exp.In(this=_col("stage", alias), expressions=[_lit(s) for s in stages])
+
+    if leaf.stages is not None:
+        up_to_today = exp.LTE(this=_col("stat_date", None), expression=_lit(ctx.today))
+        latest = (exp.select(exp.func("MAX", _col("stat_date", None))).from_(table.copy())
+                  .where(exp.and_(model.copy(), up_to_today)))
+        return _never_null(stage_on(latest.subquery(), leaf.stages))
+    start, end = leaf.between or (ctx.today - dt.timedelta(days=leaf.last_days), ctx.today)
+    for day in (start, end):
+        ctx.require("aipl_date", leaf.model, day.isoformat())
+    return _never_null(exp.and_(stage_on(_lit(start), leaf.from_), stage_on(_lit(end), leaf.to)))
+
+
+def _resolved(ids: exp.Select, id_type: str, ctx: _Context) -> exp.Select:
+    """The one_ids of people holding the ids `ids` selects (as `id_value`) of one id type."""
+    if id_type == "one_id":
+        return exp.select(_col("id_value", "i")).from_(ids.subquery("i"))
+    d = ctx.relations.table("dim_identities")
+    return (exp.select(_col("one_id", "d")).from_(exp.alias_(d, "d", table=True))
+            .join(ids.subquery("i"), on=exp.and_(
+                exp.EQ(this=_col("id_type", "d"), expression=_lit(id_type)),
+                exp.EQ(this=_col("id_value", "d"), expression=_col("id_value", "i")))))
+
+
+def latest_version(name: str, relations: Relations) -> exp.Select:
+    return (exp.select(exp.func("MAX", _col("version", None)))
+            .from_(relations.audience_table(VERSIONS_TABLE))
+            .where(exp.EQ(this=_col("audience", None), expression=_lit(name))))
+
+
+def _condition(cond: Condition, ctx: _Context, path: tuple = ()) -> exp.Expression:
+    e = _condition_inner(cond, ctx, path)
+    if ctx.record is not None:
+        ctx.record[path] = e
+    return e
+
+
+def _condition_inner(cond: Condition, ctx: _Context, path: tuple) -> exp.Expression:
     kind = cond.kind
     if kind == "all":
-        return exp.paren(_and([_condition(c, ctx) for c in cond.all]))
+        return exp.paren(_and([_condition(c, ctx, (*path, "all", i)) for i, c in enumerate(cond.all)]))
     if kind == "any":
-        return exp.paren(_or([_condition(c, ctx) for c in cond.any]))
+        return exp.paren(_or([_condition(c, ctx, (*path, "any", i)) for i, c in enumerate(cond.any)]))
     if kind == "not":
-        return exp.not_(exp.paren(_condition(cond.not_, ctx)))
+        return exp.not_(exp.paren(_condition(cond.not_, ctx, (*path, "not"))))
     if kind == "tag":
         return _tag(cond.tag, ctx)
     if kind == "behavior":
         return _behavior(cond.behavior, ctx)
     if kind == "rfm":
         leaf = cond.rfm
+        rfm = exp.select(*[_col(c, None) for c in ("one_id", "rfm_segment", "r_score", "f_score",
+                                                    "m_score")]).from_(ctx.relations.table(leaf.model))
+        alias = _joined(ctx, rfm)
         if leaf.segments is not None:
-            where = exp.In(this=_col("rfm_segment", None), expressions=[_lit(s) for s in leaf.segments])
+            e = exp.In(this=_col("rfm_segment", alias), expressions=[_lit(s) for s in leaf.segments])
         else:
-            where = _and([exp.GTE(this=_col(f"{k}_score", None), expression=_lit(v))
-                          for k, v in sorted(leaf.min_scores.items())])
-        rfm = ctx.relations.table(leaf.model)
-        return _member_of(exp.select(_col("one_id", None)).from_(rfm).where(where))
+            e = _and([exp.GTE(this=_col(f"{k}_score", alias), expression=_lit(v))
+                      for k, v in sorted(leaf.min_scores.items())])
+        return _never_null(e)
     if kind == "aipl":
-        leaf = cond.aipl
-        table = ctx.relations.table("aipl_daily")
-        model = exp.EQ(this=_col("aipl_model", None), expression=_lit(leaf.model))
-        up_to_today = exp.LTE(this=_col("stat_date", None), expression=_lit(ctx.today))
-        latest = (exp.select(exp.func("MAX", _col("stat_date", None))).from_(table.copy())
-                  .where(exp.and_(model.copy(), up_to_today)))
-        where = exp.and_(model, exp.In(this=_col("stage", None), expressions=[_lit(s) for s in leaf.stages]),
-                         exp.EQ(this=_col("stat_date", None), expression=latest.subquery()))
-        return _member_of(exp.select(_col("one_id", None)).from_(table).where(where))
+        return _aipl(cond.aipl, ctx)
+    if kind == "audience":
+        leaf = cond.audience
+        version = (_lit(leaf.version) if leaf.version is not None
+                   else latest_version(leaf.name, ctx.relations).subquery())
+        ctx.require("audience", leaf.name, str(leaf.version or ""))
+        members = (exp.select(_col("one_id", None))
+                   .from_(ctx.relations.audience_table(MEMBERS_TABLE))
+                   .where(exp.and_(exp.EQ(this=_col("audience", None), expression=_lit(leaf.name)),
+                                   exp.EQ(this=_col("version", None), expression=version))))
+        return _member_of(members, ctx)
+    if kind == "upload":
+        leaf = cond.upload
+        digest = ctx.uploads.get((leaf.file, leaf.id_type))
+        if digest is None:
+            raise AssertionError(f"upload {leaf.file} reached the compiler unread")
+        ctx.require("upload", digest, leaf.file)
+        ids = (exp.select(_col("id_value", None)).from_(ctx.relations.audience_table(UPLOADS_TABLE))
+               .where(exp.EQ(this=_col("upload", None), expression=_lit(digest))))
+        return _member_of(_resolved(ids, leaf.id_type, ctx), ctx)
+    if kind == "table":
+        leaf = cond.table
+        schema, name = leaf.schema_table
+        ctx.require("table", leaf.name, leaf.id_type)
+        ids = exp.select(exp.alias_(exp.cast(_col("user_unique_id", None), "TEXT"), "id_value")).from_(
+            exp.table_(name, db=schema, quoted=True))
+        return _member_of(_resolved(ids, leaf.id_type, ctx), ctx)
     raise AssertionError(kind)
 
 
-def audience_query(audience: Audience, tag_types: dict[str, str], today: dt.date,
-                   relations: Relations | None = None,
-                   delimiters: dict[str, str] | None = None) -> exp.Select:
-    """One row per member: one_id and the audience's id (NULL when the member lacks it).
-    `delimiters` gives multi-value tags their separator (default ',')."""
-    ctx = _Context(today=today, relations=relations or Relations(), tag_types=tag_types,
-                   delimiters=delimiters or {})
-    predicate = _condition(audience.where, ctx)
-    id_col = _col("one_id") if audience.id_type == "one_id" else _col(audience.id_type)
-    query = exp.select(_col("one_id"), exp.alias_(id_col, "id_value")).from_(
-        exp.alias_(ctx.relations.table("user_tags"), "t", table=True))
-    for name, on in ctx.joins:
-        query = query.join(exp.to_identifier(name), on=on, join_type="left")
-    query = query.where(predicate)
-    for cte in ctx.ctes:
-        query = query.with_(cte.alias, as_=cte.this)
+def _from_user_tags(ctx: _Context) -> exp.Select:
+    query = exp.select().from_(exp.alias_(ctx.relations.table("user_tags"), "t", table=True))
+    if ctx.behaviors:
+        for name, cte in _behavior_ctes(ctx):
+            query = query.with_(name, as_=cte)
+        query = query.join(
+            exp.to_identifier(BEHAVIORS), join_type="left",
+            on=exp.EQ(this=_col("one_id", BEHAVIORS), expression=_col("one_id")))
+    for alias, joined in ctx.joins.values():
+        query = query.join(joined.subquery(alias), join_type="left",
+                           on=exp.EQ(this=_col("one_id", alias), expression=_col("one_id")))
     return query
+
+
+def limited(query: exp.Select, limit: Limit, id_col: exp.Expression, table: str = "t") -> exp.Select:
+    """Members that have the audience's id, the first `size` of them by the limit's order."""
+    query = query.where(exp.not_(exp.Is(this=id_col, expression=exp.Null())))
+    if limit.order_by:
+        key = _col(limit.order_by.tag, table)
+        order = [exp.Ordered(this=key, desc=limit.order_by.direction == "desc", nulls_first=False)]
+    else:
+        seeded = exp.DPipe(this=_lit(f"{limit.sample.seed}:"), expression=_col("one_id", table))
+        order = [exp.Ordered(this=exp.MD5(this=seeded), nulls_first=False)]
+    order.append(exp.Ordered(this=_col("one_id", table), nulls_first=False))
+    return query.order_by(*order).limit(limit.size)
+
+
+@dataclass
+class Compiled:
+    audience: Audience
+    query: exp.Select
+    requirements: list[Requirement]
+    nodes: dict[tuple, exp.Expression]
+
+
+def _context(catalog, today: dt.date, relations: Relations | None,
+             uploads: dict[tuple[str, str], str] | None, record: bool = False) -> _Context:
+    return _Context(today=today, relations=relations or Relations(), tag_types=catalog.tags,
+                    delimiters=catalog.delimiters, uploads=uploads or {},
+                    record={} if record else None)
+
+
+def compile_audience(audience: Audience, catalog, today: dt.date,
+                     relations: Relations | None = None,
+                     uploads: dict[tuple[str, str], str] | None = None) -> Compiled:
+    """One row per member: one_id and the audience's id (NULL when the member lacks it; a
+    `limit` keeps only members that have it). `catalog` gives tag types and multi-value
+    delimiters; `uploads` each upload file's digest."""
+    ctx = _context(catalog, today, relations, uploads, record=True)
+    predicate = _condition(audience.condition(), ctx, ("where",))
+    id_col = _col("one_id") if audience.id_type == "one_id" else _col(audience.id_type)
+    query = _from_user_tags(ctx).select(_col("one_id"), exp.alias_(id_col, "id_value")).where(predicate)
+    if audience.limit:
+        query = limited(query, audience.limit, id_col.copy())
+    return Compiled(audience, query, list(ctx.requirements), ctx.record)
+
+
+def audience_query(audience: Audience, catalog, today: dt.date,
+                   relations: Relations | None = None,
+                   uploads: dict[tuple[str, str], str] | None = None) -> exp.Select:
+    return compile_audience(audience, catalog, today, relations, uploads).query
+
+
+def batch_query(audiences: list[Audience], catalog, today: dt.date,
+                relations: Relations | None = None,
+                uploads: dict[tuple[str, str], str] | None = None) -> tuple[exp.Select, list[Requirement]]:
+    """Every audience's membership as a boolean column (`m0`, `m1`, ...) of one query: one scan
+    of user_tags and at most one of fct_behaviors, whatever the number of audiences. Rows are
+    people in at least one of them, with every id column the audiences save."""
+    ctx = _context(catalog, today, relations, uploads)
+    predicates = [_condition(a.condition(), ctx) for a in audiences]
+    extra = sorted(({a.id_type for a in audiences} - {"one_id"})
+                   | {a.limit.order_by.tag for a in audiences if a.limit and a.limit.order_by})
+    columns = [_col("one_id"), *[_col(i) for i in extra],
+               *[exp.alias_(p, f"m{i}") for i, p in enumerate(predicates)]]
+    query = _from_user_tags(ctx).select(*columns).where(_or([p.copy() for p in predicates]))
+    return query, list(ctx.requirements)
 
 
 def to_sql(query: exp.Expression, dialect: str, pretty: bool = True) -> str:
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r} (one of {', '.join(DIALECTS)})")
     return query.sql(dialect=DIALECTS[dialect], pretty=pretty)
+
+
+def explain_query(audience: Audience, catalog, today: dt.date, one_id: str,
+                  relations: Relations | None = None,
+                  uploads: dict[tuple[str, str], str] | None = None) -> tuple[exp.Select, list[tuple]]:
+    """One row for one person: every condition of the tree as a boolean column (`c0`, `c1`, ...
+    in the order of the returned paths, the root first)."""
+    ctx = _context(catalog, today, relations, uploads, record=True)
+    _condition(audience.condition(), ctx, ("where",))
+    paths = [path for path, _ in audience.condition().walk()]
+    columns = [exp.alias_(ctx.record[p], f"c{i}") for i, p in enumerate(paths)]
+    query = _from_user_tags(ctx).select(*columns).where(
+        exp.EQ(this=_col("one_id"), expression=_lit(one_id)))
+    return query, paths
+
+
+def describe(cond: Condition) -> str:
+    """A condition in one line, as `explain` prints it."""
+    kind = cond.kind
+    if kind in ("all", "any"):
+        return f"{kind} of {len(getattr(cond, kind))}"
+    if kind == "not":
+        return "not"
+    if kind == "tag":
+        leaf = cond.tag
+        return f"tag {leaf.name} {leaf.op} {leaf.value!r}" if leaf.value not in (None, True) \
+            else f"tag {leaf.name} {leaf.op}"
+    if kind == "behavior":
+        leaf = cond.behavior
+        verb = "did" if leaf.did else "did not"
+        parts = [f"{verb} {leaf.event_type}"]
+        if leaf.channels:
+            parts.append(f"in {', '.join(leaf.channels)}")
+        if leaf.object_values:
+            parts.append(f"on {leaf.object_attribute or 'object'} in {', '.join(leaf.object_values)}")
+        parts.append(f"in the last {leaf.last_days} days" if leaf.last_days
+                     else f"between {leaf.between[0]} and {leaf.between[1]}")
+        if leaf.count:
+            parts.append(f"count {leaf.count.op} {leaf.count.value:g}")
+        if leaf.amount:
+            parts.append(f"amount {leaf.amount.op} {leaf.amount.value:g}")
+        return "behavior " + " ".join(parts)
+    if kind == "rfm":
+        leaf = cond.rfm
+        what = (f"segments {', '.join(leaf.segments)}" if leaf.segments is not None
+                else ", ".join(f"{k} >= {v}" for k, v in sorted(leaf.min_scores.items())))
+        return f"rfm {leaf.model}: {what}"
+    if kind == "aipl":
+        leaf = cond.aipl
+        if leaf.stages is not None:
+            return f"aipl {leaf.model}: stage {'/'.join(leaf.stages)} on the refresh date"
+        window = f"last {leaf.last_days} days" if leaf.last_days else f"{leaf.between[0]}..{leaf.between[1]}"
+        return f"aipl {leaf.model}: {'/'.join(leaf.from_)} -> {'/'.join(leaf.to)} ({window})"
+    if kind == "audience":
+        leaf = cond.audience
+        return f"member of audience {leaf.name}" + (f" version {leaf.version}" if leaf.version else "")
+    if kind == "upload":
+        return f"in upload {cond.upload.file} ({cond.upload.id_type})"
+    if kind == "table":
+        return f"in table {cond.table.name} ({cond.table.id_type})"
+    raise AssertionError(kind)

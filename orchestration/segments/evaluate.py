@@ -1,19 +1,18 @@
-"""Running compiled audiences against the warehouse."""
+"""Running a compiled audience against the warehouse without saving it."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from orchestration.segments.compiler import audience_query, to_sql
-from orchestration.segments.source import Catalog
-from orchestration.segments.spec import Audience
+from orchestration.segments.review import _require_inputs
+from orchestration.segments.source import Project
 from orchestration.warehouse import Warehouse
 
 
-def count_members(warehouse: Warehouse, audience: Audience, catalog: Catalog,
+def count_members(warehouse: Warehouse, project: Project, name: str,
                   today: dt.date) -> tuple[int, int]:
-    """(members, members that have the audience's id type), without saving anything."""
-    query = audience_query(audience, catalog.tags, today, delimiters=catalog.delimiters)
-    sql = to_sql(query, warehouse.engine, pretty=False)
+    """(members, members that have the audience's id type), without saving anything. With a
+    limit, both count the members the limit keeps."""
+    sql = _require_inputs(warehouse, project, name, today)
     members, with_id = warehouse.query(f"select count(*), count(id_value) from ({sql}) as a")[0]
     return int(members), int(with_id)

@@ -5,15 +5,28 @@ names the file, the line and the field."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import difflib
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
 from orchestration.errors import UserError
-from orchestration.segments.spec import ID_TYPES, MAX_VALUES, OPS_BY_TYPE, Audience, Condition
+from orchestration.segments.spec import (
+    ID_TYPES,
+    MAX_SET_DEPTH,
+    MAX_VALUES,
+    OPS_BY_TYPE,
+    Audience,
+    Condition,
+    Operand,
+)
+from orchestration.segments.uploads import Upload, UploadError, read_upload
 from orchestration.settings import PROJECT_ROOT
 
 AUDIENCE_DIR = PROJECT_ROOT / "audiences"
@@ -78,6 +91,7 @@ class Catalog:
     rfm_models: dict[str, None]
     rfm_segments: set[str]
     aipl_models: set[str]
+    id_types: set[str] = field(default_factory=lambda: set(ID_TYPES))
 
     @classmethod
     def from_project(cls, root: Path = PROJECT_ROOT) -> Catalog:
@@ -100,6 +114,7 @@ class Catalog:
                         if "rfm" in (m.get("config", {}).get("meta") or {})},
             rfm_segments={r["rfm_segment"] for r in rows("rfm_segments.csv")},
             aipl_models={m["name"] for m in aipl_node["config"]["meta"]["aipl"]["models"]},
+            id_types={r["id_type"] for r in rows("id_types.csv")},
         )
 
 
@@ -108,13 +123,13 @@ def _suggest(word: str, choices: set[str] | dict) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _check(cond: Condition, loc: tuple, catalog: Catalog, report) -> None:
+def _check(cond: Condition, loc: tuple, catalog: Catalog, report, uploads=None) -> None:
     kind = cond.kind
     if kind in ("all", "any"):
         for i, child in enumerate(getattr(cond, kind)):
-            _check(child, (*loc, kind, i), catalog, report)
+            _check(child, (*loc, kind, i), catalog, report, uploads)
     elif kind == "not":
-        _check(cond.not_, (*loc, "not"), catalog, report)
+        _check(cond.not_, (*loc, "not"), catalog, report, uploads)
     elif kind == "tag":
         leaf, here = cond.tag, (*loc, "tag")
         tag_type = catalog.tags.get(leaf.name)
@@ -150,6 +165,13 @@ def _check(cond: Condition, loc: tuple, catalog: Catalog, report) -> None:
         if leaf.model not in catalog.aipl_models:
             report(here + ("model",), f"unknown AIPL model {leaf.model!r}"
                                       f"{_suggest(leaf.model, catalog.aipl_models)}")
+    elif kind in ("upload", "table"):
+        leaf, here = getattr(cond, kind), (*loc, kind)
+        if leaf.id_type not in catalog.id_types:
+            report(here + ("id_type",), f"unknown id type {leaf.id_type!r}"
+                                        f"{_suggest(leaf.id_type, catalog.id_types)}")
+        elif kind == "upload" and uploads is not None:
+            uploads(leaf, here)
 
 
 def _check_value(leaf, tag_type: str, loc: tuple, report) -> None:
@@ -177,8 +199,14 @@ def _check_value(leaf, tag_type: str, loc: tuple, report) -> None:
         report(loc, "values must be strings or numbers")
 
 
-def load_audience(path: Path, catalog: Catalog | None = None) -> Audience:
-    """The typed audience of one file, or AudienceErrors listing every problem with its line."""
+@dataclass
+class _Loaded:
+    audience: Audience
+    lines: dict[tuple, int]
+    uploads: dict[tuple[str, str], Upload]
+
+
+def _load(path: Path, catalog: Catalog) -> _Loaded:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -203,16 +231,191 @@ def load_audience(path: Path, catalog: Catalog | None = None) -> Audience:
             problems.append(Problem(path, _line_of(lines, loc), _field(loc), message))
         raise AudienceErrors(problems) from None
     problems: list[Problem] = []
+    uploads: dict[tuple[str, str], Upload] = {}
 
     def report(loc: tuple, message: str) -> None:
         problems.append(Problem(path, _line_of(lines, loc), _field(loc), message))
 
+    def read(leaf, loc: tuple) -> None:
+        target = (path.parent / leaf.file).resolve()
+        try:
+            uploads[(leaf.file, leaf.id_type)] = read_upload(leaf.file, target, leaf.id_type)
+        except UploadError as exc:
+            where = f" ({leaf.file}:{exc.line})" if exc.line else ""
+            report(loc + ("file",), f"{exc}{where}")
+
     if path.stem != audience.name:
         report(("name",), f"the file is {path.name}; name it {audience.name}.yml or the name {path.stem}")
-    _check(audience.where, ("where",), catalog or Catalog.from_project(), report)
+    if audience.where is not None:
+        _check(audience.where, ("where",), catalog, report, read)
+    if audience.limit and audience.limit.order_by:
+        tag = audience.limit.order_by.tag
+        if tag not in catalog.tags:
+            report(("limit", "order_by", "tag"), f"unknown tag {tag!r}{_suggest(tag, catalog.tags)}")
     if problems:
         raise AudienceErrors(problems)
-    return audience
+    return _Loaded(audience, lines, uploads)
+
+
+def load_audience(path: Path, catalog: Catalog | None = None) -> Audience:
+    """The typed audience of one file, or AudienceErrors listing every problem with its line.
+    References to other audiences are checked by load_project."""
+    return _load(path, catalog or Catalog.from_project()).audience
+
+
+def references(audience: Audience) -> list[tuple[tuple, str, bool]]:
+    """(location, audience name, is a set operand) of every other audience it reads."""
+    found: list[tuple[tuple, str, bool]] = []
+
+    def operands(ops: list[Operand], loc: tuple) -> None:
+        for i, op in enumerate(ops):
+            if op.audience is not None:
+                found.append(((*loc, i), op.audience, True))
+            else:
+                operands(getattr(op, op.op), (*loc, i, op.op))
+
+    if audience.where is not None:
+        for loc, cond in audience.where.walk():
+            if cond.kind == "audience":
+                found.append(((*loc, "audience", "name"), cond.audience.name, False))
+    else:
+        operands(audience.operands(), (audience.set_op,))
+    return found
+
+
+def _own_depth(ops: list[Operand]) -> int:
+    """Nesting of set operations inside one file: `union: [a, b]` is 1."""
+    return 1 + max((_own_depth(getattr(o, o.op)) for o in ops if o.op), default=0)
+
+
+@dataclass
+class Project:
+    """Every audience file of a folder, checked together: references resolve, set operations
+    combine audiences of one id type, no cycles, at most MAX_SET_DEPTH layers of set operations."""
+
+    folder: Path
+    catalog: Catalog
+    audiences: dict[str, Audience]
+    paths: dict[str, Path]
+    uploads: dict[tuple[str, str], Upload]  # (file, id type) -> the list read
+    order: list[str]                       # every audience after the audiences it reads
+
+    def audience(self, name: str) -> Audience:
+        if name not in self.audiences:
+            raise UserError(f"no audience {name!r} in {self.folder}{_suggest(name, self.audiences)}")
+        return self.audiences[name]
+
+    def reads(self, name: str) -> set[str]:
+        return {ref for _, ref, _ in references(self.audiences[name])}
+
+    def upstream(self, names: list[str]) -> list[str]:
+        """The audiences named and every audience they read, in build order."""
+        wanted, todo = set(), list(names)
+        while todo:
+            name = todo.pop()
+            if name not in wanted:
+                wanted.add(name)
+                todo.extend(self.reads(name))
+        return [n for n in self.order if n in wanted]
+
+    def layers(self, names: list[str]) -> list[list[str]]:
+        """`names` split so that each layer reads only audiences of earlier layers (or outside
+        the set): the batch evaluator runs one layer per pass."""
+        chosen, layer_of = set(names), {}
+        for name in self.order:
+            if name in chosen:
+                layer_of[name] = 1 + max((layer_of.get(r, -1) for r in self.reads(name)
+                                          if r in chosen), default=-1)
+        out: list[list[str]] = [[] for _ in range(max(layer_of.values(), default=-1) + 1)]
+        for name in self.order:
+            if name in layer_of:
+                out[layer_of[name]].append(name)
+        return out
+
+    def upload_digests(self) -> dict[tuple[str, str], str]:
+        return {key: u.digest for key, u in self.uploads.items()}
+
+    def definition_hash(self, name: str) -> str:
+        """Changes when the definition does (or an upload it reads); not on comments or layout."""
+        audience = self.audiences[name]
+        body = audience.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body["_uploads"] = sorted(self.uploads[(u.file, u.id_type)].digest
+                                  for u in audience.condition().leaves("upload"))
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+    def compile(self, name: str, today: dt.date, relations=None):
+        from orchestration.segments.compiler import compile_audience
+
+        return compile_audience(self.audience(name), self.catalog, today, relations,
+                                self.upload_digests())
+
+
+def load_project(folder: Path = AUDIENCE_DIR, catalog: Catalog | None = None,
+                 files: list[Path] | None = None) -> Project:
+    """Load and check every audience file of `folder` (problems of all files together). `files`
+    names extra files (e.g. a definition outside the folder) that replace their namesakes."""
+    catalog = catalog or Catalog.from_project()
+    problems: list[Problem] = []
+    loaded: dict[str, _Loaded] = {}
+    paths: dict[str, Path] = {}
+    by_stem = {p.stem: p for p in audience_files(folder)}
+    for extra in files or []:
+        by_stem[extra.stem] = extra
+    for path in by_stem.values():
+        try:
+            item = _load(path, catalog)
+        except AudienceErrors as exc:
+            problems.extend(exc.problems)
+            continue
+        loaded[item.audience.name] = item
+        paths[item.audience.name] = path
+
+    def report(name: str, loc: tuple, message: str) -> None:
+        item = loaded[name]
+        problems.append(Problem(paths[name], _line_of(item.lines, loc), _field(loc), message))
+
+    graph: dict[str, set[str]] = {}
+    for name, item in loaded.items():
+        graph[name] = set()
+        for loc, ref, operand in references(item.audience):
+            if ref == name:
+                report(name, loc, f"audience {name!r} cannot read itself")
+            elif ref not in loaded:
+                known = set(by_stem) - {name}
+                hint = (" (its file has errors)" if ref in by_stem
+                        else _suggest(ref, known) or f" (no audiences/{ref}.yml)")
+                report(name, loc, f"unknown audience {ref!r}{hint}")
+            else:
+                graph[name].add(ref)
+                other = loaded[ref].audience
+                if operand and other.id_type != item.audience.id_type:
+                    report(name, loc, f"set operations combine audiences of one id type: {ref!r} "
+                                      f"saves {other.id_type}, {name!r} saves {item.audience.id_type}")
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        cycle = exc.args[1]
+        first = cycle[0]
+        problems.append(Problem(paths[first], 1, "", "audiences read each other in a cycle: "
+                                + " -> ".join(reversed(cycle))))
+        order = []
+    if order:
+        depth: dict[str, int] = {}
+        for name in order:
+            audience = loaded[name].audience
+            if audience.set_op is None:
+                depth[name] = 0
+                continue
+            below = max((depth.get(ref, 0) for _, ref, op in references(audience) if op), default=0)
+            depth[name] = _own_depth(audience.operands()) + below
+            if depth[name] > MAX_SET_DEPTH:
+                report(name, (audience.set_op,), f"{depth[name]} layers of set operations (counting "
+                                                 f"the audiences it combines); at most {MAX_SET_DEPTH}")
+    if problems:
+        raise AudienceErrors(problems)
+    uploads = {key: u for item in loaded.values() for key, u in item.uploads.items()}
+    return Project(folder=folder, catalog=catalog, audiences={n: i.audience for n, i in loaded.items()},
+                   paths=paths, uploads=uploads, order=order)
 
 
 def audience_files(folder: Path = AUDIENCE_DIR) -> list[Path]:

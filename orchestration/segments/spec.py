@@ -171,12 +171,98 @@ class RfmLeaf(Strict):
 
 
 class AiplLeaf(Strict):
+    """`{model: default, stages: [P, L]}`: the stage on the refresh date; or a flow,
+    `{model: default, from: [A], to: [P], last_days: 7}`: in a `from` stage at the start of the
+    window and in a `to` stage at its end (the refresh date for last_days)."""
+
     model: str
-    stages: list[Literal["A", "I", "P", "L"]]
+    stages: list[Literal["A", "I", "P", "L"]] | None = None
+    from_: Annotated[list[Literal["A", "I", "P", "L"]] | None, Field(alias="from")] = None
+    to: list[Literal["A", "I", "P", "L"]] | None = None
+    last_days: int | None = Field(default=None, ge=1, le=366)
+    between: tuple[dt.date, dt.date] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> AiplLeaf:
+        flow = (self.from_, self.to, self.last_days, self.between)
+        if self.stages is not None:
+            if any(v is not None for v in flow):
+                raise ValueError("an aipl condition takes stages: [...] or a flow (from, to and a "
+                                 "window), not both")
+            return self
+        if self.from_ is None or self.to is None:
+            raise ValueError("an aipl condition takes stages: [...], or from: [...] and to: [...] "
+                             "with last_days or between")
+        Window(last_days=self.last_days, between=self.between)
+        return self
+
+
+_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+_CRON_NAMES = ({}, {}, {}, {m: i + 1 for i, m in enumerate(
+    "jan feb mar apr may jun jul aug sep oct nov dec".split())},
+    {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())})
+
+
+def _valid_cron(value: str) -> bool:
+    """Five fields of *, numbers, names, ranges, lists and steps, each within its range."""
+    fields = value.split()
+    if len(fields) != 5:
+        return False
+    for text, (lo, hi), names in zip(fields, _CRON_RANGES, _CRON_NAMES, strict=True):
+        for part in text.lower().split(","):
+            base, _, step = part.partition("/")
+            if step and not (step.isdigit() and int(step) >= 1):
+                return False
+            if base == "*":
+                continue
+            ends = base.split("-")
+            if len(ends) > 2:
+                return False
+            nums = [names.get(e, int(e) if e.isdigit() else None) for e in ends]
+            if any(n is None or not lo <= n <= hi for n in nums) or nums != sorted(nums):
+                return False
+    return True
+
+
+class AudienceLeaf(Strict):
+    """`{name: big_spenders}`: a member of another audience's latest built version, or of one of
+    its kept snapshots with `version: 3`."""
+
+    name: str = Field(pattern=_NAME)
+    version: int | None = Field(default=None, ge=1)
+
+
+class UploadLeaf(Strict):
+    """`{file: uploads/vip.csv, id_type: mobile}`: people holding one of the ids in a CSV or TXT
+    file (one id per line; a header line naming user_unique_id or the id type is skipped),
+    found through the identity graph. The path is relative to the audience file."""
+
+    file: str = Field(min_length=1)
+    id_type: str
+
+
+class TableLeaf(Strict):
+    """`{name: reference.store_event_guests, id_type: member_id}`: people holding one of the ids
+    in a warehouse table's single `user_unique_id` column (unique, never NULL)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}\.[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    id_type: str = "one_id"
+
+    @property
+    def schema_table(self) -> tuple[str, str]:
+        schema, table = self.name.split(".")
+        return schema, table
+
+
+CONDITION_KINDS = ("all", "any", "not_", "tag", "behavior", "rfm", "aipl", "audience", "upload",
+                   "table")
+SET_OPS = ("union", "intersect", "difference")
+MAX_SET_DEPTH = 3
 
 
 class Condition(Strict):
-    """Exactly one of: all, any, not, tag, behavior, rfm, aipl."""
+    """Exactly one of: all, any, not, tag, behavior, rfm, aipl, audience, upload, table."""
 
     all: list[Condition] | None = None
     any: list[Condition] | None = None
@@ -185,44 +271,134 @@ class Condition(Strict):
     behavior: BehaviorLeaf | None = None
     rfm: RfmLeaf | None = None
     aipl: AiplLeaf | None = None
+    audience: AudienceLeaf | None = None
+    upload: UploadLeaf | None = None
+    table: TableLeaf | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Condition:
-        given = [k for k in ("all", "any", "not_", "tag", "behavior", "rfm", "aipl")
-                 if getattr(self, k) is not None]
+        given = [k for k in CONDITION_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
             names = [g.rstrip("_") for g in given]
-            raise ValueError("each condition is exactly one of all, any, not, tag, behavior, rfm, "
-                             f"aipl; got {', '.join(names) or 'none'}")
+            raise ValueError("each condition is exactly one of "
+                             f"{', '.join(k.rstrip('_') for k in CONDITION_KINDS)}; "
+                             f"got {', '.join(names) or 'none'}")
         for key in ("all", "any"):
             if getattr(self, key) == []:
                 raise ValueError(f"{key}: needs at least one condition")
         return self
 
+    def walk(self, path: tuple = ("where",)):
+        """(path, condition) of this condition and every one below it, parents first; a path
+        is the YAML location, e.g. ("where", "all", 0, "not")."""
+        yield path, self
+        kind = self.kind
+        if kind in ("all", "any"):
+            for i, child in enumerate(getattr(self, kind)):
+                yield from child.walk((*path, kind, i))
+        elif kind == "not":
+            yield from self.not_.walk((*path, "not"))
+
+    def leaves(self, kind: str) -> list:
+        """Every leaf of one kind (tag, behavior, audience, upload, ...) in the tree."""
+        return [getattr(c, kind) for _, c in self.walk() if c.kind == kind]
+
     @property
     def kind(self) -> str:
-        for k in ("all", "any", "not_", "tag", "behavior", "rfm", "aipl"):
+        for k in CONDITION_KINDS:
             if getattr(self, k) is not None:
                 return k.rstrip("_")
         raise AssertionError("validated condition without a kind")
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of an audience file (docs/audience.schema.json)."""
-    schema = Audience.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "OpenAudience audience file"
-    return schema
+def _operand_schema(schema: dict[str, Any]) -> None:
+    """An operand is written as a plain name too."""
+    as_object = dict(schema)
+    schema.clear()
+    schema["anyOf"] = [{"type": "string", "pattern": _NAME}, as_object]
+
+
+class Operand(Strict):
+    """One operand of a set operation: an audience name (`big_spenders`), a kept snapshot
+    (`{audience: big_spenders, version: 3}`), or a nested operation (`{intersect: [a, b]}`)."""
+
+    model_config = ConfigDict(json_schema_extra=_operand_schema)
+
+    audience: str | None = Field(default=None, pattern=_NAME)
+    version: int | None = Field(default=None, ge=1)
+    union: list[Operand] | None = Field(default=None, min_length=2, max_length=10)
+    intersect: list[Operand] | None = Field(default=None, min_length=2, max_length=10)
+    difference: list[Operand] | None = Field(default=None, min_length=2, max_length=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name(cls, data: Any) -> Any:
+        return {"audience": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _one(self) -> Operand:
+        given = [k for k in ("audience", *SET_OPS) if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("an operand is an audience name, {audience: name, version: n}, or one "
+                             f"of {', '.join(SET_OPS)}; got {', '.join(given) or 'none'}")
+        if self.version is not None and self.audience is None:
+            raise ValueError("version belongs with audience:")
+        return self
+
+    @property
+    def op(self) -> str | None:
+        return next((k for k in SET_OPS if getattr(self, k) is not None), None)
+
+
+class OrderBy(Strict):
+    tag: str
+    direction: Literal["asc", "desc"] = "desc"
+
+
+class Sample(Strict):
+    seed: int = 0
+
+
+class Limit(Strict):
+    """Keep `size` members: the first by a tag (`order_by: {tag: spend_90d}`, descending by
+    default, NULLs last, ties by one_id) or a deterministic sample (`sample: {seed: 7}`: the
+    same members for the same seed and population)."""
+
+    size: int = Field(ge=1, le=100_000_000)
+    order_by: OrderBy | None = None
+    sample: Sample | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Limit:
+        if (self.order_by is None) == (self.sample is None):
+            raise ValueError("limit takes order_by: {tag: .., direction: desc} or sample: {seed: ..}")
+        return self
+
+
+def _to_condition(operand: Operand) -> Condition:
+    if operand.audience is not None:
+        return Condition(audience=AudienceLeaf(name=operand.audience, version=operand.version))
+    parts = [_to_condition(o) for o in getattr(operand, operand.op)]
+    if operand.op == "union":
+        return Condition(any=parts)
+    if operand.op == "intersect":
+        return Condition(all=parts)
+    rest = parts[1:]
+    return Condition(all=[parts[0], Condition(not_=rest[0] if len(rest) == 1 else Condition(any=rest))])
 
 
 class Audience(Strict):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    name: str = Field(pattern=_NAME)
     description: str = ""
     owner: str = ""
     id_type: str = "one_id"
     refresh: str = "manual"
     snapshots: int = Field(default=5, ge=1, le=100)
-    where: Condition
+    where: Condition | None = None
+    union: list[Operand] | None = Field(default=None, min_length=2, max_length=10)
+    intersect: list[Operand] | None = Field(default=None, min_length=2, max_length=10)
+    difference: list[Operand] | None = Field(default=None, min_length=2, max_length=10)
+    limit: Limit | None = None
 
     @field_validator("id_type")
     @classmethod
@@ -234,6 +410,36 @@ class Audience(Strict):
     @field_validator("refresh")
     @classmethod
     def _refresh(cls, value: str) -> str:
-        if value in ("manual", "hourly", "daily") or len(value.split()) == 5:
+        if value in ("manual", "hourly", "daily") or _valid_cron(value):
             return value
-        raise ValueError("refresh is manual, hourly, daily or a five-field cron expression")
+        raise ValueError(f"refresh {value!r} is not manual, hourly, daily or a five-field cron "
+                         "expression (minute hour day-of-month month day-of-week)")
+
+    @model_validator(mode="after")
+    def _body(self) -> Audience:
+        given = [k for k in ("where", *SET_OPS) if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("an audience has where: (a condition) or one set operation "
+                             f"({', '.join(SET_OPS)}); got {', '.join(given) or 'none'}")
+        return self
+
+    @property
+    def set_op(self) -> str | None:
+        return next((k for k in SET_OPS if getattr(self, k) is not None), None)
+
+    def condition(self) -> Condition:
+        """The membership condition: `where`, or the set operation written as one."""
+        if self.where is not None:
+            return self.where
+        return _to_condition(Operand(**{self.set_op: getattr(self, self.set_op)}))
+
+    def operands(self) -> list[Operand]:
+        return getattr(self, self.set_op) if self.set_op else []
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of an audience file (docs/audience.schema.json)."""
+    schema = Audience.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "OpenAudience audience file"
+    return schema

@@ -1,0 +1,210 @@
+"""One Dagster asset per audience file, built by one subsettable multi-asset so that a refresh
+of many audiences is one batch evaluation. Each asset depends on what its YAML reads (user_tags,
+fct_behaviors, an RFM model, aipl_daily, a table, other audiences), so the lineage is true and an
+audience refreshes after its inputs. Refreshes share the `audience_refresh` concurrency pool:
+past its limit (OA_AUDIENCE_CONCURRENCY, default 3, 1-10) runs queue instead of failing."""
+
+
+import base64
+import datetime as dt
+import hashlib
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pandas as pd
+
+from orchestration.errors import UserError
+from orchestration.resources import WarehouseResource
+from orchestration.segments.engine import build, versions
+from orchestration.segments.source import AudienceErrors, Project, load_project
+from orchestration.settings import load_settings
+
+POOL = "audience_refresh"
+GROUP = "audiences"
+PREVIEW_ROWS = 10
+
+
+def asset_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([GROUP, name])
+
+
+def _deps(project: Project, name: str) -> list[dg.AssetKey]:
+    deps = {dg.AssetKey(["marts", "user_tags"])}
+    for _, cond in project.audiences[name].condition().walk():
+        kind = cond.kind
+        if kind == "behavior":
+            deps.add(dg.AssetKey(["marts", "fct_behaviors"]))
+        elif kind == "rfm":
+            deps.add(dg.AssetKey(["marts", cond.rfm.model]))
+        elif kind == "aipl":
+            deps.add(dg.AssetKey(["marts", "aipl_daily"]))
+        elif kind == "audience":
+            deps.add(asset_key(cond.audience.name))
+        elif kind in ("upload", "table"):
+            deps.add(dg.AssetKey(["marts", "dim_identities"]))
+            if kind == "table":
+                deps.add(dg.AssetKey(list(cond.table.schema_table)))
+    return sorted(deps, key=lambda k: k.to_user_string())
+
+
+def _owner(owner: str) -> list[str]:
+    if not owner:
+        return []
+    return [owner if "@" in owner or owner.startswith("team:") else f"team:{owner}"]
+
+
+def audience_specs(project: Project) -> list[dg.AssetSpec]:
+    specs = []
+    for name in project.order:
+        audience = project.audiences[name]
+        specs.append(dg.AssetSpec(
+            key=asset_key(name),
+            deps=_deps(project, name),
+            group_name=GROUP,
+            description=audience.description or None,
+            owners=_owner(audience.owner),
+            kinds={"sql"},
+            tags={"refresh": _tag_value(audience.refresh), "id_type": audience.id_type},
+            metadata={"file": dg.MetadataValue.path(f"audiences/{project.paths[name].name}"),
+                      "refresh": audience.refresh, "snapshots": audience.snapshots},
+            skippable=True,
+        ))
+    return specs
+
+
+def _tag_value(refresh: str) -> str:
+    """Tag values allow letters, digits, -, _ and .: a cron becomes cron-<digest>."""
+    if refresh in ("manual", "hourly", "daily"):
+        return refresh
+    return "cron-" + hashlib.sha1(refresh.encode()).hexdigest()[:8]
+
+
+class AudienceRefreshConfig(dg.Config):
+    as_of: str = ""
+    """Date relative windows end on (YYYY-MM-DD); default today in OA_TIMEZONE."""
+
+
+def refresh_date(as_of: str = "") -> dt.date:
+    if as_of:
+        try:
+            return dt.date.fromisoformat(as_of)
+        except ValueError:
+            raise UserError(f"as_of {as_of!r} is not a date (YYYY-MM-DD)") from None
+    return dt.datetime.now(ZoneInfo(load_settings().timezone)).date()
+
+
+def _history_chart(history: list[dict], name: str) -> dg.MetadataValue | None:
+    from orchestration.analysis.charts import audience_size_history
+    from orchestration.analysis.report import chart_png
+
+    if not history:
+        return None
+    df = pd.DataFrame(history)[["version", "built_at", "size", "added", "removed"]]
+    png = chart_png(audience_size_history(df, name))
+    return dg.MetadataValue.md(
+        f"![{name} size](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
+
+
+def _preview(wh, name: str, version: int) -> dg.MetadataValue:
+    from orchestration.segments.engine import MEMBERS
+
+    rows = wh.query(f"select one_id, id_type, id_value from {MEMBERS} where audience = %s and "
+                    f"version = %s order by one_id limit {PREVIEW_ROWS}", [name, version])
+    lines = ["| one_id | id_type | id_value |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def build_audience_assets(project: Project) -> dg.AssetsDefinition:
+    @dg.multi_asset(specs=audience_specs(project), can_subset=True, name="audiences",
+                    pool=POOL, description="Refresh the selected audiences in one batch.")
+    def audiences(context: dg.AssetExecutionContext, config: AudienceRefreshConfig,
+                  warehouse: WarehouseResource):
+        names = [key.path[-1] for key in context.selected_asset_keys]
+        today = refresh_date(config.as_of)
+        trigger = "schedule" if context.run.tags.get("dagster/schedule_name") else (
+            "sensor" if context.run.tags.get("dagster/sensor_name") else "manual")
+        wh = warehouse.get()
+
+        def progress(name: str, done: int, total: int) -> None:
+            context.log.info(f"audience {name} built ({done}/{total})")
+
+        report = build(project, names, today, wh=wh, trigger=trigger, progress=progress)
+        context.log.info(f"{len(report.results)} audiences in {report.passes} batch pass(es), "
+                         f"{report.seconds:.1f} s")
+        for r in report.results:
+            history = list(reversed(versions(wh, r.audience, kept_only=False)))
+            metadata = {
+                "dagster/row_count": dg.MetadataValue.int(r.size),
+                "version": dg.MetadataValue.int(r.version),
+                "size": dg.MetadataValue.int(r.size),
+                "added": dg.MetadataValue.int(r.added),
+                "removed": dg.MetadataValue.int(r.removed),
+                "dropped_missing_id": dg.MetadataValue.int(r.dropped),
+                "as_of": dg.MetadataValue.text(today.isoformat()),
+                "definition_hash": dg.MetadataValue.text(r.definition_hash),
+                "preview": _preview(wh, r.audience, r.version),
+            }
+            chart = _history_chart(history, r.audience)
+            if chart is not None:
+                metadata["size_history_chart"] = chart
+            yield dg.MaterializeResult(asset_key=asset_key(r.audience), metadata=metadata)
+
+    return audiences
+
+
+def _refresh_jobs(project: Project, assets: dg.AssetsDefinition, timezone: str, target: str):
+    """A job and schedule per refresh cadence. Daily audiences run after each successful
+    nightly_refresh (a run-status sensor), hourly ones every hour, cron ones on their cron;
+    each scheduled refresh also refreshes the audiences it reads, as Quick Audience does."""
+    by_refresh: dict[str, list[str]] = {}
+    for name in project.order:
+        refresh = project.audiences[name].refresh
+        if refresh != "manual":
+            by_refresh.setdefault(refresh, []).append(name)
+    tags = {"openaudience/warehouse": target}
+    jobs, schedules = [], []
+    all_job = dg.define_asset_job(
+        "audiences_refresh_all", selection=dg.AssetSelection.assets(assets), tags=tags,
+        description="Refresh every audience (batch), e.g. from the UI or `oa demo`.")
+    jobs.append(all_job)
+    daily_job = None
+    for refresh, names in sorted(by_refresh.items()):
+        keys = [asset_key(n) for n in project.upstream(names)]
+        job_name = f"audiences_{_tag_value(refresh).replace('-', '_')}"
+        job = dg.define_asset_job(job_name, selection=dg.AssetSelection.assets(*keys), tags=tags,
+                                  description=f"Refresh the audiences with refresh: {refresh} "
+                                              "and those they read.")
+        jobs.append(job)
+        if refresh == "daily":
+            daily_job = job
+            continue
+        cron = "0 * * * *" if refresh == "hourly" else refresh
+        schedules.append(dg.ScheduleDefinition(
+            name=f"{job_name}_schedule", job=job, cron_schedule=cron, execution_timezone=timezone,
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description=f"refresh: {refresh} ({', '.join(names)})"))
+    return jobs, schedules, daily_job
+
+
+def audience_definitions(nightly_job) -> dg.Definitions:
+    """The audience assets, jobs, schedules and the after-nightly sensor. An audience folder with
+    errors fails loading the code location with the same messages as `oa audience validate`."""
+    settings = load_settings()
+    try:
+        project = load_project()
+    except AudienceErrors as exc:
+        raise UserError(f"audiences/ has errors:\n{exc}") from None
+    assets = build_audience_assets(project)
+    jobs, schedules, daily_job = _refresh_jobs(project, assets, settings.timezone, settings.target)
+    sensors = []
+    if daily_job is not None:
+        @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[nightly_job],
+                              request_job=daily_job, name="audiences_after_nightly",
+                              default_status=dg.DefaultSensorStatus.RUNNING,
+                              description="Refresh the daily audiences after nightly_refresh succeeds.")
+        def audiences_after_nightly(context: dg.RunStatusSensorContext):
+            return dg.RunRequest(run_key=context.dagster_run.run_id)
+
+        sensors.append(audiences_after_nightly)
+    return dg.Definitions(assets=[assets], jobs=jobs, schedules=schedules, sensors=sensors)
