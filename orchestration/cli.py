@@ -535,6 +535,8 @@ def audience_explain(
     as_of: AsOf = None,
 ) -> None:
     """Each condition of the audience, true or false for one person."""
+    from rich.markup import escape
+
     from orchestration.segments.review import explain
     from orchestration.warehouse import Warehouse
 
@@ -542,7 +544,7 @@ def audience_explain(
     lines = explain(Warehouse(), project, name, one_id, _as_of(as_of))
     for line in lines:
         mark = "[green]✓ true [/green]" if line.value else "[red]✗ false[/red]"
-        console.print(f"{mark} {'  ' * line.depth}{line.text}", highlight=False)
+        console.print(f"{mark} {'  ' * line.depth}{escape(line.text)}", highlight=False)
     verdict = "meets" if lines[0].value else "does not meet"
     note = " (the limit is applied after)" if project.audiences[name].limit else ""
     console.print(f"{one_id} {verdict} the conditions of {name}{note}")

@@ -17,20 +17,24 @@ from orchestration.resources import WarehouseResource
 
 apply_environment()
 
-core = dg.Definitions(
-    assets=[*RAW_ASSETS, warehouse_models],
-    asset_checks=RAW_CHECKS,
-    jobs=[nightly_refresh],
-    schedules=[nightly_schedule],
-    resources={
-        "dbt": DbtCliResource(
-            project_dir=DBT_PROJECT,
-            profiles_dir=str(DBT_PROJECT.profiles_dir),
-            # the dbt installed beside this Python, so no activated virtualenv is needed
-            dbt_executable=str(Path(sys.executable).with_name("dbt")),
-        ),
-        "warehouse": WarehouseResource(),
-    },
-)
 
-defs = dg.Definitions.merge(core, audience_definitions(nightly_refresh))
+def _core() -> dg.Definitions:
+    """Raw tables, dbt models and the nightly job (one Definitions at module scope: `defs`)."""
+    return dg.Definitions(
+        assets=[*RAW_ASSETS, warehouse_models],
+        asset_checks=RAW_CHECKS,
+        jobs=[nightly_refresh],
+        schedules=[nightly_schedule],
+        resources={
+            "dbt": DbtCliResource(
+                project_dir=DBT_PROJECT,
+                profiles_dir=str(DBT_PROJECT.profiles_dir),
+                # the dbt installed beside this Python, so no activated virtualenv is needed
+                dbt_executable=str(Path(sys.executable).with_name("dbt")),
+            ),
+            "warehouse": WarehouseResource(),
+        },
+    )
+
+
+defs = dg.Definitions.merge(_core(), audience_definitions(nightly_refresh))

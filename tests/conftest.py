@@ -95,8 +95,9 @@ AIPL_HISTORY_START = "2026-06-22"
 
 @pytest.fixture(scope="session")
 def built_engines(small_demo, pg_cluster, tmp_path_factory) -> dict[str, Target]:
-    """The small data set built on both engines once per session, with a week of AIPL history
-    (through the `oa aipl backfill` CLI). Tests that change it put it back."""
+    """The small data set built on both engines once per session, with eight days of AIPL
+    history (through the `oa aipl backfill` CLI), so a 7-day AIPL flow has both its ends.
+    Tests that change it put it back."""
     targets = build_both_engines(small_demo, pg_cluster, tmp_path_factory, "built_engines")
     for target in targets.values():
         done = target.oa("aipl", "backfill", "--start", AIPL_HISTORY_START, "--end", AS_OF)

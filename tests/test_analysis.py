@@ -20,11 +20,12 @@ from orchestration.settings import PROJECT_ROOT
 from tests.conftest import AIPL_HISTORY_START, AS_OF, DBT, make_target
 
 FLOW_START = AIPL_HISTORY_START
+HISTORY_DAYS = (dt.date.fromisoformat(AS_OF) - dt.date.fromisoformat(AIPL_HISTORY_START)).days + 1
 
 
 @pytest.fixture(scope="module")
 def built(built_engines):
-    """Both engines built, with a week of AIPL history from FLOW_START."""
+    """Both engines built, with AIPL history from FLOW_START (eight days)."""
     return built_engines
 
 
@@ -140,7 +141,7 @@ def test_aipl_daily_is_identical_on_both_engines_and_one_stage_a_day(built):
     duck, pg = (_rows(built[e], sql) for e in ("duckdb", "postgres"))
     assert duck == pg
     days = {r[1] for r in duck}
-    assert len(days) == 7  # the backfilled week
+    assert len(days) == HISTORY_DAYS  # the backfilled days
     keys = [(r[0], r[1], r[2]) for r in duck]
     assert len(keys) == len(set(keys))
     assert {r[3] for r in duck} == {"A", "I", "P", "L"}
@@ -157,7 +158,7 @@ def test_aipl_flow_identity_holds_for_every_stage(built, engine):
         recount = s["retained"] + s[["to_A", "to_I", "to_P", "to_L"]].sum(axis=1) + s["churned"]
         assert (s["start"] == recount).all()
         assert s["start"].sum() > 0 and s["churned"].sum() > 0
-        assert len(flow.trend["stat_date"].unique()) == 7
+        assert len(flow.trend["stat_date"].unique()) == HISTORY_DAYS
 
 
 def test_aipl_report_of_an_uncomputed_day_says_how_to_compute_it(built):

@@ -189,6 +189,12 @@ def test_explain_marks_every_condition_for_one_person(built_engines, examples_bu
         assert f"{person} {verdict} the conditions of {name}" in " ".join(done.stdout.split())
     done = target.oa("audience", "explain", name, "nobody", "--as-of", AS_OF)
     assert done.returncode == 2 and "no person with one_id 'nobody'" in done.stderr
+    city = target.warehouse.query("select city from marts.user_tags where one_id = %s", [outside])[0][0]
+    done = target.oa("audience", "explain", "shanghai_big_spenders", outside, "--as-of", AS_OF)
+    assert done.returncode == 0, done.stderr
+    shown = "NULL" if city is None else repr(city)
+    expected = f"tag city in ['Shanghai', 'Hangzhou'] [city = {shown}]"
+    assert expected in " ".join(done.stdout.split())  # rich wraps long lines
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -32,6 +32,7 @@ MEMBERS_TABLE = "audience_members"
 VERSIONS_TABLE = "audience_versions"
 UPLOADS_TABLE = "audience_uploads"
 BEHAVIORS = "b"
+PREFILTER_MAX = 8
 
 
 @dataclass(frozen=True)
@@ -183,49 +184,57 @@ def _behavior(leaf: BehaviorLeaf, ctx: _Context) -> exp.Expression:
     k = ctx.behaviors[spec]
     zero = exp.Literal.number(0)
     count = leaf.count or Threshold(op=">=", value=1)
-    checks = [_threshold(exp.func("COALESCE", _col(f"n{k}", BEHAVIORS), zero), count)]
+    alias = _behavior_alias(leaf.event_type)
+    checks = [_threshold(exp.func("COALESCE", _col(f"n{k}", alias), zero), count)]
     if leaf.amount:
         ctx.behavior_amounts.add(k)
-        checks.append(_threshold(exp.func("COALESCE", _col(f"amount{k}", BEHAVIORS), zero), leaf.amount))
+        checks.append(_threshold(exp.func("COALESCE", _col(f"amount{k}", alias), zero), leaf.amount))
     e = _and(checks)
     return exp.not_(exp.paren(e)) if leaf.did_not else e
 
 
+def _behavior_alias(event_type: str) -> str:
+    return f"{BEHAVIORS}_{event_type}"
+
+
 def _behavior_ctes(ctx: _Context) -> list[tuple[str, exp.Select]]:
-    """One pass over fct_behaviors, however many behaviour leaves: per person, each leaf's count
-    (and amount, when a leaf compares it) as a conditional sum. The scan is bounded by the
-    leaves' types and the span of their windows. (Summing per period first, then per leaf, was
-    measured slower: the extra grouping on string keys costs more than it saves; so was
-    SUM(...) FILTER (WHERE ...) on DuckDB, 14 s against 10 s for 100 audiences.)"""
-    specs = list(ctx.behaviors)
+    """One aggregate per behaviour type the leaves name, however many leaves: per person, each
+    leaf's count (and amount, when a leaf compares it) as a conditional sum over the rows of
+    its type within the span of that type's windows. Splitting by type means each row feeds
+    only the sums of its own type. (Measured for 100 audiences over 1M people on DuckDB: 7.0 to
+    7.4 s for the batch; one aggregate for all types, 8.7 to 10.0 s; summing per period first,
+    then per leaf, 10.9 s; SUM(...) FILTER (WHERE ...), 14 s.)"""
     day = _col("behavior_date", None)
-    scope = exp.and_(
-        exp.In(this=_col("event_type", None),
-               expressions=[_lit(t) for t in sorted({s.event_type for s in specs})]),
-        exp.Between(this=day.copy(), low=_lit(min(s.first for s in specs)),
-                    high=_lit(max(s.last for s in specs))))
-    columns = [_col("one_id", None)]
-    for spec, k in ctx.behaviors.items():
-        test = [exp.EQ(this=_col("event_type", None), expression=_lit(spec.event_type)),
-                exp.Between(this=day.copy(), low=_lit(spec.first), high=_lit(spec.last))]
-        if spec.channels:
-            test.append(exp.In(this=_col("channel", None), expressions=[_lit(c) for c in spec.channels]))
-        if spec.object_attribute:
-            test.append(exp.EQ(this=_col("object_attribute", None), expression=_lit(spec.object_attribute)))
-        if spec.object_values:
-            test.append(exp.In(this=_col("object_value", None),
-                               expressions=[_lit(v) for v in spec.object_values]))
-        sums = [(f"n{k}", "behavior_count")]
-        if k in ctx.behavior_amounts:
-            sums.append((f"amount{k}", "behavior_amount"))
-        for name, source in sums:
-            # DOUBLE sums: 8 bytes per aggregate where DuckDB sums integers into 128-bit ones
-            value = exp.cast(_col(source, None), "DOUBLE")
-            columns.append(exp.alias_(exp.func("SUM", exp.Case().when(_and(test), value)), name))
-            test = [t.copy() for t in test]
-    query = (exp.select(*columns).from_(ctx.relations.table("fct_behaviors")).where(scope)
-             .group_by(_col("one_id", None)))
-    return [(BEHAVIORS, query)]
+    ctes = []
+    for event_type in sorted({s.event_type for s in ctx.behaviors}):
+        specs = {s: k for s, k in ctx.behaviors.items() if s.event_type == event_type}
+        scope = exp.and_(
+            exp.EQ(this=_col("event_type", None), expression=_lit(event_type)),
+            exp.Between(this=day.copy(), low=_lit(min(s.first for s in specs)),
+                        high=_lit(max(s.last for s in specs))))
+        columns = [_col("one_id", None)]
+        for spec, k in specs.items():
+            test = [exp.Between(this=day.copy(), low=_lit(spec.first), high=_lit(spec.last))]
+            if spec.channels:
+                test.append(exp.In(this=_col("channel", None), expressions=[_lit(c) for c in spec.channels]))
+            if spec.object_attribute:
+                test.append(exp.EQ(this=_col("object_attribute", None),
+                                   expression=_lit(spec.object_attribute)))
+            if spec.object_values:
+                test.append(exp.In(this=_col("object_value", None),
+                                   expressions=[_lit(v) for v in spec.object_values]))
+            sums = [(f"n{k}", "behavior_count")]
+            if k in ctx.behavior_amounts:
+                sums.append((f"amount{k}", "behavior_amount"))
+            for name, source in sums:
+                # DOUBLE sums: 8 bytes per aggregate where DuckDB sums integers into 128-bit ones
+                value = exp.cast(_col(source, None), "DOUBLE")
+                columns.append(exp.alias_(exp.func("SUM", exp.Case().when(_and(test), value)), name))
+                test = [t.copy() for t in test]
+        query = (exp.select(*columns).from_(ctx.relations.table("fct_behaviors")).where(scope)
+                 .group_by(_col("one_id", None)))
+        ctes.append((_behavior_alias(event_type), query))
+    return ctes
 
 
 def _joined(ctx: _Context, query: exp.Select) -> str:
@@ -345,12 +354,10 @@ def _condition_inner(cond: Condition, ctx: _Context, path: tuple) -> exp.Express
 
 def _from_user_tags(ctx: _Context) -> exp.Select:
     query = exp.select().from_(exp.alias_(ctx.relations.table("user_tags"), "t", table=True))
-    if ctx.behaviors:
-        for name, cte in _behavior_ctes(ctx):
-            query = query.with_(name, as_=cte)
-        query = query.join(
-            exp.to_identifier(BEHAVIORS), join_type="left",
-            on=exp.EQ(this=_col("one_id", BEHAVIORS), expression=_col("one_id")))
+    for name, cte in _behavior_ctes(ctx) if ctx.behaviors else []:
+        query = query.with_(name, as_=cte).join(
+            exp.to_identifier(name, quoted=True), join_type="left",
+            on=exp.EQ(this=_col("one_id", name), expression=_col("one_id")))
     for alias, joined in ctx.joins.values():
         query = query.join(joined.subquery(alias), join_type="left",
                            on=exp.EQ(this=_col("one_id", alias), expression=_col("one_id")))
@@ -410,15 +417,20 @@ def batch_query(audiences: list[Audience], catalog, today: dt.date,
                 relations: Relations | None = None,
                 uploads: dict[tuple[str, str], str] | None = None) -> tuple[exp.Select, list[Requirement]]:
     """Every audience's membership as a boolean column (`m0`, `m1`, ...) of one query: one scan
-    of user_tags and at most one of fct_behaviors, whatever the number of audiences. Rows are
-    people in at least one of them, with every id column the audiences save."""
+    of user_tags and one aggregate of fct_behaviors per behaviour type, whatever the number of
+    audiences, with every id column the audiences save. For a few audiences the rows are the
+    people in at least one of them; past PREFILTER_MAX audiences every person is a row, because
+    filtering on the OR of all predicates evaluates them twice (measured: 7.0 s with the
+    filter, 5.3 to 6.8 s without, for 100 audiences over 1M people on DuckDB)."""
     ctx = _context(catalog, today, relations, uploads)
     predicates = [_condition(a.condition(), ctx) for a in audiences]
     extra = sorted(({a.id_type for a in audiences} - {"one_id"})
                    | {a.limit.order_by.tag for a in audiences if a.limit and a.limit.order_by})
     columns = [_col("one_id"), *[_col(i) for i in extra],
                *[exp.alias_(p, f"m{i}") for i, p in enumerate(predicates)]]
-    query = _from_user_tags(ctx).select(*columns).where(_or([p.copy() for p in predicates]))
+    query = _from_user_tags(ctx).select(*columns)
+    if len(predicates) <= PREFILTER_MAX:
+        query = query.where(_or([p.copy() for p in predicates]))
     return query, list(ctx.requirements)
 
 
@@ -432,11 +444,14 @@ def explain_query(audience: Audience, catalog, today: dt.date, one_id: str,
                   relations: Relations | None = None,
                   uploads: dict[tuple[str, str], str] | None = None) -> tuple[exp.Select, list[tuple]]:
     """One row for one person: every condition of the tree as a boolean column (`c0`, `c1`, ...
-    in the order of the returned paths, the root first)."""
+    in the order of the returned paths, the root first), then the value of each tag the tree
+    names (`v0`, `v1`, ... in the order of first mention)."""
     ctx = _context(catalog, today, relations, uploads, record=True)
     _condition(audience.condition(), ctx, ("where",))
     paths = [path for path, _ in audience.condition().walk()]
+    tags = list(dict.fromkeys(leaf.name for leaf in audience.condition().leaves("tag")))
     columns = [exp.alias_(ctx.record[p], f"c{i}") for i, p in enumerate(paths)]
+    columns += [exp.alias_(_col(tag), f"v{i}") for i, tag in enumerate(tags)]
     query = _from_user_tags(ctx).select(*columns).where(
         exp.EQ(this=_col("one_id"), expression=_lit(one_id)))
     return query, paths

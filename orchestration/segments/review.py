@@ -147,9 +147,18 @@ def explain(wh: Warehouse, project: Project, name: str, one_id: str, today: dt.d
     if not rows:
         raise UserError(f"no person with one_id {one_id!r} in user_tags")
     nodes = dict(audience.condition().walk())
-    return [ExplainLine(depth=sum(1 for part in p if part in ("all", "any", "not")),
-                        text=describe(nodes[p]), value=bool(v))
-            for p, v in zip(paths, rows[0], strict=True)]
+    row = rows[0]
+    tags = list(dict.fromkeys(leaf.name for leaf in audience.condition().leaves("tag")))
+    values = dict(zip(tags, row[len(paths):], strict=True))
+    lines = []
+    for p, v in zip(paths, row[:len(paths)], strict=True):
+        text = describe(nodes[p])
+        if nodes[p].kind == "tag":
+            value = values[nodes[p].tag.name]
+            text += f"  [{nodes[p].tag.name} = {'NULL' if value is None else repr(value)}]"
+        lines.append(ExplainLine(depth=sum(1 for part in p if part in ("all", "any", "not")),
+                                 text=text, value=bool(v)))
+    return lines
 
 
 # -- export ---------------------------------------------------------------------------------------
