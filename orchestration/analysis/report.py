@@ -201,7 +201,7 @@ def audience_page(a) -> Page:
     for tag in a.top["tag"] if not a.top.empty else []:
         t = by_tag[tag]
         page.heading(f"{t.label} ({t.tag}, {t.tag_type})")
-        page.chart(audience_chart(t.values, f"{t.label}: audience vs population"),
+        page.chart(charts.audience_vs_population(t.values, f"{t.label}: audience vs population"),
                    scroll=len(t.values) > 10)
         page.table(t.values, {"audience": ",", "population": ",", "audience_share": ".1%",
                               "population_share": ".1%"})
@@ -210,7 +210,8 @@ def audience_page(a) -> Page:
         not_scored = a.rfm.attrs.get("not_scored", 0)
         page.note(f"{not_scored:,} member(s) have no RFM type in {a.rfm_model} (no purchase in its "
                   "window); shares are of all members and of the whole population.")
-        page.chart(audience_chart(a.rfm.rename(columns={"label": "type"}), "RFM types", "type"))
+        rfm = a.rfm.rename(columns={"label": "type"})
+        page.chart(charts.audience_vs_population(rfm, "RFM types", "type"))
         page.table(a.rfm, {"audience": ",", "population": ",", "audience_share": ".1%",
                            "population_share": ".1%"})
     others = [t for t in a.tags if t.tag not in set(a.top["tag"] if not a.top.empty else [])]
@@ -219,12 +220,9 @@ def audience_page(a) -> Page:
         page.note("Multi-value tags (a person counts once per value, so no test) and tags "
                   "outside the top ten.")
         for t in others:
-            page.chart(audience_chart(t.values, f"{t.label} ({t.tag})"), scroll=len(t.values) > 10)
+            chart = charts.audience_vs_population(t.values, f"{t.label} ({t.tag})")
+            page.chart(chart, scroll=len(t.values) > 10)
     return page
-
-
-def audience_chart(values: pd.DataFrame, title: str, value_col: str = "value"):
-    return charts.audience_vs_population(values, title, value_col)
 
 
 def write(page: Page, path: Path) -> Path:

@@ -29,7 +29,7 @@ from orchestration.segments.compiler import (
     limited,
     to_sql,
 )
-from orchestration.segments.source import Project, references
+from orchestration.segments.source import Project
 from orchestration.warehouse import Warehouse, qident, qualified
 
 MEMBERS = qualified(AUDIENCE_SCHEMA, MEMBERS_TABLE)
@@ -100,7 +100,7 @@ def ensure_tables(wh: Warehouse, conn) -> None:
         )""")
 
 
-def _stage_uploads(wh: Warehouse, conn, project: Project, requirements: list[Requirement]) -> None:
+def stage_uploads(wh: Warehouse, conn, project: Project, requirements: list[Requirement]) -> None:
     """Load each upload list the build reads once; a list is keyed by its content's digest."""
     by_digest = {u.digest: u for u in project.uploads.values()}
     for req in requirements:
@@ -115,7 +115,7 @@ def _stage_uploads(wh: Warehouse, conn, project: Project, requirements: list[Req
             "id_value": pa.array(upload.ids)}))
 
 
-def _check_inputs(wh: Warehouse, conn, requirements: list[Requirement], building: set[str]) -> None:
+def check_inputs(wh: Warehouse, conn, requirements: list[Requirement], building: set[str]) -> None:
     """Every input a query reads exists, so a missing one is an error, not an empty audience."""
     problems = []
     for req in requirements:
@@ -190,8 +190,8 @@ def build(project: Project, names: list[str], today: dt.date, *, wh: Warehouse |
             audiences = [project.audiences[n] for n in layer]
             query, requirements = batch_query(audiences, project.catalog, today, relations,
                                               project.upload_digests())
-            _check_inputs(wh, conn, requirements, done)
-            _stage_uploads(wh, conn, project, requirements)
+            check_inputs(wh, conn, requirements, done)
+            stage_uploads(wh, conn, project, requirements)
             # a temporary table: in memory on DuckDB, never logged on PostgreSQL
             batch_rel = "oa_audience_batch"
             wh.execute(conn, f"drop table if exists {batch_rel}")
@@ -343,5 +343,12 @@ def latest(wh: Warehouse, name: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def reads_of(project: Project, name: str) -> set[str]:
-    return {ref for _, ref, _ in references(project.audiences[name])}
+def ready_sql(wh: Warehouse, project: Project, name: str, today: dt.date) -> str:
+    """An audience's live query for this warehouse, its inputs checked and its uploads loaded:
+    for counting, previewing and diffing without saving a version."""
+    compiled = project.compile(name, today)
+    with wh.connect() as conn:
+        ensure_tables(wh, conn)
+        check_inputs(wh, conn, compiled.requirements, set())
+        stage_uploads(wh, conn, project, compiled.requirements)
+    return to_sql(compiled.query, wh.engine, pretty=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from orchestration.segments.review import _require_inputs
+from orchestration.segments.engine import ready_sql
 from orchestration.segments.source import Project
 from orchestration.warehouse import Warehouse
 
@@ -13,6 +13,6 @@ def count_members(warehouse: Warehouse, project: Project, name: str,
                   today: dt.date) -> tuple[int, int]:
     """(members, members that have the audience's id type), without saving anything. With a
     limit, both count the members the limit keeps."""
-    sql = _require_inputs(warehouse, project, name, today)
+    sql = ready_sql(warehouse, project, name, today)
     members, with_id = warehouse.query(f"select count(*), count(id_value) from ({sql}) as a")[0]
     return int(members), int(with_id)

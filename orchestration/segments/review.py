@@ -19,7 +19,7 @@ from sqlglot import exp
 
 from orchestration.errors import UserError
 from orchestration.segments.compiler import Relations, describe, explain_query, to_sql
-from orchestration.segments.engine import MEMBERS, ensure_tables, latest
+from orchestration.segments.engine import MEMBERS, latest, ready_sql
 from orchestration.segments.source import Project, load_project
 from orchestration.settings import PROJECT_ROOT
 from orchestration.warehouse import Warehouse, qualified
@@ -32,22 +32,11 @@ def _saved(sql: str) -> str:
     return f"select one_id from ({sql}) as q where id_value is not null"
 
 
-def _require_inputs(wh: Warehouse, project: Project, name: str, today: dt.date) -> str:
-    from orchestration.segments.engine import _check_inputs, _stage_uploads
-
-    compiled = project.compile(name, today)
-    with wh.connect() as conn:
-        ensure_tables(wh, conn)
-        _check_inputs(wh, conn, compiled.requirements, set())
-        _stage_uploads(wh, conn, project, compiled.requirements)
-    return to_sql(compiled.query, wh.engine, pretty=False)
-
-
 # -- preview ------------------------------------------------------------------------------------
 def preview(wh: Warehouse, project: Project, name: str, today: dt.date, rows: int = 100) -> pd.DataFrame:
     """Up to `rows` members of the live definition with their id and the tags it filters on."""
     audience = project.audience(name)
-    sql = _require_inputs(wh, project, name, today)
+    sql = ready_sql(wh, project, name, today)
     tags = list(dict.fromkeys([*(t.name for t in audience.condition().leaves("tag")), "gender", "age", "city",
                                "member_level", "spend_365d"]))
     tags = [t for t in tags if t != audience.id_type][:10]
@@ -95,7 +84,7 @@ def diff(wh: Warehouse, project: Project, name: str, today: dt.date, against: st
     import difflib
 
     project.audience(name)
-    new_sql = _saved(_require_inputs(wh, project, name, today))
+    new_sql = _saved(ready_sql(wh, project, name, today))
     new_text = project.paths[name].read_text(encoding="utf-8")
     tmp = None
     if against:
@@ -103,7 +92,7 @@ def diff(wh: Warehouse, project: Project, name: str, today: dt.date, against: st
         if name not in old_project.audiences:
             tmp.cleanup()
             raise UserError(f"audience {name!r} does not exist at {against}")
-        old_sql = _saved(_require_inputs(wh, old_project, name, today))
+        old_sql = _saved(ready_sql(wh, old_project, name, today))
         old_text = old_project.paths[name].read_text(encoding="utf-8")
         before = against
     else:
@@ -140,7 +129,7 @@ class ExplainLine:
 
 def explain(wh: Warehouse, project: Project, name: str, one_id: str, today: dt.date) -> list[ExplainLine]:
     audience = project.audience(name)
-    _require_inputs(wh, project, name, today)
+    ready_sql(wh, project, name, today)
     query, paths = explain_query(audience, project.catalog, today, one_id, Relations(),
                                  project.upload_digests())
     rows = wh.query(to_sql(query, wh.engine, pretty=False))
