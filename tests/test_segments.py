@@ -423,6 +423,8 @@ def test_validation_errors_name_file_line_and_field(tmp_path, body, expected):
      "difference); got where, union"),
     ("union: [a]\n",
      "bad.yml:2: union: List should have at least 2 items after validation, not 1"),
+    ("where:\n  aipl: {model: default, stages: [L, X]}\n",
+     "bad.yml:3: where.aipl.stages[1]: Input should be 'A', 'I', 'P' or 'L'"),
     ("where:\n  aipl: {model: default, stages: [L], from: [A], to: [P], last_days: 3}\n",
      "bad.yml:3: where.aipl: an aipl condition takes stages: [...] or a flow (from, to and a window), "
      "not both"),
