@@ -24,7 +24,7 @@ from orchestration.segments.source import (
     load_project,
 )
 from orchestration.segments.spec import Audience
-from tests.conftest import AS_OF
+from tests.conftest import AIPL_HISTORY_START, AS_OF
 
 TODAY = dt.date.fromisoformat(AS_OF)
 CATALOG = Catalog.from_project()
@@ -262,6 +262,58 @@ def test_examples_compile_for_every_dialect(path):
 TRICKY = ["O'Brien", "x'; drop table marts.user_tags; --", "a\"b", "/* c */", "上海", "%", "_"]
 
 
+# What the small generated data holds (tests/conftest.py: 180 days of behaviour up to END_DATE,
+# AIPL computed from AIPL_HISTORY_START to AS_OF), so that generated leaves select someone.
+BEHAVIOR_DAYS = (dt.date(2026, 1, 1), TODAY)
+AIPL_DAYS = (dt.date.fromisoformat(AIPL_HISTORY_START), TODAY)
+EVENT_OBJECTS = {  # behaviour type -> the kinds of object its events are about
+    "view": ["category", "brand", "page", "product"], "purchase": ["product"],
+    "add_to_cart": ["product"], "login": ["page"], "favourite": ["brand", "product"],
+    "share": ["page", "product"]}
+OBJECT_VALUES = {
+    "category": ["womenswear", "skincare", "beauty", "shoes", "electronics"],
+    "brand": ["Glowlab", "Aurelle", "Lumina", "Mulan Studio", "Northwind"],
+    "page": ["login", "home", "member_center", "coupon_center"],
+    "product": ["Lumina Knit Cardigan E207", "Aurelle Mascara X248", "Glowlab Moisturiser F256",
+                "Pixelon Earbuds G263"],
+}
+
+
+def _day_range(days: tuple[dt.date, dt.date], spans: list[int]):
+    """[start, end] within `days` (the end may pass the last day by at most max(spans))."""
+    return st.builds(lambda start, span: [start, start + dt.timedelta(days=span)],
+                     st.dates(*days), st.sampled_from(spans))
+
+
+@st.composite
+def _event_and_object(draw, objects: str):
+    """A behaviour type and, by `objects` (none, attribute or values), no object filter, a kind
+    of object the type's events have, or that kind and values of it."""
+    kind = draw(st.sampled_from(sorted(EVENT_OBJECTS)))
+    if objects == "none":
+        return kind, {}
+    attr = draw(st.sampled_from(EVENT_OBJECTS[kind]))
+    if objects == "attribute":
+        return kind, {"object_attribute": attr}
+    values = draw(st.lists(st.sampled_from(OBJECT_VALUES[attr]), min_size=1, max_size=3, unique=True))
+    return kind, {"object_attribute": attr, "object_values": values}
+
+
+def _behavior(objects: str, between: bool):
+    window = (_day_range(BEHAVIOR_DAYS, [0, 6, 30, 90]).map(lambda d: {"between": d}) if between
+              else st.sampled_from([7, 30, 90, 365]).map(lambda n: {"last_days": n}))
+    return st.builds(
+        lambda did, kind_object, window, channels, count, amount: {"behavior": {
+            ("did" if did else "did_not"): kind_object[0], **kind_object[1], **window,
+            **({"channels": channels} if channels else {}),
+            **({"count": {count[0]: count[1]}} if count else {}),
+            **({"amount": {">=": amount}} if amount else {})}},
+        st.booleans(), _event_and_object(objects), window,
+        st.one_of(st.none(), st.lists(st.sampled_from(["app", "web", "store"]), min_size=1, max_size=2)),
+        st.one_of(st.none(), st.tuples(st.sampled_from([">=", "<", "="]), st.integers(0, 4))),
+        st.one_of(st.none(), st.sampled_from([50, 500])))
+
+
 def _leaves():
     tag = st.one_of(
         st.builds(lambda v, neg: {"tag": {"name": "city", ("not_in" if neg else "in"): v}},
@@ -288,21 +340,18 @@ def _leaves():
                   st.sampled_from(["last_days", "before_days_ago"]), st.integers(1, 400)),
         st.builds(lambda op: {"tag": {"name": "registered_at", op: True}},
                   st.sampled_from(["this_week", "this_month"])),
+        # absolute dates: registrations span 2023-07 to AS_OF, purchases and activity 2026
+        st.builds(lambda name, days: {"tag": {"name": name, "between": days}},
+                  st.sampled_from(["registered_at", "first_purchase_at", "last_active_at"]),
+                  _day_range((dt.date(2025, 10, 1), TODAY), [0, 7, 60, 365])),
         st.builds(lambda name, op: {"tag": {"name": name, op: True}},
-                  st.sampled_from(["mobile", "email", "city", "favourite_category"]),
+                  st.sampled_from(["mobile", "email", "city", "favourite_category",
+                                   "categories_bought", "channels_used"]),
                   st.sampled_from(["is_null", "is_not_null"])),
     )
-    behavior = st.builds(
-        lambda did, kind, days, channels, count, amount: {"behavior": {
-            ("did" if did else "did_not"): kind, "last_days": days,
-            **({"channels": channels} if channels else {}),
-            **({"count": {count[0]: count[1]}} if count else {}),
-            **({"amount": {">=": amount}} if amount else {})}},
-        st.booleans(), st.sampled_from(["view", "purchase", "add_to_cart", "login", "favourite"]),
-        st.sampled_from([7, 30, 90, 365]),
-        st.one_of(st.none(), st.lists(st.sampled_from(["app", "web", "store"]), min_size=1, max_size=2)),
-        st.one_of(st.none(), st.tuples(st.sampled_from([">=", "<", "="]), st.integers(0, 4))),
-        st.one_of(st.none(), st.sampled_from([50, 500])))
+    # one_of flattens nested one_ofs: each branch is drawn about as often as any tag branch
+    behavior = st.one_of(*[_behavior(objects, between) for objects in ("none", "attribute", "values")
+                           for between in (False, True)])
     model = st.one_of(
         st.builds(lambda segs: {"rfm": {"model": "rfm_default", "segments": segs}},
                   st.lists(st.sampled_from(sorted(CATALOG.rfm_segments)), min_size=1, max_size=3)),
@@ -310,11 +359,14 @@ def _leaves():
                   st.integers(1, 4), st.integers(1, 4)),
         st.builds(lambda stages: {"aipl": {"model": "default", "stages": stages}},
                   st.lists(st.sampled_from(["A", "I", "P", "L"]), min_size=1, max_size=2)),
-        st.builds(lambda a, b, days: {"aipl": {"model": "default", "from": a, "to": b,
-                                               "last_days": days}},
-                  st.lists(st.sampled_from(["A", "I", "P", "L"]), min_size=1, max_size=2),
-                  st.lists(st.sampled_from(["A", "I", "P", "L"]), min_size=1, max_size=2),
-                  st.sampled_from([1, 3, 7])),
+        *[st.builds(lambda a, b, window: {"aipl": {"model": "default", "from": a, "to": b, **window}},
+                    st.lists(st.sampled_from(["A", "I", "P", "L"]), min_size=1, max_size=2),
+                    st.lists(st.sampled_from(["A", "I", "P", "L"]), min_size=1, max_size=2),
+                    window) for window in (
+            st.sampled_from([1, 3, 7]).map(lambda n: {"last_days": n}),
+            # both days computed: the dates stay within the AIPL history
+            st.builds(lambda a, b: {"between": sorted([a, b])}, st.dates(*AIPL_DAYS),
+                      st.dates(*AIPL_DAYS)))],
     )
     return st.one_of(tag, behavior, model)
 
@@ -397,6 +449,24 @@ def _problems(tmp_path: Path, text: str, name: str = "bad") -> list[str]:
     ("where:\n  all:\n    - tag: {name: city, in: [a]}\n      behavior: {did: view, last_days: 3}\n",
      "bad.yml:4: where.all[0]: each condition is exactly one of all, any, not, tag, behavior, rfm, "
      "aipl, audience, upload, table; got tag, behavior"),
+    ("where:\n  behavior: {did: view, last_days: 7, object_values: [shoes]}\n",
+     "bad.yml:3: where.behavior.object_values: object_values needs object_attribute (one of product, "
+     "category, brand, page): the kind of object the values name"),
+    ("where:\n  behavior:\n    did: view\n    last_days: 7\n    object_attribute: categry\n"
+     "    object_values: [shoes]\n",
+     "bad.yml:6: where.behavior.object_attribute: unknown object attribute 'categry' (did you mean "
+     "'category'?); one of product, category, brand, page"),
+    ("where:\n  rfm:\n    model: rfm_default\n    min_scores: {r: 6, f: 0}\n",
+     "bad.yml:5: where.rfm.min_scores.r: r score 6 is out of range: RFM model 'rfm_default' scores r "
+     "from 1 to 5"),
+    ("where:\n  rfm:\n    model: rfm_default\n    min_scores: {r: 6, f: 0}\n",
+     "bad.yml:5: where.rfm.min_scores.f: f score 0 is out of range: RFM model 'rfm_default' scores f "
+     "from 1 to 5"),
+    ("where:\n  rfm: {model: rfm_lifetime, min_scores: {m: 5}}\n",  # four bins
+     "bad.yml:3: where.rfm.min_scores.m: m score 5 is out of range: RFM model 'rfm_lifetime' scores m "
+     "from 1 to 4"),
+    ("where:\n  rfm: {model: rfm_default, min_scores: {}}\n",
+     "bad.yml:3: where.rfm: min_scores needs at least one of r, f, m"),
     ("id_type: wechat\nwhere:\n  tag: {name: city, in: [a]}\n",
      "bad.yml:2: id_type: id_type 'wechat' is not one of one_id, member_id, mobile, email, openid, "
      "unionid, imei, idfa, oaid"),
@@ -424,7 +494,12 @@ def test_validation_errors_name_file_line_and_field(tmp_path, body, expected):
     ("union: [a]\n",
      "bad.yml:2: union: List should have at least 2 items after validation, not 1"),
     ("where:\n  aipl: {model: default, stages: [L, X]}\n",
-     "bad.yml:3: where.aipl.stages[1]: Input should be 'A', 'I', 'P' or 'L'"),
+     "bad.yml:3: where.aipl.stages[1]: unknown AIPL stage 'X'; stages are A, I, P, L"),
+    ("where:\n  aipl:\n    model: default\n    from: [A]\n    to: [p]\n    last_days: 7\n",
+     "bad.yml:6: where.aipl.to[0]: unknown AIPL stage 'p' (did you mean 'P'?); stages are A, I, P, L"),
+    ("where:\n  aipl: {model: default, stages: [purchase]}\n",
+     "bad.yml:3: where.aipl.stages[0]: unknown AIPL stage 'purchase' (did you mean 'P'?); stages are "
+     "A, I, P, L"),
     ("where:\n  aipl: {model: default, stages: [L], from: [A], to: [P], last_days: 3}\n",
      "bad.yml:3: where.aipl: an aipl condition takes stages: [...] or a flow (from, to and a window), "
      "not both"),
@@ -465,8 +540,10 @@ def test_cycles_and_more_than_three_layers_of_set_operations_are_errors(tmp_path
         "y": "name: y\nunion: [x, z]\n",
         "z": "name: z\n" + WHERE,
     })
-    assert any(p.endswith(("audiences read each other in a cycle: x -> y -> x",
-                           "audiences read each other in a cycle: y -> x -> y")) for p in problems), problems
+    # at the reference that closes the cycle, in the file it starts from
+    assert [p for p in problems if "cycle" in p] in (
+        ["x.yml:3: where.audience.name: audiences read each other in a cycle: x -> y -> x"],
+        ["y.yml:2: union[0]: audiences read each other in a cycle: y -> x -> y"]), problems
     for f in tmp_path.glob("*.yml"):
         f.unlink()
     problems = _project_problems(tmp_path, {
@@ -480,6 +557,14 @@ def test_cycles_and_more_than_three_layers_of_set_operations_are_errors(tmp_path
     assert (tmp_path / "self.yml").write_text("name: self\nwhere:\n  audience: {name: self}\n")
     problems = _project_problems(tmp_path, {})
     assert "self.yml:3: where.audience.name: audience 'self' cannot read itself" in problems
+
+
+def test_object_attributes_are_the_raw_contracts():
+    from orchestration.raw_tables import OBJECT_ATTRIBUTES
+    from orchestration.segments.spec import OBJECT_ATTRIBUTES as SPEC_OBJECT_ATTRIBUTES
+
+    assert SPEC_OBJECT_ATTRIBUTES == OBJECT_ATTRIBUTES
+    assert set(EVENT_OBJECTS) == CATALOG.event_types  # the random trees try every type
 
 
 def test_invalid_yaml_and_a_misnamed_file(tmp_path):

@@ -474,8 +474,9 @@ def describe(cond: Condition) -> str:
         parts = [f"{verb} {leaf.event_type}"]
         if leaf.channels:
             parts.append(f"in {', '.join(leaf.channels)}")
-        if leaf.object_values:
-            parts.append(f"on {leaf.object_attribute or 'object'} in {', '.join(leaf.object_values)}")
+        if leaf.object_attribute:
+            parts.append(f"on {leaf.object_attribute} in {', '.join(leaf.object_values)}"
+                         if leaf.object_values else f"on any {leaf.object_attribute}")
         parts.append(f"in the last {leaf.last_days} days" if leaf.last_days
                      else f"between {leaf.between[0]} and {leaf.between[1]}")
         if leaf.count:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
 
 from orchestration.errors import UserError
 from orchestration.segments.spec import (
@@ -28,56 +26,21 @@ from orchestration.segments.spec import (
 )
 from orchestration.segments.uploads import Upload, UploadError, read_upload
 from orchestration.settings import PROJECT_ROOT
+from orchestration.yaml_files import (
+    FileErrors,
+    Problem,
+    field_of,
+    line_of,
+    read_yaml,
+    suggest,
+    validate_model,
+)
 
 AUDIENCE_DIR = PROJECT_ROOT / "audiences"
 
 
-@dataclass(frozen=True)
-class Problem:
-    file: Path
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else str(self.file)
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-
-
-class AudienceErrors(UserError):
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-def _lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    """Line (1-based) of every mapping key and list item, by its path."""
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = (*path, key.value)
-            out[sub] = key.start_mark.line + 1
-            _lines(value, sub, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _lines(item, (*path, i), out)
-    return out
-
-
-def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
-    loc = tuple("not" if part == "not_" else part for part in loc)
-    while loc and loc not in lines:
-        loc = loc[:-1]
-    return lines.get(loc, 1)
-
-
-def _field(loc: tuple) -> str:
-    parts = []
-    for part in loc:
-        part = "not" if part == "not_" else part
-        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
-    return "".join(parts).lstrip(".")
+class AudienceErrors(FileErrors):
+    """Problems of one or more audience files."""
 
 
 @dataclass
@@ -88,7 +51,7 @@ class Catalog:
     delimiters: dict[str, str]     # multi-value tag -> its separator
     event_types: set[str]
     channels: set[str]
-    rfm_models: dict[str, None]
+    rfm_models: dict[str, dict[str, int]]  # RFM model -> its highest r, f and m score
     rfm_segments: set[str]
     aipl_models: set[str]
     id_types: set[str] = field(default_factory=lambda: set(ID_TYPES))
@@ -110,17 +73,14 @@ class Catalog:
                         if r["tag_type"] == "multi_value" and r["delimiter"]},
             event_types={r["event_type"] for r in rows("dim_behavior_types.csv")},
             channels={r["channel"] for r in rows("dim_channels.csv")},
-            rfm_models={m["name"]: None for m in rfm["models"]
-                        if "rfm" in (m.get("config", {}).get("meta") or {})},
+            # a metric's scores are 1 to its number of breakpoints (macros/rfm/rfm_model.sql)
+            rfm_models={m["name"]: {k: len(m["config"]["meta"]["rfm"][metric]) for k, metric in
+                                    (("r", "recency_days"), ("f", "frequency"), ("m", "monetary"))}
+                        for m in rfm["models"] if "rfm" in (m.get("config", {}).get("meta") or {})},
             rfm_segments={r["rfm_segment"] for r in rows("rfm_segments.csv")},
             aipl_models={m["name"] for m in aipl_node["config"]["meta"]["aipl"]["models"]},
             id_types={r["id_type"] for r in rows("id_types.csv")},
         )
-
-
-def _suggest(word: str, choices: set[str] | dict) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _check(cond: Condition, loc: tuple, catalog: Catalog, report, uploads=None) -> None:
@@ -134,7 +94,7 @@ def _check(cond: Condition, loc: tuple, catalog: Catalog, report, uploads=None) 
         leaf, here = cond.tag, (*loc, "tag")
         tag_type = catalog.tags.get(leaf.name)
         if tag_type is None:
-            report(here + ("name",), f"unknown tag {leaf.name!r}{_suggest(leaf.name, catalog.tags)}")
+            report(here + ("name",), f"unknown tag {leaf.name!r}{suggest(leaf.name, catalog.tags)}")
             return
         allowed = OPS_BY_TYPE.get(tag_type, ())
         if leaf.op not in allowed:
@@ -147,29 +107,34 @@ def _check(cond: Condition, loc: tuple, catalog: Catalog, report, uploads=None) 
         key = "did" if leaf.did else "did_not"
         if leaf.event_type not in catalog.event_types:
             report(here + (key,), f"unknown behaviour type {leaf.event_type!r}"
-                                  f"{_suggest(leaf.event_type, catalog.event_types)}")
+                                  f"{suggest(leaf.event_type, catalog.event_types)}")
         for ch in leaf.channels or []:
             if ch not in catalog.channels:
-                report(here + ("channels",), f"unknown channel {ch!r}{_suggest(ch, catalog.channels)}")
+                report(here + ("channels",), f"unknown channel {ch!r}{suggest(ch, catalog.channels)}")
     elif kind == "rfm":
         leaf, here = cond.rfm, (*loc, "rfm")
         if leaf.model not in catalog.rfm_models:
             report(here + ("model",), f"unknown RFM model {leaf.model!r}"
-                                      f"{_suggest(leaf.model, catalog.rfm_models)}")
+                                      f"{suggest(leaf.model, catalog.rfm_models)}")
         for seg in leaf.segments or []:
             if seg not in catalog.rfm_segments:
                 report(here + ("segments",), f"unknown RFM segment {seg!r}"
-                                             f"{_suggest(seg, catalog.rfm_segments)}")
+                                             f"{suggest(seg, catalog.rfm_segments)}")
+        top = catalog.rfm_models.get(leaf.model)
+        for k, score in sorted((leaf.min_scores or {}).items()):
+            if top is not None and not 1 <= score <= top[k]:
+                report(here + ("min_scores", k), f"{k} score {score} is out of range: RFM model "
+                                                 f"{leaf.model!r} scores {k} from 1 to {top[k]}")
     elif kind == "aipl":
         leaf, here = cond.aipl, (*loc, "aipl")
         if leaf.model not in catalog.aipl_models:
             report(here + ("model",), f"unknown AIPL model {leaf.model!r}"
-                                      f"{_suggest(leaf.model, catalog.aipl_models)}")
+                                      f"{suggest(leaf.model, catalog.aipl_models)}")
     elif kind in ("upload", "table"):
         leaf, here = getattr(cond, kind), (*loc, kind)
         if leaf.id_type not in catalog.id_types:
             report(here + ("id_type",), f"unknown id type {leaf.id_type!r}"
-                                        f"{_suggest(leaf.id_type, catalog.id_types)}")
+                                        f"{suggest(leaf.id_type, catalog.id_types)}")
         elif kind == "upload" and uploads is not None:
             uploads(leaf, here)
 
@@ -207,34 +172,13 @@ class _Loaded:
 
 
 def _load(path: Path, catalog: Catalog) -> _Loaded:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 0
-        raise AudienceErrors([Problem(path, line, "", f"not valid YAML: {exc.problem or exc}")]) from exc
-    if not isinstance(data, dict):
-        raise AudienceErrors([Problem(path, 1, "", "an audience file is a mapping with name and where")])
-    lines = _lines(node)
-    try:
-        audience = Audience.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            message = err["msg"].removeprefix("Value error, ")
-            problems.append(Problem(path, _line_of(lines, loc), _field(loc), message))
-        raise AudienceErrors(problems) from None
+    data, lines = read_yaml(path, AudienceErrors, "a mapping with name and where")
+    audience = validate_model(Audience, data, path, lines, AudienceErrors)
     problems: list[Problem] = []
     uploads: dict[tuple[str, str], Upload] = {}
 
     def report(loc: tuple, message: str) -> None:
-        problems.append(Problem(path, _line_of(lines, loc), _field(loc), message))
+        problems.append(Problem(path, line_of(lines, loc), field_of(loc), message))
 
     def read(leaf, loc: tuple) -> None:
         target = (path.parent / leaf.file).resolve()
@@ -251,7 +195,7 @@ def _load(path: Path, catalog: Catalog) -> _Loaded:
     if audience.limit and audience.limit.order_by:
         tag = audience.limit.order_by.tag
         if tag not in catalog.tags:
-            report(("limit", "order_by", "tag"), f"unknown tag {tag!r}{_suggest(tag, catalog.tags)}")
+            report(("limit", "order_by", "tag"), f"unknown tag {tag!r}{suggest(tag, catalog.tags)}")
     if problems:
         raise AudienceErrors(problems)
     return _Loaded(audience, lines, uploads)
@@ -302,7 +246,7 @@ class Project:
 
     def audience(self, name: str) -> Audience:
         if name not in self.audiences:
-            raise UserError(f"no audience {name!r} in {self.folder}{_suggest(name, self.audiences)}")
+            raise UserError(f"no audience {name!r} in {self.folder}{suggest(name, self.audiences)}")
         return self.audiences[name]
 
     def reads(self, name: str) -> set[str]:
@@ -372,7 +316,7 @@ def load_project(folder: Path = AUDIENCE_DIR, catalog: Catalog | None = None,
 
     def report(name: str, loc: tuple, message: str) -> None:
         item = loaded[name]
-        problems.append(Problem(paths[name], _line_of(item.lines, loc), _field(loc), message))
+        problems.append(Problem(paths[name], line_of(item.lines, loc), field_of(loc), message))
 
     graph: dict[str, set[str]] = {}
     for name, item in loaded.items():
@@ -383,7 +327,7 @@ def load_project(folder: Path = AUDIENCE_DIR, catalog: Catalog | None = None,
             elif ref not in loaded:
                 known = set(by_stem) - {name}
                 hint = (" (its file has errors)" if ref in by_stem
-                        else _suggest(ref, known) or f" (no audiences/{ref}.yml)")
+                        else suggest(ref, known) or f" (no audiences/{ref}.yml)")
                 report(name, loc, f"unknown audience {ref!r}{hint}")
             else:
                 graph[name].add(ref)
@@ -394,10 +338,11 @@ def load_project(folder: Path = AUDIENCE_DIR, catalog: Catalog | None = None,
     try:
         order = list(TopologicalSorter(graph).static_order())
     except CycleError as exc:
-        cycle = exc.args[1]
-        first = cycle[0]
-        problems.append(Problem(paths[first], 1, "", "audiences read each other in a cycle: "
-                                + " -> ".join(reversed(cycle))))
+        # reversed, [x, y, x]: each reads the next; reported at x's reference to y
+        cycle = list(reversed(exc.args[1]))
+        first, closing = cycle[0], cycle[1]
+        loc = next(loc for loc, ref, _ in references(loaded[first].audience) if ref == closing)
+        report(first, loc, "audiences read each other in a cycle: " + " -> ".join(cycle))
         order = []
     if order:
         depth: dict[str, int] = {}
@@ -427,4 +372,4 @@ def find_audience(name: str, folder: Path = AUDIENCE_DIR) -> Path:
         if path.stem == name:
             return path
     known = [p.stem for p in audience_files(folder)]
-    raise UserError(f"no audience {name!r} in {folder}{_suggest(name, set(known))}")
+    raise UserError(f"no audience {name!r} in {folder}{suggest(name, set(known))}")

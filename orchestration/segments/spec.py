@@ -22,7 +22,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from orchestration.yaml_files import suggest
 
 ID_TYPES = ("one_id", "member_id", "mobile", "email", "openid", "unionid", "imei", "idfa",
             "oaid")
@@ -40,6 +50,11 @@ OPS_BY_TYPE = {
              "is_not_null"),
 }
 ALL_TAG_OPS = tuple(dict.fromkeys(op for ops in OPS_BY_TYPE.values() for op in ops))
+# the kinds of object a behaviour is about: the raw contract's (orchestration/raw_tables.py,
+# not imported here to keep pyarrow out of compiling; a test keeps the two equal)
+OBJECT_ATTRIBUTES = ("product", "category", "brand", "page")
+AIPL_STAGES = ("A", "I", "P", "L")
+_AIPL_NAMES = {"awareness": "A", "interest": "I", "purchase": "P", "loyalty": "L"}
 
 
 class Strict(BaseModel):
@@ -136,6 +151,10 @@ class Window(Strict):
 class BehaviorLeaf(Strict):
     """`{did: purchase, channels: [app], last_days: 30, count: {">=": 2}}`; `did_not` negates."""
 
+    # (kept out of the docstring, which is the JSON Schema's description) `object_attribute:
+    # category` keeps the rows about that kind of object; `object_values`, which needs it, the
+    # rows about some of them.
+
     did: str | None = None
     did_not: str | None = None
     channels: list[str] | None = None
@@ -145,6 +164,23 @@ class BehaviorLeaf(Strict):
     between: tuple[dt.date, dt.date] | None = None
     count: Threshold | None = None
     amount: Threshold | None = None
+
+    @field_validator("object_attribute")
+    @classmethod
+    def _object_attribute(cls, value: str | None) -> str | None:
+        if value is not None and value not in OBJECT_ATTRIBUTES:
+            raise ValueError(f"unknown object attribute {value!r}{suggest(value, OBJECT_ATTRIBUTES)}; "
+                             f"one of {', '.join(OBJECT_ATTRIBUTES)}")
+        return value
+
+    @field_validator("object_values")
+    @classmethod
+    def _object_values(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        # object_attribute is validated first; absent from info.data when it failed
+        if value is not None and "object_attribute" in info.data and info.data["object_attribute"] is None:
+            raise ValueError("object_values needs object_attribute (one of "
+                             f"{', '.join(OBJECT_ATTRIBUTES)}): the kind of object the values name")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> BehaviorLeaf:
@@ -167,7 +203,22 @@ class RfmLeaf(Strict):
     def _one(self) -> RfmLeaf:
         if (self.segments is None) == (self.min_scores is None):
             raise ValueError("an rfm condition takes segments: [...] or min_scores: {r: .., f: .., m: ..}")
+        if self.min_scores == {}:
+            raise ValueError("min_scores needs at least one of r, f, m")
         return self
+
+
+def _stage(value: Any) -> Any:
+    """An AIPL stage letter, or a clear error (with the letter meant, for `p` or `purchase`)."""
+    if isinstance(value, str) and value not in AIPL_STAGES:
+        meant = value.upper() if value.upper() in AIPL_STAGES else _AIPL_NAMES.get(value.lower())
+        hint = f" (did you mean {meant!r}?)" if meant else ""
+        raise ValueError(f"unknown AIPL stage {value!r}{hint}; stages are {', '.join(AIPL_STAGES)}")
+    return value
+
+
+# the check runs before the Literal's, and leaves the JSON Schema an enum of the four letters
+Stage = Annotated[Literal["A", "I", "P", "L"], BeforeValidator(_stage)]
 
 
 class AiplLeaf(Strict):
@@ -176,9 +227,9 @@ class AiplLeaf(Strict):
     window and in a `to` stage at its end (the refresh date for last_days)."""
 
     model: str
-    stages: list[Literal["A", "I", "P", "L"]] | None = None
-    from_: Annotated[list[Literal["A", "I", "P", "L"]] | None, Field(alias="from")] = None
-    to: list[Literal["A", "I", "P", "L"]] | None = None
+    stages: list[Stage] | None = None
+    from_: Annotated[list[Stage] | None, Field(alias="from")] = None
+    to: list[Stage] | None = None
     last_days: int | None = Field(default=None, ge=1, le=366)
     between: tuple[dt.date, dt.date] | None = None
 
