@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from orchestration.delivery.cli import deliver_app, suppress_app
 from orchestration.errors import UserError, ValidationFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -37,6 +38,8 @@ audience_app = typer.Typer(no_args_is_help=True,
 app.add_typer(audience_app, name="audience")
 aipl_app = typer.Typer(no_args_is_help=True, help="AIPL stages per day (the aipl_daily model).")
 app.add_typer(aipl_app, name="aipl")
+app.add_typer(deliver_app, name="deliver")
+app.add_typer(suppress_app, name="suppress")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # paths and messages stay whole when piped
 
@@ -201,19 +204,21 @@ def demo(
     settings = load_settings()
     out = settings.home / "demo"
     config = DemoConfig(users=users, days=days, seed=seed, end_date=dt.date.today())
-    console.rule("1/5 demo data")
+    console.rule("1/6 demo data")
     _generate(generate, out, config)
-    console.rule("2/5 load (validated)")
+    console.rule("2/6 load (validated)")
     _load_folder(out, "replace", quarantine=False)
-    console.rule("3/5 nightly_refresh")
+    console.rule("3/6 nightly_refresh")
     result = run_nightly(console)
     if not result.success:
         raise UserError(f"nightly_refresh failed (run {result.run_id}); see `make ui`")
-    console.rule("4/5 AIPL history")
+    console.rule("4/6 AIPL history")
     today = dt.date.today()
     backfill_aipl(today - dt.timedelta(days=29), today)
-    console.rule("5/5 audiences (Dagster job audiences_refresh_all) and reports")
+    console.rule("5/6 audiences (Dagster job audiences_refresh_all) and reports")
     audience_results = refresh_all_audiences(today)
+    console.rule("6/6 deliveries (Dagster job deliveries)")
+    deliveries = demo_deliveries(settings.home / "demo")
     reports = {
         "RFM": write_rfm_report("rfm_default"),
         "AIPL": write_aipl_report("default", today - dt.timedelta(days=29), today),
@@ -223,8 +228,39 @@ def demo(
     console.rule("summary")
     print_status(console)
     _print_build(audience_results)
+    from orchestration.delivery.cli import print_summaries
+
+    print_summaries(deliveries, console)
     for kind, path in reports.items():
         console.print(f"{kind} report: {path}", soft_wrap=True)
+
+
+def demo_deliveries(folder: Path) -> list:
+    """Deliver the example destinations: the CRM webhook to a local receiver this process runs
+    (its messages land in crm_webhook_received.jsonl), and the hashed file export."""
+    import os
+    import secrets
+
+    from connectors.webhook_receiver import WebhookReceiver
+    from orchestration.run_nightly import run_delivery_job
+
+    secret = os.environ.get("OA_CRM_WEBHOOK_SECRET") or secrets.token_hex(16)
+    journal = folder / "crm_webhook_received.jsonl"
+    receiver = WebhookReceiver(secret=secret, journal=journal).start()
+    saved = {k: os.environ.get(k) for k in ("OA_CRM_WEBHOOK_URL", "OA_CRM_WEBHOOK_SECRET")}
+    os.environ.update({"OA_CRM_WEBHOOK_URL": receiver.url, "OA_CRM_WEBHOOK_SECRET": secret})
+    try:
+        summaries = run_delivery_job(console)
+    finally:
+        receiver.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    console.print(f"the demo CRM receiver accepted {len(receiver.state.accepted):,} message(s) "
+                  f"({journal})", soft_wrap=True)
+    return summaries
 
 
 def refresh_all_audiences(today: dt.date):

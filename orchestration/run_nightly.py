@@ -111,3 +111,34 @@ def run_audience_job(job_name: str, today, console: Console | None = None) -> li
         if v["audience"] in built:
             latest.setdefault(v["audience"], v)
     return [SimpleNamespace(**v) for _, v in sorted(latest.items())]
+
+
+def run_delivery_job(console: Console | None = None) -> list:
+    """Run the `deliveries` job in-process (every destination); the delivery runs it made."""
+    import dagster as dg
+
+    from orchestration.delivery.engine import RunSummary, runs
+    from orchestration.delivery.store import RUN_COUNTS
+    from orchestration.errors import UserError
+    from orchestration.warehouse import Warehouse
+
+    console = console or Console()
+    ensure_dagster_home()
+    from orchestration.definitions import defs
+
+    job = defs.resolve_job_def("deliveries")
+    with console.status("deliveries: every destination ..."):
+        result = job.execute_in_process(
+            instance=dg.DagsterInstance.get(), raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        reason = failure.step_failure_data.error.message.strip() if failure else "see `make ui`"
+        raise UserError(f"deliveries failed (run {result.run_id}): {reason}")
+    made = {e.event_specific_data.materialization.metadata["run_id"].value
+            for e in result.get_asset_materialization_events()
+            if "run_id" in e.event_specific_data.materialization.metadata}
+    return [RunSummary(run_id=r["run_id"], destination=r["destination"], audience=r["audience"],
+                       audience_version=r["audience_version"], mode=r["mode"], status=r["status"],
+                       counts={k: r[k] for k in RUN_COUNTS}, error=r["error"] or "")
+            for r in sorted(runs(Warehouse()), key=lambda r: r["destination"]) if r["run_id"] in made]

@@ -48,6 +48,12 @@ class Warehouse:
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[Any]:
         """A DB-API connection inside one transaction: committed on success, rolled back on error."""
+        with self.session(read_only) as conn, self.transaction(conn):
+            yield conn
+
+    @contextmanager
+    def session(self, read_only: bool = False) -> Iterator[Any]:
+        """A connection for work in several transactions, each opened with `transaction`."""
         if self.engine == "duckdb":
             import duckdb
 
@@ -60,15 +66,7 @@ class Warehouse:
                 # the same budget dbt gets (profiles.yml); big loads spill to disk past it
                 conn.execute(f"set memory_limit = '{self.settings.duckdb_memory_limit}'")
                 conn.execute("set preserve_insertion_order = false")
-                conn.execute("begin transaction")
                 yield conn
-                conn.execute("commit")
-            except BaseException:
-                try:
-                    conn.execute("rollback")
-                except Exception:  # noqa: BLE001 - the original error matters more
-                    pass
-                raise
             finally:
                 conn.close()
         else:
@@ -77,12 +75,24 @@ class Warehouse:
             conn = psycopg2.connect(self.settings.pg_dsn())
             try:
                 yield conn
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
             finally:
                 conn.close()
+
+    @contextmanager
+    def transaction(self, conn: Any) -> Iterator[Any]:
+        """Commit what the block did, or roll it back if it raised."""
+        duck = _is_duckdb(conn)
+        if duck:
+            conn.execute("begin transaction")
+        try:
+            yield conn
+            conn.execute("commit") if duck else conn.commit()
+        except BaseException:
+            try:
+                conn.execute("rollback") if duck else conn.rollback()
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            raise
 
     @staticmethod
     def execute(conn: Any, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:

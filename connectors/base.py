@@ -1,0 +1,101 @@
+"""The one interface every channel connector implements.
+
+A connector says what it accepts (`Capabilities`), checks a planned delivery before anything is
+sent (`check`), and delivers one batch of member changes (`deliver`), answering per member. It
+raises `TransientError` for what may succeed when tried again (a 500, a timeout, a reset, a 429)
+and returns a failed `Outcome` for what never will (a 400, an id the channel refuses). The sync
+engine (orchestration/delivery) owns retries, rate limits, the log and idempotency.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
+
+IdForm = Literal["raw", "md5", "sha256"]
+ID_FORMS: tuple[str, ...] = ("raw", "md5", "sha256")
+Op = Literal["add", "remove"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a channel accepts. `id_forms` maps each id type it takes to the forms it takes it in."""
+
+    channel: str
+    id_forms: dict[str, tuple[str, ...]]
+    supports_removals: bool = False
+    per_recipient_receipts: bool = False
+    is_message: bool = True          # sends each member something (caps apply), vs. a list sync
+    min_audience: int | None = None
+    max_audience: int | None = None
+    max_batch_size: int = 10_000
+
+
+@dataclass(frozen=True)
+class Member:
+    """One change to deliver: `id_value` is already normalised and in the destination's form."""
+
+    key: str                         # idempotency key: 32 hex, stable across retries and reruns
+    one_id: str
+    id_type: str
+    id_value: str
+    op: Op = "add"
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str
+    ok: bool
+    code: str = ""
+    message: str = ""
+    external_id: str = ""
+
+
+class TransientError(Exception):
+    """The whole batch may succeed if sent again; `retry_after` seconds if the peer said so."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def check_delivery(caps: Capabilities, id_type: str, id_form: str, size: int) -> list[str]:
+    """Problems with delivering `size` members' `id_type` in `id_form`; empty when fine."""
+    problems = []
+    forms = caps.id_forms.get(id_type)
+    if forms is None:
+        problems.append(f"{caps.channel} does not take {id_type} ids; it takes "
+                        f"{', '.join(sorted(caps.id_forms))}")
+    elif id_form not in forms:
+        problems.append(f"{caps.channel} takes {id_type} as {' or '.join(forms)}, not {id_form}")
+    if caps.min_audience is not None and size < caps.min_audience:
+        problems.append(f"{caps.channel} needs at least {caps.min_audience:,} members; "
+                        f"this delivery has {size:,}")
+    if caps.max_audience is not None and size > caps.max_audience:
+        problems.append(f"{caps.channel} takes at most {caps.max_audience:,} members; "
+                        f"this delivery has {size:,}")
+    return problems
+
+
+class Connector(ABC):
+    capabilities: Capabilities
+
+    def check(self, id_type: str, id_form: str, size: int) -> list[str]:
+        """Problems with delivering `size` members' `id_type` in `id_form`; empty when fine."""
+        return check_delivery(self.capabilities, id_type, id_form, size)
+
+    def open(self) -> None:  # noqa: B027 - an optional hook
+        """Called once before the first batch of a run."""
+
+    @abstractmethod
+    def deliver(self, batch: list[Member], batch_no: int) -> list[Outcome]:
+        """Send one batch; one Outcome per member, in any order. `batch_no` is fixed when the
+        run is planned, so a batch resent after a crash has the same number."""
+
+    def finish(self, summary: dict[str, int]) -> None:  # noqa: B027 - an optional hook
+        """Called once after the last batch of a run that sent everything (e.g. a manifest)."""
+
+    def close(self) -> None:  # noqa: B027 - an optional hook
+        """Release connections; called after every run, successful or not."""

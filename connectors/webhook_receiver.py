@@ -1,0 +1,98 @@
+"""A reference receiver for the webhook contract: the integrator's side, as a small HTTP server.
+
+It checks the signature (when it has the secret), accepts one message or an array of them,
+acts on each idempotency key (``callback_params.msg_key``) once and answers a repeat with OK
+without acting again, and keeps what it accepted in memory and, optionally, in a JSON-lines
+file. `make demo` runs one as the CRM; the tests run it behind a fault-injecting proxy. It is
+also the smallest correct implementation to copy into a first-party system.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from connectors.http_server import JsonServer
+from connectors.webhook import SIGNATURE_HEADER, SignatureError, SignatureVerifier
+
+
+@dataclass
+class ReceiverState:
+    accepted: dict[str, dict] = field(default_factory=dict)   # msg_key -> the message
+    seen: Counter = field(default_factory=Counter)            # msg_key -> times received
+    requests: int = 0
+    rejected: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class WebhookReceiver:
+    def __init__(self, secret: str = "", port: int = 0, journal: Path | None = None,
+                 host: str = "127.0.0.1", refuse: Callable[[dict], str | None] | None = None) -> None:
+        """`refuse(message)` may return an error code for a message the system will not take."""
+        self.state = ReceiverState()
+        self.refuse = refuse
+        self.verifier = SignatureVerifier(secret) if secret else None
+        self.journal = journal
+        self.http = JsonServer(self.handle, host, port, name="oa-webhook-receiver")
+
+    @property
+    def url(self) -> str:
+        return self.http.base_url + "/hook"
+
+    def start(self) -> WebhookReceiver:
+        self.http.start()
+        return self
+
+    def stop(self) -> None:
+        self.http.stop()
+
+    def handle(self, path: str, headers, body: bytes) -> tuple[int, dict]:
+        with self.state.lock:
+            self.state.requests += 1
+        if self.verifier is not None:
+            query = parse_qs(urlparse(path).query)
+            try:
+                with self.state.lock:
+                    self.verifier.verify(query.get("timestamp", [None])[0], query.get("nonce", [None])[0],
+                                         headers.get(SIGNATURE_HEADER))
+            except SignatureError as exc:
+                with self.state.lock:
+                    self.state.rejected += 1
+                return 401, {"code": "UNAUTHORIZED", "message": str(exc), "requestId": ""}
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return 400, {"code": "BAD_REQUEST", "message": "body is not JSON", "requestId": ""}
+        messages = payload if isinstance(payload, list) else [payload]
+        results, fresh = [], []
+        with self.state.lock:
+            for message in messages:
+                key = str((message.get("callback_params") or {}).get("msg_key") or "")
+                target = (message.get("user_profile") or {}).get("target_id")
+                if not key or not target:
+                    results.append({"msg_key": key, "code": "BAD_MESSAGE",
+                                    "message": "needs user_profile.target_id and callback_params.msg_key"})
+                    continue
+                self.state.seen[key] += 1
+                refused = self.refuse(message) if self.refuse else None
+                if refused:
+                    results.append({"msg_key": key, "code": refused, "message": "refused"})
+                    continue
+                if key not in self.state.accepted:
+                    self.state.accepted[key] = message
+                    fresh.append(message)
+                results.append({"msg_key": key, "code": "OK"})
+            if self.journal is not None and fresh:
+                with self.journal.open("a", encoding="utf-8") as f:
+                    for message in fresh:
+                        f.write(json.dumps(message, ensure_ascii=False) + "\n")
+        if all(r["code"] == "OK" for r in results):
+            return 200, {"code": "OK", "message": "", "requestId": ""}
+        if not isinstance(payload, list):
+            return 200, {"code": results[0]["code"], "message": results[0]["message"], "requestId": ""}
+        return 200, {"code": "PARTIAL", "results": results, "requestId": ""}

@@ -1,0 +1,1 @@
+"""Deliveries: destination files, the sync engine, its log and the suppression list."""

@@ -1,0 +1,163 @@
+"""Destination files as typed models. One file in destinations/ sends one audience to one
+channel:
+
+    name: crm_coupon_webhook
+    description: Shanghai big spenders get the summer coupon in the CRM.
+    owner: crm
+    audience: shanghai_big_spenders
+    channel: webhook
+    id_type: mobile           # default: the audience's id type
+    id_form: raw              # raw, md5 or sha256
+    mode: diff                # diff: only members added/removed since the last delivery; full
+    schedule: on_change       # on_change (every new audience version), manual, hourly, daily,
+                              # weekly or monthly
+    batch_size: 100
+    rate_limit: 2000          # members per second; 0 for no limit
+    concurrency: 4            # batches in flight
+    webhook:
+      url_env: OA_CRM_WEBHOOK_URL
+      secret_env: OA_CRM_WEBHOOK_SECRET
+      params: {coupon: SUMMER25, text: "Hello from ${city}"}
+      variables:
+        city: {tag: city, if_missing: default, default: "your city"}
+
+Credentials are named by environment variable only (``*_env``); their values never enter a
+file, a log or the warehouse. Files whose name starts with ``_`` are not destinations:
+``_policies.yml`` holds the frequency caps shared by every destination.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CHANNELS = ("webhook", "file")
+SCHEDULES = ("on_change", "manual", "hourly", "daily", "weekly", "monthly")
+CRONS = {"hourly": "0 * * * *", "daily": "30 3 * * *", "weekly": "30 3 * * 1",
+         "monthly": "30 3 1 * *"}
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _env_name(value: str | None) -> str | None:
+    if value is not None and not _ENV_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not an environment variable name (e.g. OA_CRM_WEBHOOK_SECRET); "
+                         "put credentials in the environment and name the variable here")
+    return value
+
+
+class Variable(Strict):
+    """A `${name}` in a parameter, filled per member from a tag of user_tags."""
+
+    tag: str
+    if_missing: Literal["skip", "default"] = "skip"
+    default: str | None = None
+
+    @model_validator(mode="after")
+    def _default(self) -> Variable:
+        if self.if_missing == "default" and self.default is None:
+            raise ValueError("if_missing: default needs a default: value")
+        if self.if_missing == "skip" and self.default is not None:
+            raise ValueError("default: is used only with if_missing: default")
+        return self
+
+
+class Receipts(Strict):
+    """Receipts the integrator posts back: accepted within `window_hours` of the send, with one
+    of the configured status codes mapped to delivered, failed, opened, clicked or unsubscribed."""
+
+    window_hours: float = Field(72, gt=0, le=24 * 30)
+    statuses: dict[str, Literal["delivered", "failed", "opened", "clicked", "unsubscribed",
+                                "complained"]]
+
+    @field_validator("statuses")
+    @classmethod
+    def _some(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError("give at least one status code, e.g. {'200': delivered}")
+        return value
+
+
+class WebhookBlock(Strict):
+    url: str | None = None
+    url_env: str | None = None
+    secret_env: str | None = None
+    timeout_s: float = Field(10, gt=0, le=120)
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    variables: dict[str, Variable] = Field(default_factory=dict)
+    receipts: Receipts | None = None
+
+    _names = field_validator("url_env", "secret_env")(_env_name)
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookBlock:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give the endpoint as url: (a literal) or url_env: (a variable name), "
+                             "one of them")
+        if self.url is not None and not re.match(r"https?://", self.url):
+            raise ValueError(f"url {self.url!r} must start with http:// or https://")
+        used = {name for value in self.params.values() if isinstance(value, str)
+                for name in _VAR.findall(value)}
+        missing = sorted(used - set(self.variables))
+        if missing:
+            raise ValueError(f"params use ${{{missing[0]}}} but variables: does not define it")
+        unused = sorted(set(self.variables) - used)
+        if unused:
+            raise ValueError(f"variable {unused[0]!r} is defined but no parameter uses ${{{unused[0]}}}")
+        return self
+
+
+class FileBlock(Strict):
+    folder: str = "exports"
+    """Where run folders go: relative to OA_HOME, or absolute."""
+    format: Literal["csv", "parquet"] = "csv"
+
+
+class Retries(Strict):
+    max_attempts: int = Field(6, ge=1, le=20)
+    initial_backoff_s: float = Field(0.5, gt=0, le=60)
+    max_backoff_s: float = Field(30, gt=0, le=600)
+
+
+class Destination(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    owner: str = ""
+    audience: str
+    channel: Literal["webhook", "file"]
+    id_type: str | None = None
+    id_form: Literal["raw", "md5", "sha256"] = "raw"
+    mode: Literal["diff", "full"] = "diff"
+    schedule: Literal["on_change", "manual", "hourly", "daily", "weekly", "monthly"] = "on_change"
+    batch_size: int = Field(100, ge=1, le=1_000_000)
+    rate_limit: float = Field(0, ge=0)
+    concurrency: int = Field(4, ge=1, le=32)
+    retries: Retries = Retries()
+    breaker_failures: int = Field(5, ge=1, le=1000)
+    """Consecutive batches failing after every retry that stop the run (the rest stays pending)."""
+    webhook: WebhookBlock | None = None
+    file: FileBlock | None = None
+
+    @property
+    def file_block(self) -> FileBlock:
+        return self.file or FileBlock()
+
+
+class FrequencyCap(Strict):
+    """At most `max` messages per person on `channel` (or "*": all channels) in `days` days,
+    counted over every destination."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    channel: str
+    max: int = Field(ge=1)
+    days: int = Field(ge=1, le=365)
+
+
+class Policies(Strict):
+    frequency_caps: list[FrequencyCap] = Field(default_factory=list)

@@ -1,0 +1,113 @@
+"""The delivery tables in the warehouse (schema `delivery`), written by the sync engine and read
+by the dbt delivery models:
+
+- delivery_runs: one row per run (a destination, an audience version, a mode) with its counts;
+- delivery_log: one row per member change per run: idempotency key, status (pending, sent,
+  failed, suppressed, capped, skipped), the rule that stopped it, attempts, error, sent_at;
+- delivery_state: the ids each destination holds now (acknowledged adds minus removes), which
+  the next `diff` run compares the audience with;
+- delivery_dead_letters: members that failed for good, until `oa deliver replay` sends them;
+- suppression_list: ids that no channel (or one channel) may message, with the reason.
+"""
+
+from __future__ import annotations
+
+from orchestration.warehouse import Warehouse, qident, qualified
+
+SCHEMA = "delivery"
+RUNS = qualified(SCHEMA, "delivery_runs")
+LOG = qualified(SCHEMA, "delivery_log")
+STATE = qualified(SCHEMA, "delivery_state")
+DEAD = qualified(SCHEMA, "delivery_dead_letters")
+SUPPRESSION = qualified(SCHEMA, "suppression_list")
+
+RUN_COUNTS = ("planned", "suppressed", "capped", "skipped", "missing_id", "already_sent", "sent",
+              "failed", "pending")
+SUPPRESSION_REASONS = ("unsubscribe", "t_reply", "complaint", "blacklist", "consent", "bounce")
+
+
+def ensure_tables(wh: Warehouse, conn) -> None:
+    txt, big = wh.sql_type("text"), wh.sql_type("integer")
+    ts = wh.sql_type("timestamp")
+    counts = ",\n".join(f"            {c} {big} not null default 0" for c in RUN_COUNTS)
+    wh.execute(conn, f"create schema if not exists {qident(SCHEMA)}")
+    wh.execute(conn, f"""
+        create table if not exists {RUNS} (
+            run_id {txt} not null primary key,
+            destination {txt} not null,
+            channel {txt} not null,
+            audience {txt} not null,
+            audience_version {big} not null,
+            mode {txt} not null,
+            id_type {txt} not null,
+            id_form {txt} not null,
+            trigger {txt} not null,
+            status {txt} not null,
+{counts},
+            started_at {ts} not null,
+            finished_at {ts},
+            error {txt}
+        )""")
+    wh.execute(conn, f"""
+        create table if not exists {LOG} (
+            run_id {txt} not null,
+            idempotency_key {txt} not null,
+            destination {txt} not null,
+            channel {txt} not null,
+            audience {txt} not null,
+            audience_version {big} not null,
+            batch_no {big} not null,
+            one_id {txt} not null,
+            id_type {txt} not null,
+            id_value {txt} not null,
+            op {txt} not null,
+            variables {txt},
+            status {txt} not null,
+            rule {txt},
+            attempts {big} not null,
+            error {txt},
+            planned_at {ts} not null,
+            sent_at {ts},
+            external_id {txt}
+        )""")
+    wh.execute(conn, f"""
+        create table if not exists {STATE} (
+            destination {txt} not null,
+            id_value {txt} not null,
+            one_id {txt} not null,
+            audience_version {big} not null,
+            delivered_at {ts} not null
+        )""")
+    wh.execute(conn, f"""
+        create table if not exists {DEAD} (
+            run_id {txt} not null,
+            idempotency_key {txt} not null,
+            destination {txt} not null,
+            one_id {txt} not null,
+            id_type {txt} not null,
+            id_value {txt} not null,
+            op {txt} not null,
+            variables {txt},
+            attempts {big} not null,
+            error {txt},
+            failed_at {ts} not null,
+            replayed_at {ts}
+        )""")
+    wh.execute(conn, f"""
+        create table if not exists {SUPPRESSION} (
+            id_type {txt} not null,
+            id_value {txt} not null,
+            channel {txt} not null,
+            reason {txt} not null,
+            source {txt} not null,
+            created_at {ts} not null
+        )""")
+    if wh.engine == "postgres":  # DuckDB's zone maps serve these; PostgreSQL needs indexes
+        for name, table, cols in (
+            ("delivery_log_run", LOG, "run_id, batch_no"),
+            ("delivery_log_key", LOG, "idempotency_key"),
+            ("delivery_log_caps", LOG, "channel, one_id, sent_at"),
+            ("delivery_state_destination", STATE, "destination, id_value"),
+            ("suppression_list_id", SUPPRESSION, "id_type, id_value"),
+        ):
+            wh.execute(conn, f"create index if not exists {name} on {table} ({cols})")

@@ -1,0 +1,523 @@
+"""Deliveries on both engines against real local peers: the webhook contract (signature, body,
+variables) at a real HTTP receiver, hashed file exports, diffs between versions, suppression and
+frequency caps, dry runs, the circuit breaker, dead letters and replay, and the fault test:
+100,000 members through a proxy that fails 20 % of requests, the sender killed mid-run and
+rerun, and the receiver acting on every member exactly once."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from connectors.webhook import SignatureError, SignatureVerifier, sign
+from connectors.webhook_receiver import WebhookReceiver
+from orchestration.delivery import store
+from orchestration.delivery.engine import deliver, replay, runs
+from orchestration.delivery.source import DestinationErrors, load_destinations
+from orchestration.delivery.suppression import add as suppress
+from orchestration.errors import UserError
+from orchestration.segments.engine import MEMBERS, VERSIONS, build
+from orchestration.segments.engine import ensure_tables as ensure_audience_tables
+from orchestration.segments.source import AUDIENCE_DIR, load_project
+from orchestration.settings import PROJECT_ROOT
+from tests.conftest import OA
+from tests.support.faults import FaultProxy
+from tests.test_segments import CATALOG, TODAY
+
+ENGINES = ["duckdb", "postgres"]
+SECRET = "test-secret-123"
+
+
+# -- the contract, without a warehouse --------------------------------------------------------
+def test_signature_matches_the_contracts_worked_example():
+    assert sign("123456789", "1631865523", "2e6eceb5737b473284c930c8ef79090e") == \
+        "459fa2f7e79389c337e6b2077538fb9408241e79715b2f40dfa6c2757e2ecce8"
+    assert sign("", "1631865523", "x") == ""  # no secret: the header is the empty string
+
+
+def test_verifier_rejects_tampered_expired_and_replayed_requests():
+    v = SignatureVerifier("k3y", max_skew_s=300)
+    now = 1_700_000_000
+    good = sign("k3y", str(now), "n1")
+    v.verify(str(now), "n1", good, now=now)
+    with pytest.raises(SignatureError, match="already used"):
+        v.verify(str(now), "n1", good, now=now + 1)
+    with pytest.raises(SignatureError, match="does not match"):
+        v.verify(str(now), "n2", good[:-1] + ("0" if good[-1] != "0" else "1"), now=now)
+    with pytest.raises(SignatureError, match="from now"):
+        v.verify(str(now - 301), "n3", sign("k3y", str(now - 301), "n3"), now=now)
+    with pytest.raises(SignatureError, match="missing"):
+        v.verify(None, "n4", good, now=now)
+
+
+# -- destination files -------------------------------------------------------------------------
+GOOD = {"audience": "shanghai_big_spenders", "channel": "webhook",
+        "webhook": {"url": "http://127.0.0.1:9/hook"}}
+
+
+@pytest.mark.parametrize("change, line, expected", [
+    ({"audience": "shanghai_big_spender"}, 2, "audience: unknown audience 'shanghai_big_spender' "
+                                              "(did you mean 'shanghai_big_spenders'?)"),
+    ({"webhook": None}, 3, "channel: channel: webhook needs a webhook: block"),
+    ({"webhook": {"url": "http://x", "secret_env": "my secret"}}, 6,
+     "webhook.secret_env: 'my secret' is not an environment variable name"),
+    ({"webhook": {"url": "http://x", "params": {"t": "hi ${city}"}}}, 4,
+     "params use ${city} but variables: does not define it"),
+    ({"webhook": {"url": "http://x", "params": {"t": "${c}"}, "variables": {"c": {"tag": "cty"}}}}, 10,
+     "webhook.variables.c.tag: unknown tag 'cty' (did you mean 'city'?)"),
+    ({"webhook": {"url": "ftp://x"}}, 4, "must start with http:// or https://"),
+    ({"id_type": "mobil"}, 6, "id_type: unknown id type 'mobil' (did you mean 'mobile'?)"),
+    ({"mode": "sometimes"}, 6, "mode: Input should be 'diff' or 'full'"),
+    ({"file": {"format": "csv"}}, 6, "file: a file: block belongs to channel: file, not webhook"),
+    ({"batch_size": 5000}, 6, "batch_size: webhook takes at most 1,000 per batch"),
+])
+def test_destination_errors_name_file_line_and_field(tmp_path, change, line, expected):
+    import yaml
+
+    body = {"name": "d", **GOOD, **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    (tmp_path / "d.yml").write_text(yaml.safe_dump(body, sort_keys=False))
+    with pytest.raises(DestinationErrors) as info:
+        load_destinations(tmp_path)
+    message = str(info.value)
+    assert f"d.yml:{line}: " in message, message
+    assert expected in message, message
+
+
+def test_policy_and_name_errors(tmp_path):
+    import yaml
+
+    (tmp_path / "other.yml").write_text(yaml.safe_dump({"name": "d", **GOOD}))
+    (tmp_path / "_policies.yml").write_text(yaml.safe_dump(
+        {"frequency_caps": [{"name": "c", "channel": "webhok", "max": 1, "days": 7}]}))
+    with pytest.raises(DestinationErrors) as info:
+        load_destinations(tmp_path)
+    message = str(info.value)
+    assert "other.yml:3: name: the file is other.yml; name it d.yml or the name other" in message
+    assert "_policies.yml:2: frequency_caps[0].channel: unknown channel 'webhok' (did you mean " \
+           "'webhook'?)" in message
+
+
+def test_the_shipped_destinations_are_valid():
+    dests = load_destinations()
+    assert {"crm_coupon_webhook", "high_value_export"} <= set(dests.destinations)
+
+
+# -- helpers over a built warehouse ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def delivered_audiences(built_engines):
+    """The two audiences the shipped destinations read, built on both engines."""
+    project = load_project(AUDIENCE_DIR, CATALOG)
+    for target in built_engines.values():
+        build(project, ["shanghai_big_spenders", "high_value_rfm"], TODAY, wh=target.warehouse)
+    return project
+
+
+def _reset_delivery(wh) -> None:
+    with wh.connect() as conn:
+        store.ensure_tables(wh, conn)
+        for table in (store.RUNS, store.LOG, store.STATE, store.DEAD, store.SUPPRESSION):
+            wh.execute(conn, f"delete from {table}")
+
+
+def _members(wh, audience: str, version: int | None = None) -> dict[str, str]:
+    v = version or wh.query(f"select max(version) from {VERSIONS} where audience = %s", [audience])[0][0]
+    return dict(wh.query(f"select id_value, one_id from {MEMBERS} where audience = %s and version = %s",
+                         [audience, v]))
+
+
+def _synthetic_version(wh, audience: str, id_type: str, ids: list[str]) -> int:
+    """A new version of `audience` holding exactly `ids` (one_id = 'p' + id), written the way
+    the audience engine writes one: the delivery side reads nothing else."""
+    with wh.connect() as conn:
+        ensure_audience_tables(wh, conn)
+        v = (wh.execute(conn, f"select max(version) from {VERSIONS} where audience = %s",
+                        [audience])[0][0] or 0) + 1
+        wh.execute(conn, f"insert into {VERSIONS} (audience, version, definition_hash, built_at, as_of, "
+                         "id_type, size, added, removed, dropped, matched, trigger, kept, compiled_sql) "
+                         "values (%s, %s, 'test', %s, %s, %s, %s, 0, 0, 0, %s, 'test', true, '')",
+                   [audience, v, dt.datetime(2026, 6, 29), TODAY, id_type, len(ids), len(ids)])
+        n = len(ids)
+        wh.insert_arrow(conn, MEMBERS, pa.table({
+            "audience": pa.array([audience] * n), "version": pa.array([v] * n, pa.int64()),
+            "one_id": pa.array(["p" + i for i in ids]), "id_type": pa.array([id_type] * n),
+            "id_value": pa.array(ids)}))
+    return v
+
+
+def _folders(tmp_path: Path, destinations: dict[str, str], audiences: dict[str, str] | None = None,
+             policies: str = "") -> tuple[Path, Path]:
+    a, d = tmp_path / "audiences", tmp_path / "destinations"
+    a.mkdir(exist_ok=True)
+    d.mkdir(exist_ok=True)
+    for name, text in (audiences or {}).items():
+        (a / f"{name}.yml").write_text(text)
+    for name, text in destinations.items():
+        (d / f"{name}.yml").write_text(text)
+    if policies:
+        (d / "_policies.yml").write_text(policies)
+    return a, d
+
+
+SYNTHETIC = """name: {name}
+id_type: one_id
+where:
+  tag: {{name: city, is_not_null: true}}
+"""
+
+
+def _hook(name: str, audience: str, **extra) -> str:
+    lines = [f"name: {name}", f"audience: {audience}", "channel: webhook",
+             *(f"{k}: {v}" for k, v in extra.items()),
+             "webhook:", "  url_env: OA_TEST_WEBHOOK_URL", "  secret_env: OA_TEST_WEBHOOK_SECRET",
+             "  timeout_s: 1"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def receiver(monkeypatch):
+    r = WebhookReceiver(secret=SECRET).start()
+    monkeypatch.setenv("OA_TEST_WEBHOOK_URL", r.url)
+    monkeypatch.setenv("OA_TEST_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("OA_CRM_WEBHOOK_URL", r.url)
+    monkeypatch.setenv("OA_CRM_WEBHOOK_SECRET", SECRET)
+    yield r
+    r.stop()
+
+
+# -- the shipped destinations --------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ENGINES)
+def test_webhook_sends_the_contract_with_variables_then_only_the_diff(
+        built_engines, delivered_audiences, receiver, engine):
+    wh = built_engines[engine].warehouse
+    _reset_delivery(wh)
+    dests = load_destinations(audiences=delivered_audiences)
+    members = _members(wh, "shanghai_big_spenders")
+    assert members
+    [first] = deliver(dests, "crm_coupon_webhook", wh=wh)
+    assert first.status == "succeeded"
+    assert first.counts["sent"] == len(members) == len(receiver.state.accepted)
+    cities = dict(wh.query("select one_id, city from marts.user_tags"))
+    keys = dict(wh.query(f"select id_value, idempotency_key from {store.LOG} where run_id = %s",
+                         [first.run_id]))
+    for key, message in receiver.state.accepted.items():
+        mobile = message["user_profile"]["target_id"]
+        assert message["user_profile"]["target_type"] == "MOBILE"
+        assert keys[mobile] == key == message["callback_params"]["msg_key"]
+        assert message["callback_params"]["task_id"] == first.run_id
+        assert message["callback_params"]["webhook_id"] == "crm_coupon_webhook"
+        assert message["params"]["coupon_id"] == "SUMMER25"
+        assert message["params"]["text"] == "A summer gift for our friends in ${city}"
+        assert message["params"]["vars"]["city"] == (cities[members[mobile]] or "your city")
+    # the same version again: nothing to do; a new version with the same members: nothing sent
+    assert deliver(dests, "crm_coupon_webhook", wh=wh) == []
+    build(delivered_audiences, ["shanghai_big_spenders"], TODAY, wh=wh)
+    [second] = deliver(dests, "crm_coupon_webhook", wh=wh)
+    assert second.status == "succeeded" and second.counts["planned"] == 0
+    assert len(receiver.state.accepted) == len(members)
+    assert sum(receiver.state.seen.values()) == len(members)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_hashed_file_export_writes_parts_and_then_adds_and_removes(
+        built_engines, delivered_audiences, engine):
+    target = built_engines[engine]
+    wh = target.warehouse
+    _reset_delivery(wh)
+    dests = load_destinations(audiences=delivered_audiences)
+    emails = set(_members(wh, "high_value_rfm"))
+    [run] = deliver(dests, "high_value_export", wh=wh)
+    assert run.status == "succeeded" and run.counts["sent"] == len(emails)
+    folder = wh.settings.home / "exports" / "high_value_export"
+    latest = json.loads((folder / "latest.json").read_text())
+    manifest = json.loads((folder / latest["manifest"]).read_text())
+    assert manifest["id_form"] == "sha256" and manifest["sent"] == len(emails)
+    rows = [r for part in manifest["parts"]
+            for r in csv.DictReader((folder / run.run_id / part).open())]
+    assert {r["id"] for r in rows} == {hashlib.sha256(e.encode()).hexdigest() for e in emails}
+    assert {r["op"] for r in rows} == {"add"}
+    # a version with one member gone and one new: the next run writes exactly those two
+    kept = sorted(emails)[1:]
+    v = _synthetic_version(wh, "high_value_rfm", "email", [*kept, "new.person@example.org"])
+    [diff] = deliver(dests, "high_value_export", wh=wh)
+    assert diff.audience_version == v
+    parts = json.loads((folder / diff.run_id / "_manifest.json").read_text())["parts"]
+    rows = [r for part in parts for r in csv.DictReader((folder / diff.run_id / part).open())]
+    assert sorted((r["op"], r["id"]) for r in rows) == sorted([
+        ("add", hashlib.sha256(b"new.person@example.org").hexdigest()),
+        ("remove", hashlib.sha256(sorted(emails)[0].encode()).hexdigest())])
+
+
+# -- suppression, caps, dry run ------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ENGINES)
+def test_suppression_and_frequency_caps_stop_messages_and_say_why(
+        built_engines, delivered_audiences, receiver, tmp_path, engine):
+    wh = built_engines[engine].warehouse
+    _reset_delivery(wh)
+    project = load_project(AUDIENCE_DIR, CATALOG)
+    _, d = _folders(tmp_path, {"first": _hook("first", "shanghai_big_spenders"),
+                               "second": _hook("second", "shanghai_big_spenders")},
+                    policies="frequency_caps:\n  - {name: once_a_week, channel: webhook, max: 1, "
+                             "days: 7}\n")
+    dests = load_destinations(d, project)
+    members = _members(wh, "shanghai_big_spenders")
+    mobiles = sorted(members)
+    by_mobile = mobiles[0]
+    # the second person is suppressed through another of their ids (their e-mail or member id)
+    other = wh.query("select id_type, id_value from marts.dim_identities where one_id = %s and "
+                     "id_type <> 'mobile' order by id_type limit 1", [members[mobiles[1]]])
+    assert other, "the test needs a person with a second id"
+    suppress(wh, "mobile", [by_mobile], "unsubscribe", "webhook")
+    suppress(wh, other[0][0], [other[0][1]], "complaint", "*")
+    suppress(wh, "mobile", [mobiles[2]], "t_reply", "file")  # another channel: no effect here
+    [run] = deliver(dests, "first", wh=wh)
+    assert run.counts["suppressed"] == 2
+    assert run.counts["sent"] == len(members) - 2
+    rules = dict(wh.query(f"select id_value, rule from {store.LOG} where run_id = %s and status = "
+                          "'suppressed'", [run.run_id]))
+    assert rules == {by_mobile: "suppressed: unsubscribe", mobiles[1]: "suppressed: complaint"}
+    sent = {m["user_profile"]["target_id"] for m in receiver.state.accepted.values()}
+    assert by_mobile not in sent and mobiles[1] not in sent and mobiles[2] in sent
+    # a second destination on the same channel: everyone already messaged this week is capped
+    [capped] = deliver(dests, "second", wh=wh)
+    assert capped.counts["capped"] == len(members) - 2 and capped.counts["sent"] == 0
+    assert {r[0] for r in wh.query(f"select distinct rule from {store.LOG} where run_id = %s and "
+                                   "status = 'capped'", [capped.run_id])} == {"frequency cap once_a_week"}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_dry_run_shows_the_plan_and_sends_nothing(built_engines, delivered_audiences, receiver, engine):
+    target = built_engines[engine]
+    wh = target.warehouse
+    _reset_delivery(wh)
+    dests = load_destinations(audiences=delivered_audiences)
+    [plan] = deliver(dests, "crm_coupon_webhook", wh=wh, dry_run=True)
+    assert plan.dry_run and plan.counts["pending"] == len(_members(wh, "shanghai_big_spenders"))
+    assert len(plan.preview) == min(10, plan.counts["pending"])
+    assert receiver.state.requests == 0
+    assert wh.query(f"select count(*) from {store.LOG}")[0][0] == 0
+    assert runs(wh) == []
+    # the CLI's dry run needs no endpoint and no secret: it plans, prints and rolls back
+    done = subprocess.run([OA, "deliver", "crm_coupon_webhook", "--dry-run"], capture_output=True,
+                          text=True, cwd=PROJECT_ROOT, env={**target.env, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "would send" in done.stdout and "first 10 of what would be sent" in done.stdout
+    assert runs(wh) == []
+
+
+# -- failures -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_dead_channel_trips_the_breaker_and_a_rerun_resumes(
+        built_engines, receiver, tmp_path, monkeypatch, engine):
+    wh = built_engines[engine].warehouse
+    _reset_delivery(wh)
+    a, d = _folders(tmp_path, {"flaky": _hook("flaky", "breaker_people", batch_size=10, concurrency=2,
+                                              breaker_failures=3)},
+                    {"breaker_people": SYNTHETIC.format(name="breaker_people")})
+    ids = [f"{i:05d}" for i in range(400)]
+    _synthetic_version(wh, "breaker_people", "one_id", ids)
+    proxy = FaultProxy(receiver.url, fault_rate=0.0)
+    proxy.down = True
+    monkeypatch.setenv("OA_TEST_WEBHOOK_URL", proxy.url)
+    dests = load_destinations(d, load_project(a))
+    fast = dests.destinations["flaky"].model_copy(update={"retries": dests.destinations["flaky"].retries
+                                                          .model_copy(update={"max_attempts": 2,
+                                                                              "initial_backoff_s": 0.01})})
+    dests.destinations["flaky"] = fast
+    started = time.monotonic()
+    [stopped] = deliver(dests, "flaky", wh=wh)
+    assert stopped.status == "stopped" and "consecutive batches failed" in stopped.error
+    assert time.monotonic() - started < 20
+    assert stopped.counts["pending"] >= 400 - 10 * 2 * 2 * 3  # it stopped early
+    assert stopped.counts["sent"] == 0 and receiver.state.requests == 0
+    proxy.down = False
+    summaries = deliver(dests, "flaky", wh=wh)
+    assert [s.status for s in summaries] == ["succeeded"] and summaries[0].resumed
+    assert summaries[0].run_id == stopped.run_id
+    assert len(receiver.state.accepted) == 400
+    proxy.stop()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_refused_members_become_dead_letters_and_replay_sends_them(
+        built_engines, monkeypatch, tmp_path, engine):
+    wh = built_engines[engine].warehouse
+    _reset_delivery(wh)
+    refusing = {"on": True}
+    r = WebhookReceiver(secret=SECRET, refuse=lambda m: "INVALID_USER" if refusing["on"] and
+                        m["user_profile"]["target_id"].endswith("7") else None).start()
+    monkeypatch.setenv("OA_TEST_WEBHOOK_URL", r.url)
+    monkeypatch.setenv("OA_TEST_WEBHOOK_SECRET", SECRET)
+    a, d = _folders(tmp_path, {"picky": _hook("picky", "picky_people", batch_size=1)},
+                    {"picky_people": SYNTHETIC.format(name="picky_people")})
+    ids = [f"{i:04d}" for i in range(100)]
+    _synthetic_version(wh, "picky_people", "one_id", ids)
+    dests = load_destinations(d, load_project(a))
+    [run] = deliver(dests, "picky", wh=wh)
+    assert run.status == "partial" and run.counts["failed"] == 10 and run.counts["sent"] == 90
+    errors = {e for (e,) in wh.query(f"select error from {store.DEAD} where destination = 'picky'")}
+    assert errors == {"INVALID_USER: refused"}
+    refusing["on"] = False
+    again = replay(dests, "picky", wh=wh)
+    assert again is not None and again.status == "succeeded" and again.counts["sent"] == 10
+    assert len(r.state.accepted) == 100
+    assert replay(dests, "picky", wh=wh) is None  # nothing left
+    r.stop()
+
+
+def test_a_missing_secret_variable_is_a_clear_error(built_engines, delivered_audiences, monkeypatch):
+    wh = built_engines["duckdb"].warehouse
+    _reset_delivery(wh)
+    monkeypatch.setenv("OA_CRM_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    monkeypatch.delenv("OA_CRM_WEBHOOK_SECRET", raising=False)
+    dests = load_destinations(audiences=delivered_audiences)
+    with pytest.raises(UserError, match="the environment variable OA_CRM_WEBHOOK_SECRET is not set"):
+        deliver(dests, "crm_coupon_webhook", wh=wh)
+
+
+# -- the fault test -------------------------------------------------------------------------------
+FAULT_MEMBERS = 100_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_faults_and_a_kill_mid_run_still_deliver_every_member_exactly_once(
+        built_engines, tmp_path, engine):
+    target = built_engines[engine]
+    wh = target.warehouse
+    _reset_delivery(wh)
+    receiver = WebhookReceiver(secret=SECRET).start()
+    proxy = FaultProxy(receiver.url, fault_rate=0.2, seed=11)
+    a, d = _folders(tmp_path, {"bulk": _hook("bulk", "bulk_people", batch_size=200, concurrency=4,
+                                             breaker_failures=50)
+                               + "retries: {max_attempts: 12, initial_backoff_s: 0.05, max_backoff_s: 2}\n"},
+                    {"bulk_people": SYNTHETIC.format(name="bulk_people")})
+    ids = [f"{i:06d}" for i in range(FAULT_MEMBERS)]
+    _synthetic_version(wh, "bulk_people", "one_id", ids)
+    env = {**target.env, "OA_TEST_WEBHOOK_URL": proxy.url, "OA_TEST_WEBHOOK_SECRET": SECRET,
+           "PYTHONPATH": str(PROJECT_ROOT)}
+    cmd = [sys.executable, "-m", "tests.support.run_delivery", str(a), str(d), "bulk"]
+    first = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(receiver.state.accepted) < FAULT_MEMBERS * 0.3:
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "the first run made no progress"
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    killed_at = len(receiver.state.accepted)
+    assert killed_at < FAULT_MEMBERS
+    second = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "succeeded" in second.stdout and "resumed" in second.stdout, second.stdout
+    receiver.stop()
+    proxy.stop()
+    # every member acted on once, under one key each; the keys are the ones the log holds
+    accepted = receiver.state.accepted
+    assert len(accepted) == FAULT_MEMBERS
+    assert {m["user_profile"]["target_id"] for m in accepted.values()} == set(ids)
+    keys = {k for (k,) in wh.query(f"select idempotency_key from {store.LOG} where destination = 'bulk' "
+                                   "and status = 'sent'")}
+    assert keys == set(accepted)
+    assert wh.query(f"select count(*) from {store.LOG} where destination = 'bulk' and "
+                    "status <> 'sent'")[0][0] == 0
+    # the faults happened, and some answers were lost after the receiver acted
+    assert min(proxy.faults[f] for f in ("500", "429", "reset", "late")) > 0, proxy.faults
+    assert sum(1 for n in receiver.state.seen.values() if n > 1) > 0
+    [run] = [r for r in runs(wh, "bulk")]
+    assert run["status"] == "succeeded" and run["sent"] == FAULT_MEMBERS
+
+
+# -- receipts -----------------------------------------------------------------------------------
+def _post_receipts(url: str, items, secret: str = SECRET, timestamp: int | None = None,
+                   signature: str | None = None):
+    import requests
+
+    from connectors.webhook import SIGNATURE_HEADER, new_nonce
+
+    ts, nonce = str(timestamp or int(time.time())), new_nonce()
+    sig = sign(secret, ts, nonce) if signature is None else signature
+    return requests.post(f"{url}?timestamp={ts}&nonce={nonce}", json=items,
+                         headers={SIGNATURE_HEADER: sig}, timeout=5)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_receipts_are_verified_recorded_and_unsubscribes_suppress(
+        built_engines, delivered_audiences, receiver, engine):
+    from orchestration.delivery.receipts import RECEIPTS, ReceiptServer, ingest
+
+    wh = built_engines[engine].warehouse
+    _reset_delivery(wh)
+    dests = load_destinations(audiences=delivered_audiences)
+    [run] = deliver(dests, "crm_coupon_webhook", wh=wh)
+    sent = list(receiver.state.accepted.values())[:3]
+    server = ReceiptServer(dests, wh.settings.home).start()
+    url = server.url + "/crm_coupon_webhook"
+
+    def receipt(message, status, msg_id, **change):
+        body = {"msg_id": msg_id, "status": status, "cst_id": message["user_profile"]["target_id"],
+                "send_time": message["callback_params"]["send_time"],
+                "callback_params": dict(message["callback_params"])}
+        body["callback_params"].update(change)
+        return body
+
+    late_ms = int(time.time() - 80 * 3600) * 1000
+    try:
+        ok = _post_receipts(url, [receipt(sent[0], "200", "m0"), receipt(sent[1], "410", "m1"),
+                                  receipt(sent[2], "999", "m2"),
+                                  receipt(sent[2], "200", "m3", send_time=str(late_ms)),
+                                  receipt(sent[2], "200", "m4", msg_key="0" * 32),
+                                  receipt(sent[0], "200", "m0")])
+        assert ok.status_code == 200
+        assert [r["msg_id"] for r in ok.json()["rejected"]] == ["m2", "m3"]
+        tampered = _post_receipts(url, [receipt(sent[0], "200", "m5")], signature="0" * 64)
+        expired = _post_receipts(url, [receipt(sent[0], "200", "m6")], timestamp=int(time.time()) - 3600)
+        assert tampered.status_code == 401 and "does not match" in tampered.json()["message"]
+        assert expired.status_code == 401 and "from now" in expired.json()["message"]
+    finally:
+        server.stop()
+    totals = ingest(wh, dests)
+    assert totals == {"accepted": 2, "rejected": 5, "suppressed": 1}
+    rows = wh.query(f"select msg_id, verdict, status, reason from {RECEIPTS} order by received_at, msg_id")
+    by_id = {m: (v, s, r) for m, v, s, r in rows if m}
+    assert by_id["m0"] == ("accepted", "delivered", None)
+    assert by_id["m1"] == ("accepted", "unsubscribed", None)
+    assert by_id["m2"][0] == "rejected" and by_id["m2"][2].startswith("unknown status '999'")
+    assert by_id["m3"][2].startswith("late: 80.0 h after the send")
+    assert by_id["m4"][2] == "no such message in the delivery log"
+    assert sum(1 for m, *_ in rows if m == "m0") == 1  # the repeated receipt is kept once
+    signature_rejects = [r for m, v, s, r in rows if not m]
+    assert len(signature_rejects) == 2 and all(r.startswith("signature: ") for r in signature_rejects)
+    assert ingest(wh, dests) == {"accepted": 0, "rejected": 0, "suppressed": 0}  # nothing twice
+    assert wh.query(f"select id_value, channel, reason from {store.SUPPRESSION}") == [
+        (sent[1]["user_profile"]["target_id"], "webhook", "unsubscribe")]
+    assert run.status == "succeeded"
+
+
+def test_the_examples_in_docs_destinations_are_valid(tmp_path):
+    import re
+
+    text = (PROJECT_ROOT / "docs" / "destinations.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    written = []
+    for block in blocks:
+        header = re.match(r"# destinations/(\w+)\.yml\n", block)
+        name = header.group(1) if header else "_policies" if block.startswith("frequency_caps") else None
+        assert name, f"docs/destinations.md: a yaml block that is no destination file:\n{block}"
+        (tmp_path / f"{name}.yml").write_text(block)
+        written.append(name)
+    dests = load_destinations(tmp_path)
+    assert set(dests.destinations) == {n for n in written if n != "_policies"}
+    assert len(dests.policies.frequency_caps) == 2
