@@ -185,7 +185,11 @@ class Warehouse:
         return qualified(RAW_SCHEMA, name), "table"
 
     def ensure_raw_layer(self, conn: Any) -> None:
-        """Create the raw schema, every contract table, the quarantine and the load history."""
+        """Create the raw schema, every contract table, the quarantine and the load history,
+        and the delivery tables the dbt delivery models read."""
+        from orchestration.delivery.store import ensure_tables as ensure_delivery_tables
+
+        ensure_delivery_tables(self, conn)
         self.execute(conn, f"create schema if not exists {qident(RAW_SCHEMA)}")
         for table in RAW_TABLES.values():
             self.execute(conn, self.create_table_sql(qualified(RAW_SCHEMA, table.name), table))

@@ -521,3 +521,72 @@ def test_the_examples_in_docs_destinations_are_valid(tmp_path):
     dests = load_destinations(tmp_path)
     assert set(dests.destinations) == {n for n in written if n != "_policies"}
     assert len(dests.policies.frequency_caps) == 2
+
+
+# -- the dbt delivery models ----------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ENGINES)
+def test_delivery_models_count_the_funnel_receipts_and_conversions(built_engines, engine):
+    """A planted run: 300 people sent on 2026-06-10, some held back, receipts for some; the
+    models' counts equal a pandas count over the same rows and the orders of fct_orders."""
+    import random
+
+    import pandas as pd
+
+    target = built_engines[engine]
+    wh = target.warehouse
+    _reset_delivery(wh)
+    people = [r[0] for r in wh.query("select one_id from marts.user_tags order by one_id limit 400")]
+    rng = random.Random(5)
+    sent_at = dt.datetime(2026, 6, 10, 12, 0)
+    statuses = ["sent"] * 300 + ["suppressed"] * 40 + ["capped"] * 30 + ["failed"] * 20 + ["pending"] * 10
+    rows = []
+    for i, (one_id, status) in enumerate(zip(people, statuses, strict=True)):
+        rows.append(("r1", f"{i:032x}", "d1", "webhook", "a1", 1, 0, one_id, "one_id", one_id, "add", None,
+                     status, None, 1, sent_at, sent_at if status == "sent" else None, None))
+    receipts = []
+    for i in range(300):
+        status = rng.choice(["delivered", "opened", "clicked", "failed", None])
+        if status:
+            receipts.append(("d1", f"m{i}", f"{i:032x}", "x", status, sent_at, sent_at, "accepted", None))
+    receipts.append(("d1", "bad", f"{0:032x}", "x", None, sent_at, sent_at, "rejected", "late"))
+    log_cols = ("run_id", "idempotency_key", "destination", "channel", "audience", "audience_version",
+                "batch_no", "one_id", "id_type", "id_value", "op", "variables", "status", "rule",
+                "attempts", "planned_at", "sent_at", "external_id")
+    with wh.connect() as conn:
+        wh.execute(conn, f"insert into {store.RUNS} (run_id, destination, channel, audience, "
+                         "audience_version, mode, id_type, id_form, trigger, status, planned, sent, failed, "
+                         "started_at) values ('r1', 'd1', 'webhook', 'a1', 1, 'diff', 'one_id', 'raw', "
+                         "'manual', 'stopped', 400, 300, 20, %s)", [sent_at])
+        for r in rows:
+            wh.execute(conn, f"insert into {store.LOG} ({', '.join(log_cols)}) values "
+                             f"({', '.join(['%s'] * len(log_cols))})", list(r))
+        for r in receipts:
+            wh.execute(conn, f"insert into {store.RECEIPTS} (destination, msg_id, idempotency_key, "
+                             "status_code, status, send_time, received_at, verdict, reason) values "
+                             "(%s, %s, %s, %s, %s, %s, %s, %s, %s)", list(r))
+    target.dbt("build", "--select", "stg_delivery__runs+ stg_delivery__log+ stg_delivery__receipts+")
+    got = wh.query_df("select * from marts.fct_deliveries").iloc[0]
+    by_key = {r[2]: r[4] for r in receipts if r[7] == "accepted"}
+    sent_keys = [r[1] for r in rows if r[12] == "sent"]
+    orders = wh.query_df("select one_id, ordered_at, total_amount from marts.fct_orders where is_paid")
+    orders["ordered_at"] = pd.to_datetime(orders["ordered_at"])
+    window = orders[(orders.ordered_at > sent_at) & (orders.ordered_at <= sent_at + dt.timedelta(days=7))]
+    sent_people = {r[7] for r in rows if r[12] == "sent"}
+    converted = set(window.one_id) & sent_people
+    expected = {
+        "planned": 400, "sent": 300, "suppressed": 40, "capped": 30, "pending": 10,
+        "failed": 20 + sum(1 for k in sent_keys if by_key.get(k) == "failed"),
+        "delivered": sum(1 for k in sent_keys if by_key.get(k) in ("delivered", "opened", "clicked")),
+        "opened": sum(1 for k in sent_keys if by_key.get(k) in ("opened", "clicked")),
+        "clicked": sum(1 for k in sent_keys if by_key.get(k) == "clicked"),
+        "converted": len(converted),
+    }
+    assert {k: int(got[k]) for k in expected} == expected
+    assert expected["converted"] > 0, "the planted window should hold some orders"
+    assert got["conversion_amount"] == pytest.approx(
+        window[window.one_id.isin(sent_people)].total_amount.sum())
+    assert got["delivery_rate"] == pytest.approx(expected["delivered"] / 300)
+    assert got["open_rate"] == pytest.approx(expected["opened"] / expected["delivered"])
+    daily = wh.query_df("select * from marts.agg_delivery_channel_daily")
+    assert list(daily.channel_day_id) == ["webhook:2026-06-10"] and int(daily.sent[0]) == 300
+    _reset_delivery(wh)

@@ -29,10 +29,10 @@ from connectors.http_server import JsonServer
 from connectors.webhook import SIGNATURE_HEADER, SignatureError, SignatureVerifier
 from orchestration.delivery import store
 from orchestration.delivery.source import Destinations
-from orchestration.warehouse import Warehouse, qualified
+from orchestration.warehouse import Warehouse
 
-RECEIPTS = qualified(store.SCHEMA, "delivery_receipts")
-SPOOL_OFFSETS = qualified(store.SCHEMA, "receipt_spool_offsets")
+RECEIPTS = store.RECEIPTS
+SPOOL_OFFSETS = store.SPOOL_OFFSETS
 SUPPRESSING = {"unsubscribed": ("unsubscribe", None), "complained": ("complaint", "*")}
 
 
@@ -41,26 +41,7 @@ def spool_dir(home: Path) -> Path:
 
 
 def ensure_tables(wh: Warehouse, conn) -> None:
-    txt, big, ts = wh.sql_type("text"), wh.sql_type("integer"), wh.sql_type("timestamp")
     store.ensure_tables(wh, conn)
-    wh.execute(conn, f"""
-        create table if not exists {RECEIPTS} (
-            destination {txt} not null,
-            msg_id {txt},
-            idempotency_key {txt},
-            cst_id {txt},
-            status_code {txt},
-            status {txt},
-            send_time {ts},
-            received_at {ts} not null,
-            verdict {txt} not null,
-            reason {txt}
-        )""")
-    wh.execute(conn, f"""
-        create table if not exists {SPOOL_OFFSETS} (
-            spool_file {txt} not null primary key,
-            lines_read {big} not null
-        )""")
 
 
 class ReceiptServer:

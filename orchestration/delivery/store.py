@@ -7,7 +7,12 @@ by the dbt delivery models:
 - delivery_state: the ids each destination holds now (acknowledged adds minus removes), which
   the next `diff` run compares the audience with;
 - delivery_dead_letters: members that failed for good, until `oa deliver replay` sends them;
-- suppression_list: ids that no channel (or one channel) may message, with the reason.
+- suppression_list: ids that no channel (or one channel) may message, with the reason;
+- delivery_receipts: receipts posted back, accepted or rejected with the reason;
+- receipt_spool_offsets: how much of each receipt spool file is loaded.
+
+The raw layer creates them too (`Warehouse.ensure_raw_layer`), so the dbt delivery models find
+their sources in a warehouse that has never delivered.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ LOG = qualified(SCHEMA, "delivery_log")
 STATE = qualified(SCHEMA, "delivery_state")
 DEAD = qualified(SCHEMA, "delivery_dead_letters")
 SUPPRESSION = qualified(SCHEMA, "suppression_list")
+RECEIPTS = qualified(SCHEMA, "delivery_receipts")
+SPOOL_OFFSETS = qualified(SCHEMA, "receipt_spool_offsets")
 
 RUN_COUNTS = ("planned", "suppressed", "capped", "skipped", "missing_id", "already_sent", "sent",
               "failed", "pending")
@@ -101,6 +108,24 @@ def ensure_tables(wh: Warehouse, conn) -> None:
             reason {txt} not null,
             source {txt} not null,
             created_at {ts} not null
+        )""")
+    wh.execute(conn, f"""
+        create table if not exists {RECEIPTS} (
+            destination {txt} not null,
+            msg_id {txt},
+            idempotency_key {txt},
+            cst_id {txt},
+            status_code {txt},
+            status {txt},
+            send_time {ts},
+            received_at {ts} not null,
+            verdict {txt} not null,
+            reason {txt}
+        )""")
+    wh.execute(conn, f"""
+        create table if not exists {SPOOL_OFFSETS} (
+            spool_file {txt} not null primary key,
+            lines_read {big} not null
         )""")
     if wh.engine == "postgres":  # DuckDB's zone maps serve these; PostgreSQL needs indexes
         for name, table, cols in (

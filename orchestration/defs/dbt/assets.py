@@ -23,7 +23,9 @@ class OpenAudienceTranslator(DagsterDbtTranslator):
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "source":
-            return dg.AssetKey([RAW_SCHEMA, dbt_resource_props["name"]])
+            # the delivery tables are written by the delivery assets, not loaded as raw files
+            schema = "delivery" if dbt_resource_props["source_name"] == "delivery" else RAW_SCHEMA
+            return dg.AssetKey([schema, dbt_resource_props["name"]])
         return super().get_asset_key(dbt_resource_props)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
