@@ -54,11 +54,15 @@ class Outcome:
 
 
 class TransientError(Exception):
-    """The whole batch may succeed if sent again; `retry_after` seconds if the peer said so."""
+    """The batch may succeed if sent again; `retry_after` seconds if the peer said so.
+    `partial` holds the outcomes of members already settled (sent, or refused for good): the
+    retry sends only the others."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None,
+                 partial: list[Outcome] | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.partial = partial or []
 
 
 def check_delivery(caps: Capabilities, id_type: str, id_form: str, size: int) -> list[str]:

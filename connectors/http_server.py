@@ -1,5 +1,6 @@
 """A small threaded HTTP server for JSON endpoints (the reference webhook receiver, the receipt
-endpoint): `handle(path, headers, body) -> (status, answer)` for every POST."""
+endpoint): `handle(method, path, headers, body) -> (status, answer)` for every GET and POST; a
+dict answer is sent as JSON, a str as an HTML page."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-Handle = Callable[[str, object, bytes], tuple[int, dict]]
+Handle = Callable[[str, str, object, bytes], tuple[int, dict | str]]
 
 
 class JsonServer:
@@ -21,11 +22,20 @@ class JsonServer:
                 pass
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.answer("POST")
+
+            def do_GET(self) -> None:  # noqa: N802
+                self.answer("GET")
+
+            def answer(self, method: str) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, answer = handle(self.path, self.headers, body)
-                data = json.dumps(answer).encode()
+                status, answer = handle(method, self.path, self.headers, body)
+                if isinstance(answer, str):
+                    data, kind = answer.encode(), "text/html; charset=utf-8"
+                else:
+                    data, kind = json.dumps(answer).encode(), "application/json"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -33,6 +43,7 @@ class JsonServer:
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.name = name
+        self.started = False
 
     @property
     def base_url(self) -> str:
@@ -41,8 +52,11 @@ class JsonServer:
 
     def start(self) -> JsonServer:
         threading.Thread(target=self.server.serve_forever, daemon=True, name=self.name).start()
+        self.started = True
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self.started:  # shutdown() waits for a serve_forever that never ran
+            self.server.shutdown()
+            self.started = False
         self.server.server_close()

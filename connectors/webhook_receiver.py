@@ -51,7 +51,9 @@ class WebhookReceiver:
     def stop(self) -> None:
         self.http.stop()
 
-    def handle(self, path: str, headers, body: bytes) -> tuple[int, dict]:
+    def handle(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict]:
+        if method != "POST":
+            return 405, {"code": "METHOD_NOT_ALLOWED", "message": "POST messages here", "requestId": ""}
         with self.state.lock:
             self.state.requests += 1
         if self.verifier is not None:

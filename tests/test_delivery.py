@@ -72,10 +72,12 @@ GOOD = {"audience": "shanghai_big_spenders", "channel": "webhook",
     ({"webhook": None}, 3, "channel: channel: webhook needs a webhook: block"),
     ({"webhook": {"url": "http://x", "secret_env": "my secret"}}, 6,
      "webhook.secret_env: 'my secret' is not an environment variable name"),
-    ({"webhook": {"url": "http://x", "params": {"t": "hi ${city}"}}}, 4,
-     "params use ${city} but variables: does not define it"),
-    ({"webhook": {"url": "http://x", "params": {"t": "${c}"}, "variables": {"c": {"tag": "cty"}}}}, 10,
-     "webhook.variables.c.tag: unknown tag 'cty' (did you mean 'city'?)"),
+    ({"webhook": {"url": "http://x", "params": {"t": "hi ${city}"}}}, 6,
+     "webhook.params: the params use ${city} but variables: does not define it"),
+    ({"webhook": {"url": "http://x", "params": {"t": "${c}"}}, "variables": {"c": {"tag": "cty"}}}, 10,
+     "variables.c.tag: unknown tag 'cty' (did you mean 'city'?)"),
+    ({"webhook": {"url": "http://x"}, "variables": {"c": {"tag": "city"}}}, 7,
+     "variables.c: variable 'c' is defined but no webhook parameter uses ${c}"),
     ({"webhook": {"url": "ftp://x"}}, 4, "must start with http:// or https://"),
     ({"id_type": "mobil"}, 6, "id_type: unknown id type 'mobil' (did you mean 'mobile'?)"),
     ({"mode": "sometimes"}, 6, "mode: Input should be 'diff' or 'full'"),
@@ -590,3 +592,157 @@ def test_delivery_models_count_the_funnel_receipts_and_conversions(built_engines
     daily = wh.query_df("select * from marts.agg_delivery_channel_daily")
     assert list(daily.channel_day_id) == ["webhook:2026-06-10"] and int(daily.sent[0]) == 300
     _reset_delivery(wh)
+
+
+# -- Kafka ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def broker():
+    from tests.support.kafka import start_broker
+
+    b = start_broker()
+    yield b
+    b.stop()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_kafka_gets_one_keyed_message_per_change_then_adds_and_removes(
+        built_engines, broker, tmp_path, engine):
+    wh = built_engines[engine].warehouse
+    _reset_delivery(wh)
+    topic = f"audience-changes-{engine}"
+    broker.create_topic(topic, partitions=3)
+    a, d = _folders(tmp_path, {"stream": f"name: stream\naudience: stream_people\nchannel: kafka\n"
+                                         f"id_form: sha256\nbatch_size: 2000\nkafka:\n"
+                                         f"  bootstrap_servers: {broker.bootstrap}\n  topic: {topic}\n"},
+                    {"stream_people": SYNTHETIC.format(name="stream_people")})
+    ids = [f"{i:05d}" for i in range(5000)]
+    v1 = _synthetic_version(wh, "stream_people", "one_id", ids)
+    dests = load_destinations(d, load_project(a))
+    [run] = deliver(dests, "stream", wh=wh)
+    assert run.status == "succeeded" and run.counts["sent"] == 5000
+    messages = broker.read_all(topic, 5000)
+    assert len(messages) == 5000
+    bodies = [json.loads(m.value()) for m in messages]
+    assert {b["id"] for b in bodies} == {hashlib.sha256(i.encode()).hexdigest() for i in ids}
+    assert all(m.key().decode() == b["id"] for m, b in zip(messages, bodies, strict=True))
+    assert {(b["audience"], b["version"], b["op"], b["id_type"]) for b in bodies} == {
+        ("stream_people", v1, "add", "one_id")}
+    keys = dict(wh.query(f"select idempotency_key, id_value from {store.LOG} where run_id = %s",
+                         [run.run_id]))
+    assert all(dict(m.headers())["idempotency-key"].decode() == b["idempotency_key"] and
+               b["idempotency_key"] in keys for m, b in zip(messages, bodies, strict=True))
+    # 100 leave, 50 join: 150 messages more, with their ops
+    v2 = _synthetic_version(wh, "stream_people", "one_id", ids[100:] + [f"n{i}" for i in range(50)])
+    [diff] = deliver(dests, "stream", wh=wh)
+    assert diff.counts["sent"] == 150
+    everything = [json.loads(m.value()) for m in broker.read_all(topic, 5150)]
+    assert len(everything) == 5150
+    later = sorted((b["op"], b["id"]) for b in everything if b["version"] == v2)
+    assert later == sorted([("remove", hashlib.sha256(i.encode()).hexdigest()) for i in ids[:100]]
+                           + [("add", hashlib.sha256(f"n{i}".encode()).hexdigest()) for i in range(50)])
+
+
+def test_a_missing_topic_stops_the_run_with_a_clear_error(built_engines, broker, tmp_path):
+    wh = built_engines["duckdb"].warehouse
+    _reset_delivery(wh)
+    a, d = _folders(tmp_path, {"nowhere": f"name: nowhere\naudience: lost_people\nchannel: kafka\n"
+                                          f"kafka:\n  bootstrap_servers: {broker.bootstrap}\n"
+                                          f"  topic: no-such-topic\n  timeout_s: 5\n"},
+                    {"lost_people": SYNTHETIC.format(name="lost_people")})
+    _synthetic_version(wh, "lost_people", "one_id", ["1", "2"])
+    dests = load_destinations(d, load_project(a))
+    with pytest.raises(UserError, match="topic 'no-such-topic' does not exist"):
+        deliver(dests, "nowhere", wh=wh)
+    [r] = runs(wh, "nowhere")
+    assert r["status"] == "stopped" and r["pending"] == 2
+
+
+# -- e-mail ---------------------------------------------------------------------------------------
+EMAIL_DESTINATION = """name: newsletter
+audience: mail_people
+channel: email
+batch_size: 20
+variables:
+  city: {tag: city, if_missing: default, default: "your city & co"}
+email:
+  smtp_host: 127.0.0.1
+  smtp_port: PORT
+  starttls: false
+  from_address: news@shop.example
+  from_name: The Shop
+  subject: "News for {{ city }}"
+  html: "<p>Hello {{ email }} in {{ city }}</p><a href='{{ unsubscribe_url }}'>unsubscribe</a>"
+  text: "Hello {{ email }}. Unsubscribe: {{ unsubscribe_url }}"
+  unsubscribe_url: "http://127.0.0.1:RPORT/unsubscribe/newsletter?token={token}"
+  unsubscribe_secret_env: OA_TEST_UNSUBSCRIBE_SECRET
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_email_over_smtp_with_unsubscribe_headers_refusals_and_the_link(
+        built_engines, tmp_path, monkeypatch, engine):
+    from urllib.parse import parse_qs, urlparse
+
+    import requests
+
+    from connectors.smtp import check_token
+    from orchestration.delivery.receipts import ReceiptServer, ingest
+    from tests.support.smtp import Mailbox, SmtpServer
+
+    wh = built_engines[engine].warehouse
+    _reset_delivery(wh)
+    monkeypatch.setenv("OA_TEST_UNSUBSCRIBE_SECRET", "unsub-secret")
+    emails = [f"user{i}@example.org" for i in range(60)]
+    mailbox = Mailbox(refuse={emails[3]}, busy_once={emails[10], emails[30]})
+    smtp = SmtpServer(mailbox).start()
+    a, d = _folders(tmp_path, {}, {"mail_people": "name: mail_people\nid_type: email\nwhere:\n"
+                                                  "  tag: {name: email, is_not_null: true}\n"})
+    project = load_project(a)
+    dests0 = load_destinations(d, project)  # no destination yet: the receipt server's port first
+    server = ReceiptServer(dests0, wh.settings.home)
+    rport = server.http.server.server_address[1]
+    server.stop()
+    (d / "newsletter.yml").write_text(EMAIL_DESTINATION.replace("RPORT", str(rport))
+                                      .replace("PORT", str(smtp.port)))
+    dests = load_destinations(d, project)
+    _synthetic_version(wh, "mail_people", "email", emails)
+    try:
+        [run] = deliver(dests, "newsletter", wh=wh)
+    finally:
+        smtp.stop()
+    assert run.status == "partial" and run.counts["sent"] == 59 and run.counts["failed"] == 1
+    assert {m["To"] for m in mailbox.messages} == set(emails) - {emails[3]}
+    assert len(mailbox.messages) == 59  # the 451s were retried, and nobody got two
+    keys = dict(wh.query(f"select id_value, idempotency_key from {store.LOG} where run_id = %s",
+                         [run.run_id]))
+    first = next(m for m in mailbox.messages if m["To"] == emails[0])
+    assert first["Subject"] == "News for your city & co"  # plain text: not escaped
+    assert first["Message-ID"] == f"<{keys[emails[0]]}@shop.example>"
+    assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = first["List-Unsubscribe"].strip("<>")
+    token = parse_qs(urlparse(link).query)["token"][0]
+    assert check_token("unsub-secret", "newsletter", token) == keys[emails[0]]
+    html = first.get_body(("html",)).get_content()
+    assert "in your city &amp; co</p>" in html and link in html  # HTML: values escaped
+    assert wh.query(f"select error from {store.DEAD} where destination = 'newsletter'") == [
+        ("550: 5.1.1 no such mailbox",)]
+    # the person clicks the link: the next delivery holds them back
+    server = ReceiptServer(dests, wh.settings.home, port=rport).start()
+    try:
+        assert requests.get(link, timeout=5).status_code == 200
+        assert requests.get(link.replace(token, token[:-1] + "0"), timeout=5).status_code == 400
+    finally:
+        server.stop()
+    assert ingest(wh, dests)["suppressed"] == 1
+    v = _synthetic_version(wh, "mail_people", "email", emails + ["new@example.org"])
+    smtp = SmtpServer(mailbox).start()
+    (d / "newsletter.yml").write_text(EMAIL_DESTINATION.replace("RPORT", str(rport))
+                                      .replace("PORT", str(smtp.port)).replace("mode: diff", "")
+                                      + "mode: full\n")
+    try:
+        [again] = deliver(load_destinations(d, project), "newsletter", wh=wh)
+    finally:
+        smtp.stop()
+    assert again.audience_version == v
+    assert wh.query(f"select id_value, rule from {store.LOG} where run_id = %s and status = 'suppressed'",
+                    [again.run_id]) == [(emails[0], "suppressed: unsubscribe")]

@@ -8,11 +8,14 @@ from pathlib import Path
 
 from connectors.base import Capabilities, Connector
 from connectors.files import FileConnector, FileSettings
+from connectors.kafka import KafkaConnector, KafkaSettings
+from connectors.smtp import SmtpConnector, SmtpSettings
 from connectors.webhook import WebhookConnector, WebhookSettings
-from orchestration.delivery.spec import Destination
+from orchestration.delivery.spec import Destination, EmailBlock
 from orchestration.errors import ConfigError
 
-CONNECTORS: dict[str, type[Connector]] = {"webhook": WebhookConnector, "file": FileConnector}
+CONNECTORS: dict[str, type[Connector]] = {"webhook": WebhookConnector, "file": FileConnector,
+                                          "kafka": KafkaConnector, "email": SmtpConnector}
 CHANNEL_NAMES = tuple(CONNECTORS)
 
 
@@ -28,20 +31,58 @@ def _env(name: str, destination: str, environ) -> str:
     return value
 
 
-def connector_for(d: Destination, run_id: str, home: Path, environ=None) -> Connector:
+def email_templates(block: EmailBlock, folder: Path) -> tuple[str | None, str | None]:
+    """The html and text bodies, read from their files where the block names files."""
+    def read(inline: str | None, file: str | None) -> str | None:
+        if file is None:
+            return inline
+        path = folder / file
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the e-mail template ({exc.strerror})") from None
+
+    return read(block.html, block.html_file), read(block.text, block.text_file)
+
+
+def connector_for(d: Destination, run: dict, home: Path, folder: Path, environ=None) -> Connector:
+    """The connector for one run (`run`: its run_id, audience and audience_version)."""
     environ = os.environ if environ is None else environ
     if d.channel == "webhook":
         w = d.webhook
-        assert w is not None
         url = w.url or _env(w.url_env, d.name, environ)
         secret = _env(w.secret_env, d.name, environ) if w.secret_env else ""
         return WebhookConnector(WebhookSettings(url=url, secret=secret, params=dict(w.params),
                                                 timeout_s=w.timeout_s, batch_size=d.batch_size,
                                                 concurrency=d.concurrency, webhook_id=d.name),
-                                task_id=run_id)
+                                task_id=run["run_id"])
     if d.channel == "file":
         block = d.file_block
-        folder = Path(block.folder)
-        folder = (folder if folder.is_absolute() else home / folder) / d.name
-        return FileConnector(FileSettings(folder=folder, format=block.format, id_form=d.id_form), run_id)
+        target = Path(block.folder)
+        target = (target if target.is_absolute() else home / target) / d.name
+        return FileConnector(FileSettings(folder=target, format=block.format, id_form=d.id_form),
+                             run["run_id"])
+    if d.channel == "kafka":
+        k = d.kafka
+        client: dict[str, str] = {"security.protocol": k.security_protocol}
+        if k.sasl_mechanism:
+            client.update({"sasl.mechanism": k.sasl_mechanism,
+                           "sasl.username": _env(k.username_env, d.name, environ),
+                           "sasl.password": _env(k.password_env, d.name, environ)})
+        return KafkaConnector(KafkaSettings(
+            bootstrap_servers=k.bootstrap_servers or _env(k.bootstrap_servers_env, d.name, environ),
+            topic=k.topic, audience=run["audience"], version=int(run["audience_version"]),
+            destination=d.name, timeout_s=k.timeout_s, client=client))
+    if d.channel == "email":
+        e = d.email
+        html, text = email_templates(e, folder)
+        return SmtpConnector(SmtpSettings(
+            host=e.smtp_host or _env(e.smtp_host_env, d.name, environ), port=e.smtp_port,
+            from_address=e.from_address, from_name=e.from_name, reply_to=e.reply_to,
+            subject=e.subject, html=html, text=text, destination=d.name,
+            unsubscribe_url=e.unsubscribe_url, unsubscribe_mailto=e.unsubscribe_mailto,
+            unsubscribe_secret=_env(e.unsubscribe_secret_env, d.name, environ),
+            starttls=e.starttls, timeout_s=e.timeout_s,
+            username=_env(e.username_env, d.name, environ) if e.username_env else None,
+            password=_env(e.password_env, d.name, environ) if e.password_env else None))
     raise ConfigError(f"destination {d.name}: no connector for channel {d.channel!r}")

@@ -219,7 +219,8 @@ def receive(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8780,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 for every interface.")] = "127.0.0.1",
 ) -> None:
-    """Run the receipt endpoint (POST /receipts/<destination>) until interrupted."""
+    """Run the receipt endpoint (POST /receipts/<destination>, and /unsubscribe/<destination> for
+    e-mail links) until interrupted."""
     import time
 
     from orchestration.delivery.receipts import ReceiptServer
@@ -227,8 +228,10 @@ def receive(
 
     dests = _destinations()
     server = ReceiptServer(dests, load_settings().home, port=port, host=host).start()
-    names = ", ".join(sorted(server.verifiers)) or "none (no destination has receipts:)"
-    console.print(f"receipts at {server.url}/<destination> for {names}; Ctrl-C to stop", soft_wrap=True)
+    names = ", ".join(server.names) or "none (no destination has receipts: or an e-mail channel)"
+    console.print(f"receipts at {server.url}/<destination>, unsubscribe links at "
+                  f"{server.url.removesuffix('/receipts')}/unsubscribe/<destination>, for {names}; "
+                  "Ctrl-C to stop", soft_wrap=True)
     try:
         while True:
             time.sleep(3600)

@@ -95,7 +95,7 @@ def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_typ
     version and the key prefix (filled by the caller)."""
     txt = wh.sql_type("text")
     params: list = []
-    variables = d.webhook.variables if d.webhook else {}
+    variables = d.variables
     needs_tags = id_type != audience_id_type or bool(variables)
     id_expr = "m.id_value" if id_type == audience_id_type else f"cast(u.{qident(id_type)} as {txt})"
     var_cols = []
@@ -249,12 +249,26 @@ def _send_batch(connector: Connector, d: Destination, id_type: str, backoff: Bac
     if not members:
         return _BatchResult(batch_no, rows, invalid, 0)
     limiter.acquire(len(members))
+    settled: dict[str, Outcome] = {}
+    remaining = members
+
+    def attempt() -> list[Outcome]:
+        nonlocal remaining
+        try:
+            return connector.deliver(remaining, batch_no)
+        except TransientError as exc:  # keep what was settled; the retry sends the rest
+            settled.update((o.key, o) for o in exc.partial)
+            remaining = [m for m in remaining if m.key not in settled]
+            if not remaining:
+                return []
+            raise
+
     try:
-        outcomes, attempts = backoff.call(lambda: connector.deliver(members, batch_no))
+        outcomes, attempts = backoff.call(attempt)
     except TransientError as exc:
-        return _BatchResult(batch_no, rows, invalid, getattr(exc, "attempts", backoff.max_attempts),
-                            exhausted=str(exc))
-    return _BatchResult(batch_no, rows, [*invalid, *outcomes], attempts)
+        return _BatchResult(batch_no, rows, [*invalid, *settled.values()],
+                            getattr(exc, "attempts", backoff.max_attempts), exhausted=str(exc))
+    return _BatchResult(batch_no, rows, [*invalid, *settled.values(), *outcomes], attempts)
 
 
 def _flush(wh: Warehouse, conn, d: Destination, run: dict, results: list[_BatchResult]) -> None:
@@ -342,10 +356,10 @@ def _pending_windows(wh: Warehouse, conn, run_id: str, batch_size: int):
         start += step
 
 
-def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path,
+def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path, folder: Path,
               progress: Progress | None, environ) -> tuple[str, str]:
     """Send a run's pending rows; (final status, error)."""
-    connector = connector_for(d, run["run_id"], home, environ)
+    connector = connector_for(d, run, home, folder, environ)
     backoff = Backoff(d.retries.max_attempts, d.retries.initial_backoff_s, d.retries.max_backoff_s)
     limiter = RateLimiter(d.rate_limit)
     breaker = CircuitBreaker(d.breaker_failures)
@@ -486,7 +500,7 @@ def deliver(dests: Destinations, name: str, *, wh: Warehouse | None = None, dry_
         if dry_run:
             return _dry_run(wh, conn, dests, d, unfinished, trigger)
         for run_id in unfinished:
-            summaries.append(_execute(wh, conn, d, run_id, progress, environ, resumed=True))
+            summaries.append(_execute(wh, conn, dests, d, run_id, progress, environ, resumed=True))
             if summaries[-1].status == "stopped":
                 return summaries
         with wh.transaction(conn):
@@ -500,15 +514,19 @@ def deliver(dests: Destinations, name: str, *, wh: Warehouse | None = None, dry_
             _check_channel(wh, conn, dests, d, version)
             run_id = uuid.uuid4().hex
             _plan(wh, conn, dests, d, version, run_id, trigger)
-        summaries.append(_execute(wh, conn, d, run_id, progress, environ))
+        summaries.append(_execute(wh, conn, dests, d, run_id, progress, environ))
     return summaries
 
 
-def _execute(wh: Warehouse, conn, d: Destination, run_id: str, progress, environ,
-             resumed: bool = False) -> RunSummary:
+def _execute(wh: Warehouse, conn, dests: Destinations, d: Destination, run_id: str, progress,
+             environ, resumed: bool = False) -> RunSummary:
     started = time.perf_counter()
     run = _run_row(wh, conn, run_id)
-    status, error = _send_run(wh, conn, d, run, wh.settings.home, progress, environ)
+    try:
+        status, error = _send_run(wh, conn, d, run, wh.settings.home, dests.folder, progress, environ)
+    except UserError as exc:  # e.g. a missing credential or topic: the run waits, resumable
+        _finish_run(wh, conn, run_id, "stopped", str(exc))
+        raise
     counts = _finish_run(wh, conn, run_id, status, error)
     return RunSummary(run_id=run_id, destination=d.name, audience=run["audience"],
                       audience_version=int(run["audience_version"]), mode=run["mode"], status=status,
@@ -602,7 +620,7 @@ def replay(dests: Destinations, name: str, *, wh: Warehouse | None = None,
                         {', '.join(['%s'] * len(store.RUN_COUNTS))}, %s)""",
                        [run_id, d.name, d.channel, source["audience"], source["audience_version"],
                         source["mode"], source["id_type"], d.id_form, *counts, _now()])
-        return _execute(wh, conn, d, run_id, progress, environ)
+        return _execute(wh, conn, dests, d, run_id, progress, environ)
 
 
 def runs(wh: Warehouse, destination: str | None = None, limit: int = 50) -> list[dict]:

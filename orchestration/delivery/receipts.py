@@ -55,10 +55,13 @@ class ReceiptServer:
         self.spool.mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()
         self.verifiers: dict[str, SignatureVerifier] = {}
+        self.unsubscribe_secrets: dict[str, str] = {}
         for name, d in dests.destinations.items():
             if d.webhook is not None and d.webhook.receipts is not None:
                 secret = environ.get(d.webhook.secret_env, "") if d.webhook.secret_env else ""
                 self.verifiers[name] = SignatureVerifier(secret)
+            if d.email is not None and environ.get(d.email.unsubscribe_secret_env):
+                self.unsubscribe_secrets[name] = environ[d.email.unsubscribe_secret_env]
         self.http = JsonServer(self.handle, host, port, name="oa-receipts")
 
     @property
@@ -72,6 +75,10 @@ class ReceiptServer:
     def stop(self) -> None:
         self.http.stop()
 
+    @property
+    def names(self) -> list[str]:
+        return sorted(set(self.verifiers) | set(self.unsubscribe_secrets))
+
     def _write(self, destination: str, verdicts: list[dict]) -> None:
         with self.lock, (self.spool / f"{destination}.jsonl").open("a", encoding="utf-8") as f:
             for v in verdicts:
@@ -79,10 +86,31 @@ class ReceiptServer:
             f.flush()
             os.fsync(f.fileno())
 
-    def handle(self, path: str, headers, body: bytes, now: float | None = None) -> tuple[int, dict]:
+    def unsubscribe(self, name: str, token: str, received_at: str) -> tuple[int, str]:
+        """An unsubscribe link (GET) or RFC 8058 one-click (POST) from an e-mail."""
+        from connectors.smtp import check_token
+
+        key = check_token(self.unsubscribe_secrets[name], name, token)
+        if key is None:
+            self._write(name, [{"verdict": "rejected", "reason": "unsubscribe: the token is not genuine",
+                                "received_at": received_at}])
+            return 400, "<p>This unsubscribe link is not valid.</p>"
+        self._write(name, [{"msg_id": f"unsubscribe:{key}", "status_code": "unsubscribe",
+                            "status": "unsubscribed", "cst_id": "", "send_time": "",
+                            "idempotency_key": key, "received_at": received_at,
+                            "verdict": "accepted", "reason": ""}])
+        return 200, "<p>You are unsubscribed and will get no more of these e-mails.</p>"
+
+    def handle(self, method: str, path: str, headers, body: bytes,
+               now: float | None = None) -> tuple[int, dict | str]:
         now = time.time() if now is None else now
         url = urlparse(path)
         parts = url.path.strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "unsubscribe" and parts[1] in self.unsubscribe_secrets:
+            stamp = dt.datetime.fromtimestamp(now, dt.UTC).replace(tzinfo=None).isoformat()
+            return self.unsubscribe(parts[1], parse_qs(url.query).get("token", [""])[0], stamp)
+        if method != "POST":
+            return 405, {"code": "METHOD_NOT_ALLOWED", "message": "POST receipts here"}
         if len(parts) != 2 or parts[0] != "receipts" or parts[1] not in self.verifiers:
             return 404, {"code": "NOT_FOUND", "message": "POST /receipts/<destination with receipts:>"}
         name = parts[1]
@@ -172,14 +200,14 @@ def ingest(wh: Warehouse, dests: Destinations) -> dict[str, int]:
 def _insert(wh: Warehouse, conn, destination: str, rows: list[dict], dests: Destinations,
             totals: dict[str, int]) -> None:
     keys = [r.get("idempotency_key") or "" for r in rows]
-    known = set()
+    known: dict[str, str] = {}
     for i in range(0, len(keys), 500):
         chunk = [k for k in keys[i:i + 500] if k]
         if chunk:
             marks = ", ".join(["%s"] * len(chunk))
-            sql = (f"select distinct idempotency_key from {store.LOG} where destination = %s "
+            sql = (f"select distinct idempotency_key, id_value from {store.LOG} where destination = %s "
                    f"and idempotency_key in ({marks})")
-            known |= {k for (k,) in wh.execute(conn, sql, [destination, *chunk])}
+            known.update(wh.execute(conn, sql, [destination, *chunk]))
     seen = set(wh.execute(conn, f"select msg_id, status_code, send_time from {RECEIPTS} "
                                 "where destination = %s and verdict = 'accepted'", [destination]))
     out: dict[str, list] = {k: [] for k in ("msg_id", "idempotency_key", "cst_id", "status_code", "status",
@@ -197,9 +225,10 @@ def _insert(wh: Warehouse, conn, destination: str, rows: list[dict], dests: Dest
             if marker in seen:
                 continue  # the same receipt again
             seen.add(marker)
+            r["cst_id"] = r.get("cst_id") or known[r["idempotency_key"]]
             mapped = SUPPRESSING.get(r.get("status") or "")
             if mapped:
-                suppress.append((r.get("cst_id") or "", mapped[0]))
+                suppress.append((r["cst_id"], mapped[0]))
         totals[verdict] = totals.get(verdict, 0) + 1
         for k, v in (("msg_id", r.get("msg_id")), ("idempotency_key", r.get("idempotency_key")),
                      ("cst_id", r.get("cst_id")), ("status_code", r.get("status_code")),

@@ -51,6 +51,37 @@ class Destinations:
         return [n for n, d in self.destinations.items() if d.audience == audience]
 
 
+def _check_email(d: Destination, folder: Path, report) -> None:
+    """The templates parse, and name only the member's variables, email and unsubscribe_url."""
+    import jinja2
+
+    from connectors.smtp import TEMPLATE_NAMES, undeclared
+    from orchestration.delivery.channels import email_templates
+    from orchestration.errors import ConfigError
+
+    e = d.email
+    try:
+        html, text = email_templates(e, folder)
+    except ConfigError as exc:
+        report(("email", "html_file" if e.html_file else "text_file"), str(exc))
+        return
+    known = set(d.variables) | set(TEMPLATE_NAMES)
+    for field, source, is_html in (("subject", e.subject, False),
+                                   ("html_file" if e.html_file else "html", html, True),
+                                   ("text_file" if e.text_file else "text", text, False)):
+        if source is None:
+            continue
+        try:
+            names = undeclared(source, is_html)
+        except jinja2.TemplateSyntaxError as exc:
+            report(("email", field), f"template error on its line {exc.lineno}: {exc.message}")
+            continue
+        for name in sorted(names - known):
+            report(("email", field), f"the template uses {{{{ {name} }}}}, which is neither a variable "
+                                     f"of this destination nor one of {', '.join(TEMPLATE_NAMES)}"
+                                     f"{suggest(name, known)}")
+
+
 def destination_files(folder: Path = DESTINATION_DIR) -> list[Path]:
     if not folder.is_dir():
         return []
@@ -107,11 +138,19 @@ def load_destinations(folder: Path = DESTINATION_DIR, audiences: Project | None 
                 report(("id_form",), f"{d.channel} takes {id_type} as {' or '.join(forms)}, not {d.id_form}")
             if d.batch_size > caps.max_batch_size:
                 report(("batch_size",), f"{d.channel} takes at most {caps.max_batch_size:,} per batch")
-        if d.webhook is not None:
-            for var, spec in d.webhook.variables.items():
-                if spec.tag not in audiences.catalog.tags:
-                    report(("webhook", "variables", var, "tag"),
-                           f"unknown tag {spec.tag!r}{suggest(spec.tag, audiences.catalog.tags)}")
+        used = d.webhook.uses() if d.webhook is not None else set()
+        for name in sorted(used - set(d.variables)):
+            report(("webhook", "params"), f"the params use ${{{name}}} but variables: does not define it")
+        if d.channel == "webhook":
+            for name in sorted(set(d.variables) - used):
+                report(("variables", name), f"variable {name!r} is defined but no webhook parameter "
+                                            f"uses ${{{name}}}")
+        if d.email is not None:
+            _check_email(d, path.parent, report)
+        for var, spec in d.variables.items():
+            if spec.tag not in audiences.catalog.tags:
+                report(("variables", var, "tag"),
+                       f"unknown tag {spec.tag!r}{suggest(spec.tag, audiences.catalog.tags)}")
         destinations.setdefault(d.name, d)
         paths.setdefault(d.name, path)
     policies = Policies()

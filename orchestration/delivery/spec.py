@@ -14,12 +14,12 @@ channel:
     batch_size: 100
     rate_limit: 2000          # members per second; 0 for no limit
     concurrency: 4            # batches in flight
+    variables:
+      city: {tag: city, if_missing: default, default: "your city"}
     webhook:
       url_env: OA_CRM_WEBHOOK_URL
       secret_env: OA_CRM_WEBHOOK_SECRET
       params: {coupon: SUMMER25, text: "Hello from ${city}"}
-      variables:
-        city: {tag: city, if_missing: default, default: "your city"}
 
 Credentials are named by environment variable only (``*_env``); their values never enter a
 file, a log or the warehouse. Files whose name starts with ``_`` are not destinations:
@@ -33,7 +33,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-CHANNELS = ("webhook", "file")
+CHANNELS = ("webhook", "file", "kafka", "email")
 SCHEDULES = ("on_change", "manual", "hourly", "daily", "weekly", "monthly")
 CRONS = {"hourly": "0 * * * *", "daily": "30 3 * * *", "weekly": "30 3 * * 1",
          "monthly": "30 3 1 * *"}
@@ -90,7 +90,6 @@ class WebhookBlock(Strict):
     secret_env: str | None = None
     timeout_s: float = Field(10, gt=0, le=120)
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    variables: dict[str, Variable] = Field(default_factory=dict)
     receipts: Receipts | None = None
 
     _names = field_validator("url_env", "secret_env")(_env_name)
@@ -102,21 +101,87 @@ class WebhookBlock(Strict):
                              "one of them")
         if self.url is not None and not re.match(r"https?://", self.url):
             raise ValueError(f"url {self.url!r} must start with http:// or https://")
-        used = {name for value in self.params.values() if isinstance(value, str)
-                for name in _VAR.findall(value)}
-        missing = sorted(used - set(self.variables))
-        if missing:
-            raise ValueError(f"params use ${{{missing[0]}}} but variables: does not define it")
-        unused = sorted(set(self.variables) - used)
-        if unused:
-            raise ValueError(f"variable {unused[0]!r} is defined but no parameter uses ${{{unused[0]}}}")
         return self
+
+    def uses(self) -> set[str]:
+        """The variables its parameters name as ${name}."""
+        return {name for value in self.params.values() if isinstance(value, str)
+                for name in _VAR.findall(value)}
 
 
 class FileBlock(Strict):
     folder: str = "exports"
     """Where run folders go: relative to OA_HOME, or absolute."""
     format: Literal["csv", "parquet"] = "csv"
+
+
+class KafkaBlock(Strict):
+    """One JSON message per member change on `topic`, keyed by the id."""
+
+    bootstrap_servers: str | None = None
+    bootstrap_servers_env: str | None = None
+    topic: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username_env: str | None = None
+    password_env: str | None = None
+    timeout_s: float = Field(30, gt=0, le=600)
+
+    _names = field_validator("bootstrap_servers_env", "username_env", "password_env")(_env_name)
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaBlock:
+        if (self.bootstrap_servers is None) == (self.bootstrap_servers_env is None):
+            raise ValueError("give the brokers as bootstrap_servers: or bootstrap_servers_env:, one of them")
+        if self.security_protocol.startswith("SASL") and not (self.username_env and self.password_env
+                                                              and self.sasl_mechanism):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism, "
+                             "username_env and password_env")
+        return self
+
+
+class EmailBlock(Strict):
+    """E-mail over SMTP. `subject`, `html` and `text` are Jinja2 templates over the member's
+    variables plus `unsubscribe_url`; `html`/`text` may instead name a file (`html_file`,
+    `text_file`) relative to destinations/."""
+
+    smtp_host: str | None = None
+    smtp_host_env: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    username_env: str | None = None
+    password_env: str | None = None
+    from_address: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    from_name: str = ""
+    reply_to: str | None = None
+    subject: str
+    html: str | None = None
+    html_file: str | None = None
+    text: str | None = None
+    text_file: str | None = None
+    unsubscribe_url: str = Field(pattern=r"^https?://")
+    """Where the unsubscribe link goes; `{token}` in it is replaced by the member's token."""
+    unsubscribe_secret_env: str
+    """Signs the unsubscribe tokens, so that nobody can unsubscribe someone else."""
+    unsubscribe_mailto: str | None = None
+    timeout_s: float = Field(30, gt=0, le=600)
+
+    _names = field_validator("smtp_host_env", "username_env", "password_env",
+                             "unsubscribe_secret_env")(_env_name)
+
+    @model_validator(mode="after")
+    def _check(self) -> EmailBlock:
+        if (self.smtp_host is None) == (self.smtp_host_env is None):
+            raise ValueError("give the server as smtp_host: or smtp_host_env:, one of them")
+        if not (self.html or self.html_file or self.text or self.text_file):
+            raise ValueError("give a body: html:, html_file:, text: or text_file:")
+        if self.html and self.html_file or self.text and self.text_file:
+            raise ValueError("give each body once: html: or html_file:, text: or text_file:")
+        if (self.username_env is None) != (self.password_env is None):
+            raise ValueError("SMTP login needs both username_env and password_env")
+        if "{token}" not in self.unsubscribe_url:
+            raise ValueError("unsubscribe_url must contain {token}, the member's unsubscribe token")
+        return self
 
 
 class Retries(Strict):
@@ -130,7 +195,7 @@ class Destination(Strict):
     description: str = ""
     owner: str = ""
     audience: str
-    channel: Literal["webhook", "file"]
+    channel: Literal["webhook", "file", "kafka", "email"]
     id_type: str | None = None
     id_form: Literal["raw", "md5", "sha256"] = "raw"
     mode: Literal["diff", "full"] = "diff"
@@ -141,8 +206,12 @@ class Destination(Strict):
     retries: Retries = Retries()
     breaker_failures: int = Field(5, ge=1, le=1000)
     """Consecutive batches failing after every retry that stop the run (the rest stays pending)."""
+    variables: dict[str, Variable] = Field(default_factory=dict)
+    """Per-member values from user_tags: ${name} in webhook params, {{ name }} in e-mail templates."""
     webhook: WebhookBlock | None = None
     file: FileBlock | None = None
+    kafka: KafkaBlock | None = None
+    email: EmailBlock | None = None
 
     @property
     def file_block(self) -> FileBlock:
