@@ -32,7 +32,7 @@ class Capabilities:
     max_batch_size: int = 10_000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is slow on the hot path
 class Member:
     """One change to deliver: `id_value` is already normalised and in the destination's form."""
 
@@ -44,7 +44,7 @@ class Member:
     variables: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     key: str
     ok: bool

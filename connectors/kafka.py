@@ -78,24 +78,33 @@ class KafkaConnector(Connector):
             self.open()
         ts = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         results: dict[str, Outcome] = {}
+        # one callback that finds the member by its message key (its id), while ids are unique in
+        # the batch (a replay may hold one id under two keys: then one callback per message)
+        keys = {m.id_value.encode(): m.key for m in batch}
+        unique = len(keys) == len(batch)
 
-        def done(err, msg, key: str) -> None:
+        def done(err, msg, key: str | None = None) -> None:
+            key = key or keys[msg.key()]
             if err is None:
-                results[key] = Outcome(key, True, "OK", external_id=f"{msg.partition()}:{msg.offset()}")
+                results[key] = Outcome(key, True, "OK")
             else:
                 results[key] = Outcome(key, False, "retriable" if err.retriable() else err.name(), err.str())
 
+        # the constant part of every message once; json.dumps only for the values that vary
+        head = json.dumps({"audience": self.settings.audience, "version": self.settings.version,
+                           "ts": ts}, separators=(",", ":"))[:-1]
+        topic, destination = self.settings.topic, self.settings.destination.encode()
         with self.lock:  # one flush per batch; batches from several threads queue here
             for m in batch:
-                value = json.dumps({"audience": self.settings.audience, "version": self.settings.version,
-                                    "op": m.op, "id_type": m.id_type, "id": m.id_value, "ts": ts,
-                                    "idempotency_key": m.key}, separators=(",", ":"))
+                value = (f'{head},"op":"{m.op}","id_type":{json.dumps(m.id_type)},'
+                         f'"id":{json.dumps(m.id_value)},"idempotency_key":"{m.key}"}}')
                 while True:
                     try:
                         self.producer.produce(
-                            self.settings.topic, key=m.id_value.encode(), value=value.encode(),
-                            headers={"idempotency-key": m.key, "destination": self.settings.destination},
-                            on_delivery=lambda err, msg, key=m.key: done(err, msg, key))
+                            topic, key=m.id_value.encode(), value=value.encode(),
+                            headers=[("idempotency-key", m.key.encode()), ("destination", destination)],
+                            on_delivery=done if unique else
+                            (lambda err, msg, key=m.key: done(err, msg, key)))
                         break
                     except BufferError:  # the local queue is full: let it drain
                         self.producer.poll(0.05)

@@ -52,6 +52,10 @@ class WebhookReceiver:
         self.http.stop()
 
     def handle(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict]:
+        if method == "GET" and urlparse(path).path.endswith("/stats"):
+            with self.state.lock:
+                return 200, {"accepted": len(self.state.accepted), "requests": self.state.requests,
+                             "repeats": sum(self.state.seen.values()) - len(self.state.seen)}
         if method != "POST":
             return 405, {"code": "METHOD_NOT_ALLOWED", "message": "POST messages here", "requestId": ""}
         with self.state.lock:
@@ -98,3 +102,28 @@ class WebhookReceiver:
         if not isinstance(payload, list):
             return 200, {"code": results[0]["code"], "message": results[0]["message"], "requestId": ""}
         return 200, {"code": "PARTIAL", "results": results, "requestId": ""}
+
+
+def main() -> None:
+    """`python -m connectors.webhook_receiver --port 8765 [--secret-env NAME]`: serve until killed;
+    GET /stats answers how many messages it accepted."""
+    import argparse
+    import os
+    import time
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--secret-env", default="", help="variable holding the shared secret")
+    args = parser.parse_args()
+    receiver = WebhookReceiver(secret=os.environ.get(args.secret_env, "") if args.secret_env else "",
+                               port=args.port).start()
+    print(receiver.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        receiver.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -54,7 +54,7 @@ def _peak_rss_kb(pid: int) -> int:
     return 0
 
 
-def _run_measured(cmd: list[str], env: dict[str, str]) -> tuple[int, str, int]:
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[int, str, int]:
     """Run a command, sampling its peak RSS until it exits; returns (code, output, peak kB)."""
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=log,
@@ -98,7 +98,7 @@ def bench_build(users: int, days: int, seed: int, console: Console) -> dict[str,
            str(PROJECT_ROOT), "--vars", json.dumps({"as_of": str(BENCH_END_DATE)})]
     started = time.perf_counter()
     with console.status("dbt build (seeds, models, tests)"):
-        returncode, output, peak_kb = _run_measured(cmd, env)
+        returncode, output, peak_kb = run_measured(cmd, env)
     figures["build_s"] = time.perf_counter() - started
     figures["build_peak_rss_mb"] = peak_kb / 1024
     if returncode != 0:
@@ -130,7 +130,7 @@ def _dbt_timed(args: list[str], env: dict[str, str], target_path: Path, console:
     dbt = str(Path(sys.executable).with_name("dbt"))
     cmd = [dbt, *args, "--project-dir", str(PROJECT_ROOT), "--profiles-dir", str(PROJECT_ROOT),
            "--target-path", str(target_path), "--vars", json.dumps({"as_of": str(BENCH_END_DATE)})]
-    returncode, output, _peak = _run_measured(cmd, env)
+    returncode, output, _peak = run_measured(cmd, env)
     if returncode != 0:
         console.print(output[-6000:])
         raise RuntimeError(f"dbt {' '.join(args)} failed during the benchmark")

@@ -637,6 +637,20 @@ def bench_audiences(
     run(count=count, console=console)
 
 
+@bench_app.command("deliveries")
+def bench_deliveries(
+    sizes: Annotated[str, typer.Option(help="Audience sizes, comma-separated.")] = "100000,1000000",
+) -> None:
+    """Members/s to Kafka (tansu) and to a batched webhook, and peak memory per audience size."""
+    from orchestration.delivery.bench import bench_deliveries as run
+
+    try:
+        numbers = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--sizes {sizes!r}: give whole numbers separated by commas") from None
+    run(numbers, console=console)
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

@@ -27,12 +27,12 @@ from orchestration.delivery.engine import deliver, replay, runs
 from orchestration.delivery.source import DestinationErrors, load_destinations
 from orchestration.delivery.suppression import add as suppress
 from orchestration.errors import UserError
-from orchestration.segments.engine import MEMBERS, VERSIONS, build
-from orchestration.segments.engine import ensure_tables as ensure_audience_tables
+from orchestration.segments.engine import MEMBERS, VERSIONS, build, write_version
 from orchestration.segments.source import AUDIENCE_DIR, load_project
 from orchestration.settings import PROJECT_ROOT
 from tests.conftest import OA
 from tests.support.faults import FaultProxy
+from tests.support.kafka import read_all, start_broker
 from tests.test_segments import CATALOG, TODAY
 
 ENGINES = ["duckdb", "postgres"]
@@ -140,22 +140,9 @@ def _members(wh, audience: str, version: int | None = None) -> dict[str, str]:
 
 
 def _synthetic_version(wh, audience: str, id_type: str, ids: list[str]) -> int:
-    """A new version of `audience` holding exactly `ids` (one_id = 'p' + id), written the way
-    the audience engine writes one: the delivery side reads nothing else."""
-    with wh.connect() as conn:
-        ensure_audience_tables(wh, conn)
-        v = (wh.execute(conn, f"select max(version) from {VERSIONS} where audience = %s",
-                        [audience])[0][0] or 0) + 1
-        wh.execute(conn, f"insert into {VERSIONS} (audience, version, definition_hash, built_at, as_of, "
-                         "id_type, size, added, removed, dropped, matched, trigger, kept, compiled_sql) "
-                         "values (%s, %s, 'test', %s, %s, %s, %s, 0, 0, 0, %s, 'test', true, '')",
-                   [audience, v, dt.datetime(2026, 6, 29), TODAY, id_type, len(ids), len(ids)])
-        n = len(ids)
-        wh.insert_arrow(conn, MEMBERS, pa.table({
-            "audience": pa.array([audience] * n), "version": pa.array([v] * n, pa.int64()),
-            "one_id": pa.array(["p" + i for i in ids]), "id_type": pa.array([id_type] * n),
-            "id_value": pa.array(ids)}))
-    return v
+    """A new version of `audience` holding exactly `ids` (one_id = 'p' + id)."""
+    return write_version(wh, audience, id_type, pa.table({"one_id": ["p" + i for i in ids],
+                                                          "id_value": ids}), TODAY, "test")
 
 
 def _folders(tmp_path: Path, destinations: dict[str, str], audiences: dict[str, str] | None = None,
@@ -597,7 +584,6 @@ def test_delivery_models_count_the_funnel_receipts_and_conversions(built_engines
 # -- Kafka ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def broker():
-    from tests.support.kafka import start_broker
 
     b = start_broker()
     yield b
@@ -620,7 +606,7 @@ def test_kafka_gets_one_keyed_message_per_change_then_adds_and_removes(
     dests = load_destinations(d, load_project(a))
     [run] = deliver(dests, "stream", wh=wh)
     assert run.status == "succeeded" and run.counts["sent"] == 5000
-    messages = broker.read_all(topic, 5000)
+    messages = read_all(broker, topic, 5000)
     assert len(messages) == 5000
     bodies = [json.loads(m.value()) for m in messages]
     assert {b["id"] for b in bodies} == {hashlib.sha256(i.encode()).hexdigest() for i in ids}
@@ -635,7 +621,7 @@ def test_kafka_gets_one_keyed_message_per_change_then_adds_and_removes(
     v2 = _synthetic_version(wh, "stream_people", "one_id", ids[100:] + [f"n{i}" for i in range(50)])
     [diff] = deliver(dests, "stream", wh=wh)
     assert diff.counts["sent"] == 150
-    everything = [json.loads(m.value()) for m in broker.read_all(topic, 5150)]
+    everything = [json.loads(m.value()) for m in read_all(broker, topic, 5150)]
     assert len(everything) == 5150
     later = sorted((b["op"], b["id"]) for b in everything if b["version"] == v2)
     assert later == sorted([("remove", hashlib.sha256(i.encode()).hexdigest()) for i in ids[:100]]
@@ -746,3 +732,53 @@ def test_email_over_smtp_with_unsubscribe_headers_refusals_and_the_link(
     assert again.audience_version == v
     assert wh.query(f"select id_value, rule from {store.LOG} where run_id = %s and status = 'suppressed'",
                     [again.run_id]) == [(emails[0], "suppressed: unsubscribe")]
+
+
+# -- SMS ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sms_sends_phone_files_polls_reports_and_times_out_silent_numbers(
+        built_engines, tmp_path, monkeypatch, engine):
+    from orchestration.delivery.receipts import RECEIPTS
+    from orchestration.delivery.sms_reports import poll
+    from tests.support.sms_platform import FileServer, SmsPlatform
+
+    wh = built_engines[engine].warehouse
+    _reset_delivery(wh)
+    platform = SmsPlatform()
+    files = FileServer(wh.settings.home / "sms_files")
+    monkeypatch.setenv("OA_TEST_SMS_API", platform.url)
+    monkeypatch.setenv("OA_TEST_SMS_FILES", files.url)
+    a, d = _folders(tmp_path, {"promo_sms": "name: promo_sms\naudience: sms_people\nchannel: sms\n"
+                                            "batch_size: 1000\nsms:\n  base_url_env: OA_TEST_SMS_API\n"
+                                            "  platform_name: acme-sms\n  sign_name: Shop\n"
+                                            "  template_code: T1\n  template_params: {coupon: S25}\n"
+                                            "  phone_files: {base_url_env: OA_TEST_SMS_FILES}\n"},
+                    {"sms_people": "name: sms_people\nid_type: mobile\nwhere:\n"
+                                   "  tag: {name: mobile, is_not_null: true}\n"})
+    phones = [f"138{i:08d}" for i in range(2500)]
+    _synthetic_version(wh, "sms_people", "mobile", phones)
+    dests = load_destinations(d, load_project(a))
+    try:
+        [run] = deliver(dests, "promo_sms", wh=wh)
+        assert run.status == "succeeded" and run.counts["sent"] == 2500
+        assert len(platform.batches) == 3 and platform.send_calls == 3
+        assert sorted(p for b in platform.batches.values() for p in b["phones"]) == phones
+        first = next(iter(platform.batches.values()))["request"]
+        assert (first["signName"], first["templateCode"], json.loads(first["templateParam"])) == (
+            "Shop", "T1", {"coupon": "S25"})
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        t = poll(wh, dests, now=now)
+        silent = sum(1 for p in phones if p.endswith("9"))
+        failing = sum(1 for p in phones if p.endswith("3"))
+        assert t == {"delivered": 2500 - silent - failing, "failed": failing, "timed_out": 0,
+                     "waiting": silent}
+        assert platform.detail_calls == 3 + 0  # one page per batch of at most 1,000
+        later = poll(wh, dests, now=now + dt.timedelta(hours=73))
+        assert later == {"delivered": 0, "failed": silent, "timed_out": silent, "waiting": 0}
+        assert poll(wh, dests, now=now + dt.timedelta(hours=74))["failed"] == 0  # nothing twice
+        rows = wh.query(f"select status, count(*) from {RECEIPTS} where destination = 'promo_sms' "
+                        "group by status order by status")
+        assert rows == [("delivered", 2500 - silent - failing), ("failed", failing + silent)]
+    finally:
+        platform.stop()
+        files.stop()

@@ -9,13 +9,15 @@ from pathlib import Path
 from connectors.base import Capabilities, Connector
 from connectors.files import FileConnector, FileSettings
 from connectors.kafka import KafkaConnector, KafkaSettings
+from connectors.sms import SmsConnector, SmsSettings
 from connectors.smtp import SmtpConnector, SmtpSettings
 from connectors.webhook import WebhookConnector, WebhookSettings
 from orchestration.delivery.spec import Destination, EmailBlock
 from orchestration.errors import ConfigError
 
 CONNECTORS: dict[str, type[Connector]] = {"webhook": WebhookConnector, "file": FileConnector,
-                                          "kafka": KafkaConnector, "email": SmtpConnector}
+                                          "kafka": KafkaConnector, "email": SmtpConnector,
+                                          "sms": SmsConnector}
 CHANNEL_NAMES = tuple(CONNECTORS)
 
 
@@ -85,4 +87,20 @@ def connector_for(d: Destination, run: dict, home: Path, folder: Path, environ=N
             starttls=e.starttls, timeout_s=e.timeout_s,
             username=_env(e.username_env, d.name, environ) if e.username_env else None,
             password=_env(e.password_env, d.name, environ) if e.password_env else None))
+    if d.channel == "sms":
+        return SmsConnector(sms_settings(d, home, environ), run["run_id"])
     raise ConfigError(f"destination {d.name}: no connector for channel {d.channel!r}")
+
+
+def sms_settings(d: Destination, home: Path, environ=None) -> SmsSettings:
+    environ = os.environ if environ is None else environ
+    m, files = d.sms, d.sms.phone_files
+    folder = Path(files.folder)
+    return SmsSettings(
+        base_url=m.base_url or _env(m.base_url_env, d.name, environ), platform_name=m.platform_name,
+        sign_name=m.sign_name, template_code=m.template_code, template_params=dict(m.template_params),
+        phone_folder=(folder if folder.is_absolute() else home / folder) / d.name,
+        phone_base_url=(files.base_url or _env(files.base_url_env, d.name, environ)).rstrip("/")
+        + f"/{d.name}",
+        destination=d.name, success_code=m.success_code, timeout_s=m.timeout_s,
+        token=_env(m.token_env, d.name, environ) if m.token_env else "")

@@ -248,3 +248,14 @@ def receipts_cmd() -> None:
     totals = ingest(Warehouse(), _destinations())
     console.print(f"{totals['accepted']:,} receipt(s) accepted, {totals['rejected']:,} rejected, "
                   f"{totals['suppressed']:,} id(s) added to the suppression list")
+
+
+@deliver_app.command("poll")
+def poll_cmd() -> None:
+    """Fetch SMS delivery reports (sendDetails) for sent batches still waiting for them."""
+    from orchestration.delivery.sms_reports import poll
+    from orchestration.warehouse import Warehouse
+
+    t = poll(Warehouse(), _destinations())
+    console.print(f"SMS reports: {t['delivered']:,} delivered, {t['failed']:,} failed "
+                  f"({t['timed_out']:,} of them without a report in 72 h), {t['waiting']:,} still waiting")

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -45,8 +47,8 @@ USER_TAGS = qualified("marts", "user_tags")
 IDENTITIES = qualified("marts", "dim_identities")
 PLAN = "oa_delivery_plan"
 RESULTS = "oa_delivery_results"
-FLUSH_SECONDS = 0.5
-FETCH_ROWS = 20_000
+FLUSH_SECONDS = 2.0
+FETCH_ROWS = 100_000
 PREVIEW_ROWS = 10
 Progress = Callable[[str, int, int], None]
 
@@ -90,7 +92,8 @@ def _json_object(engine: str, pairs: list[tuple[str, str]]) -> str:
 
 
 def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_type: str,
-                    caps: list, is_message: bool, removals: bool) -> tuple[str, list, int, int]:
+                    caps: list, is_message: bool, removals: bool,
+                    identities: bool = True) -> tuple[str, list, int, int]:
     """The statement that fills the plan table, its parameters, and the places in them of the
     version and the key prefix (filled by the caller)."""
     txt = wh.sql_type("text")
@@ -135,10 +138,14 @@ def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_typ
     ctes.append(f"sup_direct as (select id_value, min(reason) as reason from {store.SUPPRESSION} "
                 f"where channel in (%s, '*') and id_type = %s group by id_value)")
     params += [d.channel, id_type]
-    ctes.append(f"sup_people as (select i.one_id, min(s.reason) as reason from {store.SUPPRESSION} s "
-                f"join {IDENTITIES} i on i.id_type = s.id_type and i.id_value = s.id_value "
-                f"where s.channel in (%s, '*') group by i.one_id)")
-    params.append(d.channel)
+    if identities:
+        ctes.append(f"sup_people as (select i.one_id, min(s.reason) as reason from {store.SUPPRESSION} s "
+                    f"join {IDENTITIES} i on i.id_type = s.id_type and i.id_value = s.id_value "
+                    f"where s.channel in (%s, '*') group by i.one_id)")
+        params.append(d.channel)
+    else:  # a warehouse dbt has not built yet: suppression by the id itself only
+        ctes.append(f"sup_people as (select cast(null as {txt}) as one_id, cast(null as {txt}) as reason "
+                    "where 1 = 0)")
     cap_joins, cap_cases = [], []
     if is_message:
         for i, cap in enumerate(caps):
@@ -184,7 +191,8 @@ def _plan(wh: Warehouse, conn, dests: Destinations, d: Destination, version: int
     caps = capabilities(d.channel)
     sql, params, vi, pi = _plan_statement(wh, d, id_type, audience.id_type,
                                           dests.policies.frequency_caps, caps.is_message,
-                                          caps.supports_removals)
+                                          caps.supports_removals,
+                                          wh.table_exists("marts", "dim_identities", conn))
     params[vi] = version
     params[pi] = f"{d.name}|{d.audience}|{version}|"
     wh.execute(conn, f"drop table if exists {PLAN}")
@@ -463,6 +471,17 @@ def _lock(wh: Warehouse, conn, name: str) -> None:
         raise UserError(f"destination {name} is being delivered by another process; wait for it")
 
 
+def _bound_memory(wh: Warehouse, conn) -> None:
+    """A delivery holds at most a window of rows in Python; DuckDB gets its own smaller budget
+    (OA_DELIVERY_MEMORY_LIMIT, default 512MB) and spills past it, so memory stays flat as the
+    audience grows."""
+    if wh.engine == "duckdb":
+        limit = os.environ.get("OA_DELIVERY_MEMORY_LIMIT", "512MB")
+        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit, re.I):
+            raise UserError(f"OA_DELIVERY_MEMORY_LIMIT={limit!r}: give a size such as 512MB or 2GB")
+        wh.execute(conn, f"set memory_limit = '{limit}'")
+
+
 def _latest_version(wh: Warehouse, conn, audience: str) -> int:
     rows = wh.execute(conn, f"select max(version) from {VERSIONS} where audience = %s and kept", [audience])
     if not rows or rows[0][0] is None:
@@ -490,6 +509,7 @@ def deliver(dests: Destinations, name: str, *, wh: Warehouse | None = None, dry_
     d = dests.get(name)
     summaries: list[RunSummary] = []
     with wh.session() as conn:
+        _bound_memory(wh, conn)
         with wh.transaction(conn):
             ensure_audience_tables(wh, conn)
             store.ensure_tables(wh, conn)

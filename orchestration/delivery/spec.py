@@ -33,7 +33,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-CHANNELS = ("webhook", "file", "kafka", "email")
+CHANNELS = ("webhook", "file", "kafka", "email", "sms")
 SCHEDULES = ("on_change", "manual", "hourly", "daily", "weekly", "monthly")
 CRONS = {"hourly": "0 * * * *", "daily": "30 3 * * *", "weekly": "30 3 * * 1",
          "monthly": "30 3 1 * *"}
@@ -184,6 +184,47 @@ class EmailBlock(Strict):
         return self
 
 
+class PhoneFiles(Strict):
+    folder: str = "sms_files"
+    """Where the phone files are written: relative to OA_HOME, or absolute."""
+    base_url: str | None = None
+    base_url_env: str | None = None
+    """Where the platform fetches them (a bucket or an HTTP server over `folder`)."""
+
+    _names = field_validator("base_url_env")(_env_name)
+
+    @model_validator(mode="after")
+    def _check(self) -> PhoneFiles:
+        if (self.base_url is None) == (self.base_url_env is None):
+            raise ValueError("give the files' address as base_url: or base_url_env:, one of them")
+        return self
+
+
+class SmsBlock(Strict):
+    """The third-party SMS platform contract: sendBatch with a phone file, sendDetails reports."""
+
+    base_url: str | None = None
+    base_url_env: str | None = None
+    platform_name: str
+    token_env: str | None = None
+    sign_name: str = Field(min_length=1)
+    template_code: str = Field(min_length=1)
+    template_params: dict[str, str] = Field(default_factory=dict)
+    success_code: str = "OK"
+    phone_files: PhoneFiles
+    timeout_s: float = Field(30, gt=0, le=600)
+
+    _names = field_validator("base_url_env", "token_env")(_env_name)
+
+    @model_validator(mode="after")
+    def _check(self) -> SmsBlock:
+        if (self.base_url is None) == (self.base_url_env is None):
+            raise ValueError("give the platform as base_url: or base_url_env:, one of them")
+        if self.base_url is not None and not re.match(r"https?://", self.base_url):
+            raise ValueError(f"base_url {self.base_url!r} must start with http:// or https://")
+        return self
+
+
 class Retries(Strict):
     max_attempts: int = Field(6, ge=1, le=20)
     initial_backoff_s: float = Field(0.5, gt=0, le=60)
@@ -195,7 +236,7 @@ class Destination(Strict):
     description: str = ""
     owner: str = ""
     audience: str
-    channel: Literal["webhook", "file", "kafka", "email"]
+    channel: Literal["webhook", "file", "kafka", "email", "sms"]
     id_type: str | None = None
     id_form: Literal["raw", "md5", "sha256"] = "raw"
     mode: Literal["diff", "full"] = "diff"
@@ -212,6 +253,7 @@ class Destination(Strict):
     file: FileBlock | None = None
     kafka: KafkaBlock | None = None
     email: EmailBlock | None = None
+    sms: SmsBlock | None = None
 
     @property
     def file_block(self) -> FileBlock:

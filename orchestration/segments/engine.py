@@ -352,3 +352,24 @@ def ready_sql(wh: Warehouse, project: Project, name: str, today: dt.date) -> str
         check_inputs(wh, conn, compiled.requirements, set())
         stage_uploads(wh, conn, project, compiled.requirements)
     return to_sql(compiled.query, wh.engine, pretty=False)
+
+
+def write_version(wh: Warehouse, audience: str, id_type: str, members: pa.Table,
+                  as_of: dt.date, trigger: str = "import") -> int:
+    """Save `members` (columns one_id, id_value) as the audience's next version, as a build
+    would, without evaluating anything: for benchmarks and tests of what reads versions."""
+    with wh.connect() as conn:
+        ensure_tables(wh, conn)
+        v = int(wh.execute(conn, f"select coalesce(max(version), 0) from {VERSIONS} where audience = %s",
+                           [audience])[0][0]) + 1
+        n = members.num_rows
+        wh.execute(conn, f"insert into {VERSIONS} (audience, version, definition_hash, built_at, as_of, "
+                         "id_type, size, added, removed, dropped, matched, trigger, kept, compiled_sql) "
+                         "values (%s, %s, 'imported', %s, %s, %s, %s, 0, 0, 0, %s, %s, true, '')",
+                   [audience, v, dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0), as_of,
+                    id_type, n, n, trigger])
+        wh.insert_arrow(conn, MEMBERS, pa.table({
+            "audience": pa.array([audience] * n, pa.string()), "version": pa.array([v] * n, pa.int64()),
+            "one_id": members.column("one_id").cast(pa.string()), "id_type": pa.array([id_type] * n),
+            "id_value": members.column("id_value").cast(pa.string())}))
+    return v

@@ -147,10 +147,16 @@ def delivery_definitions() -> dg.Definitions:
             return requests
 
         sensors.append(deliveries_on_new_version)
-    if any(d.webhook is not None and d.webhook.receipts is not None for d in dests.destinations.values()):
+    if any(d.webhook is not None and d.webhook.receipts is not None or d.email is not None
+           or d.sms is not None for d in dests.destinations.values()):
         receipts_job, receipts_sensor = _receipt_definitions(dests, settings, tags)
         jobs.append(receipts_job)
         sensors.append(receipts_sensor)
+        if any(d.sms is not None for d in dests.destinations.values()):
+            schedules.append(dg.ScheduleDefinition(
+                name="delivery_reports_schedule", job=receipts_job, cron_schedule="*/15 * * * *",
+                execution_timezone=settings.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
+                description="Every 15 minutes: SMS delivery reports, and any spooled receipts."))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)
 
 
@@ -163,10 +169,19 @@ def _receipt_definitions(dests: Destinations, settings, tags: dict):
         totals = ingest(warehouse.get(), load_destinations(dests.folder, dests.audiences))
         context.log.info(f"receipts: {totals}")
         context.add_output_metadata({k: dg.MetadataValue.int(v) for k, v in totals.items()})
+        return totals["accepted"]
 
-    @dg.job(name="delivery_receipts", tags=tags, description="Load the receipts the endpoint spooled.")
+    @dg.op(name="poll_sms_reports", description="SMS sendDetails for batches waiting for reports.")
+    def poll_sms_reports(context: dg.OpExecutionContext, warehouse: WarehouseResource, after):
+        from orchestration.delivery.sms_reports import poll
+
+        totals = poll(warehouse.get(), load_destinations(dests.folder, dests.audiences))
+        context.add_output_metadata({k: dg.MetadataValue.int(v) for k, v in totals.items()})
+
+    @dg.job(name="delivery_receipts", tags=tags,
+            description="Load the receipts the endpoint spooled, then poll SMS delivery reports.")
     def delivery_receipts():
-        ingest_receipts()
+        poll_sms_reports(ingest_receipts())
 
     @dg.sensor(name="delivery_receipts_sensor", job=delivery_receipts, minimum_interval_seconds=60,
                default_status=dg.DefaultSensorStatus.RUNNING,
