@@ -10,6 +10,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Handle = Callable[[str, str, object, bytes], tuple[int, dict | str]]
+MAX_BODY = 64 * 1024 * 1024  # a batch of 1,000 webhook messages is far below this
 
 
 class JsonServer:
@@ -28,8 +29,17 @@ class JsonServer:
                 self.answer("GET")
 
             def answer(self, method: str) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, answer = handle(method, self.path, self.headers, body)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= MAX_BODY:
+                    status, answer = 400, {"code": "BAD_REQUEST",
+                                           "message": f"Content-Length must be 0 to {MAX_BODY} bytes"}
+                    self.close_connection = True
+                else:
+                    body = self.rfile.read(length)
+                    status, answer = handle(method, self.path, self.headers, body)
                 if isinstance(answer, str):
                     data, kind = answer.encode(), "text/html; charset=utf-8"
                 else:

@@ -74,6 +74,8 @@ class KafkaConnector(Connector):
             self.producer = None
 
     def deliver(self, batch: list[Member], batch_no: int = 0) -> list[Outcome]:
+        from confluent_kafka import KafkaError
+
         if self.producer is None:
             self.open()
         ts = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -88,7 +90,9 @@ class KafkaConnector(Connector):
             if err is None:
                 results[key] = Outcome(key, True, "OK")
             else:
-                results[key] = Outcome(key, False, "retriable" if err.retriable() else err.name(), err.str())
+                # a message purged from the local queue after a timeout was never written: retry it
+                retry = err.retriable() or err.code() == KafkaError._PURGE_QUEUE
+                results[key] = Outcome(key, False, "retriable" if retry else err.name(), err.str())
 
         # the constant part of every message once; json.dumps only for the values that vary
         head = json.dumps({"audience": self.settings.audience, "version": self.settings.version,
@@ -109,6 +113,9 @@ class KafkaConnector(Connector):
                     except BufferError:  # the local queue is full: let it drain
                         self.producer.poll(0.05)
             left = self.producer.flush(self.settings.timeout_s)
+            if left:  # drop what is still queued, so that the retry does not add a second copy
+                self.producer.purge(in_queue=True, in_flight=False)
+                self.producer.flush(self.settings.timeout_s)
         if left:
             raise TransientError(f"{left} message(s) unacknowledged after {self.settings.timeout_s:g} s",
                                  partial=[o for o in results.values() if o.ok])

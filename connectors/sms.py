@@ -83,7 +83,7 @@ class SmsConnector(Connector):
                                       data=json.dumps(body, ensure_ascii=False).encode("utf-8"))
         except requests.Timeout:
             raise TransientError(f"no reply from {path} within {s.timeout_s:g} s") from None
-        except requests.ConnectionError as exc:
+        except requests.RequestException as exc:
             raise TransientError(f"connection to the SMS platform failed: {type(exc).__name__}") from None
         if reply.status_code in _RETRY:
             raise TransientError(f"HTTP {reply.status_code} from {path}",
@@ -98,7 +98,10 @@ class SmsConnector(Connector):
         except ValueError:
             raise TransientError(f"HTTP {reply.status_code} from {path} with a body that is not JSON: "
                                  f"{reply.text[:120]!r}") from None
-        if not isinstance(answer, dict) or answer.get("platformName") != s.platform_name:
+        if not isinstance(answer, dict):
+            raise SmsContractError(f"{path} answered {type(answer).__name__} JSON, not an object "
+                                   f"(HTTP {reply.status_code})")
+        if answer.get("platformName") != s.platform_name:
             raise SmsContractError(f"{path} answered platformName {answer.get('platformName')!r} "
                                    f"(HTTP {reply.status_code}), not the configured {s.platform_name!r}")
         answer["_http"] = reply.status_code

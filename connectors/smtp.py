@@ -33,7 +33,8 @@ def unsubscribe_token(secret: str, destination: str, key: str) -> str:
 def check_token(secret: str, destination: str, token: str) -> str | None:
     """The idempotency key a genuine token names, or None."""
     key, _, _mac = token.partition(".")
-    if len(key) != 32 or not hmac.compare_digest(unsubscribe_token(secret, destination, key), token):
+    if len(key) != 32 or not hmac.compare_digest(unsubscribe_token(secret, destination, key).encode(),
+                                                 token.encode("utf-8", "replace")):
         return None
     return key
 
@@ -139,7 +140,12 @@ class SmtpConnector(Connector):
         try:
             for m in batch:
                 try:
-                    refused = smtp.send_message(self.message(m))
+                    message = self.message(m)
+                except (ValueError, TypeError) as exc:  # e.g. a line break in a header's value
+                    outcomes.append(Outcome(m.key, False, "invalid_message", str(exc)[:200]))
+                    continue
+                try:
+                    refused = smtp.send_message(message)
                 except smtplib.SMTPRecipientsRefused as exc:
                     code, text = next(iter(exc.recipients.values()))
                     if 400 <= code < 500:

@@ -45,7 +45,7 @@ WIRE_ID_TYPES = {
     "unionid": "UNION_ID", "openid": "OPEN_ID", "member_id": "MEMBER_ID",
 }
 _SPACE = re.compile(r"\s+")
-_RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+_RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}  # other 4xx/5xx: refused for good
 
 
 def sign(secret: str, timestamp: str, nonce: str) -> str:
@@ -86,14 +86,15 @@ class SignatureVerifier:
             raise SignatureError(f"timestamp {ts} is {abs(now - ts):.0f} s from now "
                                  f"(at most {self.max_skew_s:.0f} s)")
         expected = sign(self.secret, timestamp, nonce)
-        if not hmac.compare_digest(expected, signature or ""):
+        if not hmac.compare_digest(expected.encode(), (signature or "").encode("utf-8", "replace")):
             raise SignatureError("signature does not match")
-        for old, seen_at in list(self._seen.items()):
-            if now - seen_at > self.max_skew_s:
+        for old, expires in list(self._seen.items()):
+            if now > expires:
                 del self._seen[old]
         if nonce in self._seen:
             raise SignatureError(f"nonce {nonce} was already used (replay)")
-        self._seen[nonce] = now
+        # kept while its timestamp is still accepted
+        self._seen[nonce] = ts + self.max_skew_s
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -178,7 +179,7 @@ class WebhookConnector(Connector):
             reply = self.session.post(url, data=body, headers=headers, timeout=self.settings.timeout_s)
         except requests.Timeout:
             raise TransientError(f"no reply within {self.settings.timeout_s:g} s") from None
-        except requests.ConnectionError as exc:
+        except requests.RequestException as exc:  # refused, reset, a broken chunked body, ...
             raise TransientError(f"connection failed: {type(exc).__name__}") from None
         return self._outcomes(batch, reply)
 

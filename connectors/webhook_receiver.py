@@ -78,8 +78,11 @@ class WebhookReceiver:
         results, fresh = [], []
         with self.state.lock:
             for message in messages:
-                key = str((message.get("callback_params") or {}).get("msg_key") or "")
-                target = (message.get("user_profile") or {}).get("target_id")
+                message = message if isinstance(message, dict) else {}
+                callback = message.get("callback_params")
+                profile = message.get("user_profile")
+                key = str((callback if isinstance(callback, dict) else {}).get("msg_key") or "")
+                target = (profile if isinstance(profile, dict) else {}).get("target_id")
                 if not key or not target:
                     results.append({"msg_key": key, "code": "BAD_MESSAGE",
                                     "message": "needs user_profile.target_id and callback_params.msg_key"})

@@ -257,8 +257,8 @@ def test_suppression_and_frequency_caps_stop_messages_and_say_why(
     project = load_project(AUDIENCE_DIR, CATALOG)
     _, d = _folders(tmp_path, {"first": _hook("first", "shanghai_big_spenders"),
                                "second": _hook("second", "shanghai_big_spenders")},
-                    policies="frequency_caps:\n  - {name: once_a_week, channel: webhook, max: 1, "
-                             "days: 7}\n")
+                    policies="frequency_caps:\n  - {name: email_only, channel: email, max: 1, days: 7}\n"
+                             "  - {name: once_a_week, channel: webhook, max: 1, days: 7}\n")
     dests = load_destinations(d, project)
     members = _members(wh, "shanghai_big_spenders")
     mobiles = sorted(members)
@@ -455,8 +455,9 @@ def test_receipts_are_verified_recorded_and_unsubscribes_suppress(
     server = ReceiptServer(dests, wh.settings.home).start()
     url = server.url + "/crm_coupon_webhook"
 
-    def receipt(message, status, msg_id, **change):
-        body = {"msg_id": msg_id, "status": status, "cst_id": message["user_profile"]["target_id"],
+    def receipt(message, status, msg_id, cst_id=None, **change):
+        body = {"msg_id": msg_id, "status": status,
+                "cst_id": cst_id or message["user_profile"]["target_id"],
                 "send_time": message["callback_params"]["send_time"],
                 "callback_params": dict(message["callback_params"])}
         body["callback_params"].update(change)
@@ -464,7 +465,9 @@ def test_receipts_are_verified_recorded_and_unsubscribes_suppress(
 
     late_ms = int(time.time() - 80 * 3600) * 1000
     try:
-        ok = _post_receipts(url, [receipt(sent[0], "200", "m0"), receipt(sent[1], "410", "m1"),
+        # the unsubscribe names someone else as cst_id: the log's id for that key is suppressed
+        ok = _post_receipts(url, [receipt(sent[0], "200", "m0"),
+                                  receipt(sent[1], "410", "m1", cst_id="13999999999"),
                                   receipt(sent[2], "999", "m2"),
                                   receipt(sent[2], "200", "m3", send_time=str(late_ms)),
                                   receipt(sent[2], "200", "m4", msg_key="0" * 32),
@@ -493,6 +496,15 @@ def test_receipts_are_verified_recorded_and_unsubscribes_suppress(
     assert wh.query(f"select id_value, channel, reason from {store.SUPPRESSION}") == [
         (sent[1]["user_profile"]["target_id"], "webhook", "unsubscribe")]
     assert run.status == "succeeded"
+
+
+def test_the_receipt_endpoint_needs_the_secret_it_checks(delivered_audiences, monkeypatch, tmp_path):
+    from orchestration.delivery.receipts import ReceiptServer
+    from orchestration.errors import ConfigError
+
+    monkeypatch.delenv("OA_CRM_WEBHOOK_SECRET", raising=False)
+    with pytest.raises(ConfigError, match="OA_CRM_WEBHOOK_SECRET is not set"):
+        ReceiptServer(load_destinations(audiences=delivered_audiences), tmp_path)
 
 
 def test_the_examples_in_docs_destinations_are_valid(tmp_path):
@@ -771,10 +783,11 @@ def test_sms_sends_phone_files_polls_reports_and_times_out_silent_numbers(
         silent = sum(1 for p in phones if p.endswith("9"))
         failing = sum(1 for p in phones if p.endswith("3"))
         assert t == {"delivered": 2500 - silent - failing, "failed": failing, "timed_out": 0,
-                     "waiting": silent}
+                     "waiting": silent, "errors": 0}
         assert platform.detail_calls == 3 + 0  # one page per batch of at most 1,000
         later = poll(wh, dests, now=now + dt.timedelta(hours=73))
-        assert later == {"delivered": 0, "failed": silent, "timed_out": silent, "waiting": 0}
+        assert later == {"delivered": 0, "failed": silent, "timed_out": silent, "waiting": 0,
+                         "errors": 0}
         assert poll(wh, dests, now=now + dt.timedelta(hours=74))["failed"] == 0  # nothing twice
         rows = wh.query(f"select status, count(*) from {RECEIPTS} where destination = 'promo_sms' "
                         "group by status order by status")

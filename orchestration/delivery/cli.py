@@ -85,9 +85,12 @@ def print_summaries(summaries: list, out: Console | None = None) -> None:
         out.print("nothing to deliver: every destination has its audience's latest version")
         return
     table = Table(title="Deliveries")
-    cols = ("destination", "version", "status", "planned", "sent", "failed", "held back", "pending")
+    cols = ("destination", "v", "status", "planned", "sent", "failed", "held", "pending")
+    widest = max(len(s.destination) for s in summaries)
     for col in cols:
-        table.add_column(col, justify="left" if col in cols[:3] else "right")
+        table.add_column(col, justify="left" if col in cols[:3] else "right",
+                         min_width=widest if col == "destination" else None,
+                         no_wrap=col in ("destination", "status"))
     for s in summaries:
         c = s.counts
         status = s.status + (" (resumed)" if s.resumed and not s.dry_run else "")
@@ -96,8 +99,8 @@ def print_summaries(summaries: list, out: Console | None = None) -> None:
         table.add_row(s.destination, str(s.audience_version), f"[{colour}]{status}[/{colour}]",
                       *(f"{n:,}" for n in (c.get("planned", 0), c.get("sent", 0), c.get("failed", 0),
                                            held, c.get("pending", 0))))
-    table.caption = ("planned: changes since the last delivery; held back: suppressed, capped or "
-                     "skipped (oa deliver status)")
+    table.caption = ("v: audience version; planned: changes since the last delivery; held: "
+                     "suppressed, capped or skipped")
     out.print(table)
     for s in summaries:
         if s.dry_run and s.preview:
@@ -256,6 +259,9 @@ def poll_cmd() -> None:
     from orchestration.delivery.sms_reports import poll
     from orchestration.warehouse import Warehouse
 
-    t = poll(Warehouse(), _destinations())
+    errors: list[str] = []
+    t = poll(Warehouse(), _destinations(), errors=errors)
     console.print(f"SMS reports: {t['delivered']:,} delivered, {t['failed']:,} failed "
                   f"({t['timed_out']:,} of them without a report in 72 h), {t['waiting']:,} still waiting")
+    for e in errors:
+        console.print(f"[yellow]not read, tried again at the next poll:[/yellow] {e}", soft_wrap=True)

@@ -8,7 +8,7 @@ channel cannot take), already sent (the key was acknowledged before), or pending
 carry the batch number they will be sent in.
 
 Sending reads the pending rows, sends batches through the connector on `concurrency` threads
-under the rate limit and the retry policy, and commits the outcomes every half second: the log
+under the rate limit and the retry policy, and commits the outcomes every 2 seconds: the log
 rows, the destination's state and the dead letters together. A run that dies (kill -9, a lost
 connection) leaves its unacknowledged rows pending; the next `deliver` resumes it before anything
 else, with the same keys and batches, so it sends exactly what was not yet acknowledged. A
@@ -46,6 +46,8 @@ from orchestration.warehouse import Warehouse, qident, qualified
 USER_TAGS = qualified("marts", "user_tags")
 IDENTITIES = qualified("marts", "dim_identities")
 PLAN = "oa_delivery_plan"
+# channels that message a person (frequency caps count these); the others sync lists
+MESSAGE_CHANNELS = ("webhook", "email", "sms")
 RESULTS = "oa_delivery_results"
 FLUSH_SECONDS = 2.0
 FETCH_ROWS = 100_000
@@ -103,7 +105,7 @@ def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_typ
     id_expr = "m.id_value" if id_type == audience_id_type else f"cast(u.{qident(id_type)} as {txt})"
     var_cols = []
     for name, spec in variables.items():
-        value = f"cast(u.{qident(spec.tag)} as {txt})"
+        value = f"nullif(trim(cast(u.{qident(spec.tag)} as {txt})), '')"  # an empty tag is missing
         if spec.if_missing == "default":
             params.append(spec.default)
             value = f"coalesce({value}, %s)"
@@ -148,8 +150,9 @@ def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_typ
                     "where 1 = 0)")
     cap_joins, cap_cases = [], []
     if is_message:
-        for i, cap in enumerate(caps):
-            channel_filter = "" if cap.channel == "*" else " and channel = %s"
+        for i, cap in enumerate(c for c in caps if c.channel in (d.channel, "*")):
+            channel_filter = (f" and channel in ({', '.join(repr(c) for c in MESSAGE_CHANNELS)})"
+                              if cap.channel == "*" else " and channel = %s")
             ctes.append(f"cap{i} as (select one_id, count(*) as n from {store.LOG} where status = 'sent' "
                         f"and op = 'add' and sent_at >= %s{channel_filter} group by one_id)")
             params.append(_now() - dt.timedelta(days=cap.days))
@@ -256,12 +259,12 @@ def _send_batch(connector: Connector, d: Destination, id_type: str, backoff: Bac
                               variables=json.loads(variables) if variables else {}))
     if not members:
         return _BatchResult(batch_no, rows, invalid, 0)
-    limiter.acquire(len(members))
     settled: dict[str, Outcome] = {}
     remaining = members
 
     def attempt() -> list[Outcome]:
         nonlocal remaining
+        limiter.acquire(len(remaining))  # retries count against the rate limit too
         try:
             return connector.deliver(remaining, batch_no)
         except TransientError as exc:  # keep what was settled; the retry sends the rest
@@ -291,11 +294,11 @@ def _flush(wh: Warehouse, conn, d: Destination, run: dict, results: list[_BatchR
         for key, one_id, id_value, op, variables in r.rows:
             o = by_key.get(key)
             if o is None:  # the batch gave up on transient errors, or the breaker stopped it
-                status, error, ext = ("pending", r.exhausted or "not acknowledged", "")
+                status, error, ext = ("pending", _clean(r.exhausted or "not acknowledged"), "")
             elif o.ok:
                 status, error, ext = "sent", "", o.external_id
             else:
-                status, error, ext = "failed", f"{o.code}: {o.message}".strip(": "), o.external_id
+                status, error, ext = "failed", _clean(f"{o.code}: {o.message}".strip(": ")), o.external_id
             for k, v in (("idempotency_key", key), ("one_id", one_id), ("id_value", id_value),
                          ("op", op), ("variables", variables), ("status", status),
                          ("attempts", r.attempts), ("error", error or None),
@@ -331,11 +334,12 @@ def _flush(wh: Warehouse, conn, d: Destination, run: dict, results: list[_BatchR
                    l.attempts, r.error, %s
             from {RESULTS} r join {store.LOG} l on l.run_id = %s and l.idempotency_key = r.idempotency_key
             where r.status = 'failed'""", [run["run_id"], d.name, run["id_type"], now, run["run_id"]])
-        if run["trigger"] == "replay":
-            wh.execute(conn, f"update {store.DEAD} set replayed_at = %s where destination = %s and "
-                             f"replayed_at is null and idempotency_key in (select idempotency_key from "
-                             f"{RESULTS} where status = 'sent')", [now, d.name])
         wh.execute(conn, f"drop table {RESULTS}")
+
+
+def _clean(text: str) -> str:
+    """An error text safe for both engines (PostgreSQL text holds no NUL) and short."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)[:500]
 
 
 def _pending_windows(wh: Warehouse, conn, run_id: str, batch_size: int):
@@ -377,8 +381,13 @@ def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path, folder
     buffered: list[_BatchResult] = []
     last_flush = time.monotonic()
     stopped = ""
-    connector.open()
+    errors: list[Exception] = []  # from a worker: raised after what was acknowledged is recorded
     try:
+        try:
+            connector.open()
+        except TransientError as exc:
+            return "stopped", (f"could not reach the channel ({exc}); run `oa deliver {d.name}` "
+                               "again to resume")
         with ThreadPoolExecutor(max_workers=d.concurrency, thread_name_prefix=f"oa-{d.name}") as pool:
             in_flight: set[Future] = set()
             windows = _pending_windows(wh, conn, run["run_id"], d.batch_size)
@@ -386,7 +395,12 @@ def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path, folder
             def collect(futures) -> None:
                 nonlocal done, stopped
                 for f in futures:
-                    r: _BatchResult = f.result()
+                    try:
+                        r: _BatchResult = f.result()
+                    except Exception as exc:  # noqa: BLE001 - raised again once the rest is recorded
+                        errors.append(exc)
+                        stopped = stopped or f"stopped: {exc}"
+                        continue
                     breaker.record(not r.exhausted, r.exhausted)
                     buffered.append(r)
                     done += len(r.rows)
@@ -418,6 +432,8 @@ def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path, folder
             collect(finished)
         _flush(wh, conn, d, run, buffered)
         buffered.clear()
+        if errors:
+            raise errors[0]
         counts = _recount(wh, conn, run["run_id"])
         if not stopped and counts["pending"] == 0:
             connector.finish({k: counts[k] for k in ("sent", "failed", "suppressed", "capped", "skipped")})
@@ -604,14 +620,15 @@ def replay(dests: Destinations, name: str, *, wh: Warehouse | None = None,
             store.ensure_tables(wh, conn)
         _lock(wh, conn, d.name)
         with wh.transaction(conn):
-            rows = wh.execute(conn, f"select count(*), max(run_id) from {store.DEAD} "
-                                    "where destination = %s and replayed_at is null", [d.name])
-            if not rows[0][0]:
+            open_letters = wh.execute(conn, f"select run_id from {store.DEAD} where destination = %s "
+                                            "and replayed_at is null order by failed_at desc", [d.name])
+            if not open_letters:
                 return None
-            source = _run_row(wh, conn, rows[0][1])
+            source = _run_row(wh, conn, open_letters[0][0])
             run_id = uuid.uuid4().hex
             dbl = wh.sql_type("double")
-            # the latest dead letter of each key not sent since
+            # each open dead letter once, unless its id was delivered since (the destination
+            # holds it, or its key was sent) or is suppressed now
             wh.execute(conn, f"""
                 insert into {store.LOG} (run_id, idempotency_key, destination, channel, audience,
                     audience_version, batch_no, one_id, id_type, id_value, op, variables, status,
@@ -620,17 +637,25 @@ def replay(dests: Destinations, name: str, *, wh: Warehouse | None = None,
                        cast(floor((row_number() over (order by x.idempotency_key) - 1)
                                   / cast(%s as {dbl})) as bigint),
                        x.one_id, x.id_type, x.id_value, x.op, x.variables, 'pending', 'replay', 0, %s
-                from (select distinct idempotency_key, one_id, id_type, id_value, op, variables
-                      from {store.DEAD} where destination = %s and replayed_at is null) as x
+                from (select idempotency_key, min(one_id) as one_id, min(id_type) as id_type,
+                             min(id_value) as id_value, min(op) as op, min(variables) as variables
+                      from {store.DEAD} where destination = %s and replayed_at is null
+                      group by idempotency_key) as x
                 where not exists (select 1 from {store.LOG} l where l.destination = %s and
-                                  l.idempotency_key = x.idempotency_key and l.status = 'sent')""",
+                                  l.idempotency_key = x.idempotency_key and l.status = 'sent')
+                  and not (x.op = 'add' and exists (select 1 from {store.STATE} h
+                           where h.destination = %s and h.id_value = x.id_value))
+                  and not (x.op = 'add' and exists (select 1 from {store.SUPPRESSION} s
+                           where s.id_type = x.id_type and s.id_value = x.id_value
+                           and s.channel in (%s, '*')))""",
                        [run_id, d.name, d.channel, source["audience"], source["audience_version"],
-                        d.batch_size, _now(), d.name, d.name])
+                        d.batch_size, _now(), d.name, d.name, d.name, d.channel])
             n = wh.execute(conn, f"select count(*) from {store.LOG} where run_id = %s", [run_id])[0][0]
+            # every open letter is settled now: replayed, or no longer to be sent
             wh.execute(conn, f"update {store.DEAD} set replayed_at = %s where destination = %s and "
-                             f"replayed_at is null and idempotency_key in (select idempotency_key from "
-                             f"{store.LOG} where destination = %s and status = 'sent')",
-                       [_now(), d.name, d.name])
+                             "replayed_at is null", [_now(), d.name])
+            if not n:
+                return None
             counts = [0] * len(store.RUN_COUNTS)
             counts[store.RUN_COUNTS.index("planned")] = int(n)
             wh.execute(conn, f"""

@@ -58,7 +58,15 @@ class ReceiptServer:
         self.unsubscribe_secrets: dict[str, str] = {}
         for name, d in dests.destinations.items():
             if d.webhook is not None and d.webhook.receipts is not None:
-                secret = environ.get(d.webhook.secret_env, "") if d.webhook.secret_env else ""
+                secret = ""
+                if d.webhook.secret_env:
+                    secret = environ.get(d.webhook.secret_env, "")
+                    if not secret:  # an empty secret would accept unsigned receipts
+                        from orchestration.errors import ConfigError
+
+                        raise ConfigError(f"destination {name}: the environment variable "
+                                          f"{d.webhook.secret_env} is not set; the receipt endpoint "
+                                          "needs it to check signatures")
                 self.verifiers[name] = SignatureVerifier(secret)
             if d.email is not None and environ.get(d.email.unsubscribe_secret_env):
                 self.unsubscribe_secrets[name] = environ[d.email.unsubscribe_secret_env]
@@ -154,7 +162,7 @@ class ReceiptServer:
             else:
                 try:
                     sent_ms = int(callback.get("send_time") or v["send_time"])
-                except ValueError:
+                except (TypeError, ValueError):
                     reason = "send_time is not a millisecond timestamp"
                 else:
                     if now - sent_ms / 1000 > receipts_cfg.window_hours * 3600:
@@ -227,8 +235,8 @@ def _insert(wh: Warehouse, conn, destination: str, rows: list[dict], dests: Dest
             seen.add(marker)
             r["cst_id"] = r.get("cst_id") or known[r["idempotency_key"]]
             mapped = SUPPRESSING.get(r.get("status") or "")
-            if mapped:
-                suppress.append((r["cst_id"], mapped[0]))
+            if mapped:  # the id the log sent under that key, not what the peer says (or hashed)
+                suppress.append((known[r["idempotency_key"]], mapped[0]))
         totals[verdict] = totals.get(verdict, 0) + 1
         for k, v in (("msg_id", r.get("msg_id")), ("idempotency_key", r.get("idempotency_key")),
                      ("cst_id", r.get("cst_id")), ("status_code", r.get("status_code")),

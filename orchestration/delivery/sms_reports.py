@@ -9,7 +9,8 @@ from collections import defaultdict
 
 import pyarrow as pa
 
-from connectors.sms import REPORT_TIMEOUT, SmsConnector
+from connectors.base import TransientError
+from connectors.sms import REPORT_TIMEOUT, SmsConnector, SmsContractError
 from orchestration.delivery import store
 from orchestration.delivery.channels import sms_settings
 from orchestration.delivery.source import Destinations
@@ -17,10 +18,13 @@ from orchestration.warehouse import Warehouse
 
 
 def poll(wh: Warehouse, dests: Destinations, now: dt.datetime | None = None,
-         environ=None) -> dict[str, int]:
-    """Reports for every SMS destination; counts of delivered, failed and timed-out numbers."""
+         environ=None, errors: list[str] | None = None) -> dict[str, int]:
+    """Reports for every SMS destination; counts of delivered, failed and timed-out numbers.
+    A batch whose reports cannot be read is counted in `errors` (its message appended to
+    `errors`) and tried again at the next poll; the others are recorded."""
+    errors = [] if errors is None else errors
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    totals = {"delivered": 0, "failed": 0, "timed_out": 0, "waiting": 0}
+    totals = {"delivered": 0, "failed": 0, "timed_out": 0, "waiting": 0, "errors": 0}
     for name, d in sorted(dests.destinations.items()):
         if d.channel != "sms":
             continue
@@ -43,13 +47,20 @@ def poll(wh: Warehouse, dests: Destinations, now: dt.datetime | None = None,
         try:
             for oid, members in sorted(batches.items()):
                 sent_at = min(m[3] for m in members)
-                reports = {str(r.get("phoneNum")): r for r in connector.details(oid, sent_at)}
+                try:
+                    reports = {str(r.get("phoneNum")): r for r in connector.details(oid, sent_at)
+                               if isinstance(r, dict)}
+                except (TransientError, SmsContractError) as exc:  # the other batches go on
+                    errors.append(f"{name} {oid}: {exc}")
+                    totals["errors"] += 1
+                    continue
                 for _run_id, key, phone, member_sent in members:
                     r = reports.get(phone)
-                    if r is not None:
-                        ok = str(r.get("sendStatus")) == "2" or r.get("errCode") == "DELIVERED"
-                        status, code = ("delivered" if ok else "failed"), str(r.get("errCode") or "")
-                        reason = None
+                    state = str(r.get("sendStatus")) if r is not None else ""
+                    if r is not None and (state == "2" or r.get("errCode") == "DELIVERED"):
+                        status, code, reason = "delivered", str(r.get("errCode") or ""), None
+                    elif state == "1":
+                        status, code, reason = "failed", str(r.get("errCode") or ""), None
                     elif now - member_sent > REPORT_TIMEOUT:
                         status, code, reason = "failed", "TIMEOUT", "no report within 72 h of the send"
                         totals["timed_out"] += 1
