@@ -795,3 +795,46 @@ def test_sms_sends_phone_files_polls_reports_and_times_out_silent_numbers(
     finally:
         platform.stop()
         files.stop()
+
+
+# -- Dagster ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_new_audience_version_triggers_its_deliveries_in_dagster(
+        built_engines, receiver, tmp_path, monkeypatch, engine):
+    import dagster as dg
+
+    target = built_engines[engine]
+    wh = target.warehouse
+    _reset_delivery(wh)
+    for key in list(os.environ):
+        if key.startswith(("OA_", "PG")) and not key.startswith(("OA_CRM_", "OA_TEST_")):
+            monkeypatch.delenv(key)
+    for key, value in {**target.env, **target.settings.dbt_env()}.items():
+        if key.startswith(("OA_", "PG")):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    from orchestration.definitions import defs
+    from orchestration.run_nightly import run_audience_job, run_delivery_job
+
+    sensor = defs.get_sensor_def("deliveries_on_new_version")
+    run_audience_job("audiences_refresh_all", TODAY)
+    with dg.DagsterInstance.get() as instance:
+        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        selections = sorted(tuple(k.to_user_string() for k in r.asset_selection) for r in tick.run_requests)
+        assert selections == [("deliveries/crm_coupon_webhook",), ("deliveries/high_value_export",)]
+        again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=tick.cursor))
+        assert again.run_requests == []  # nothing new since
+    summaries = run_delivery_job()
+    by_name = {s.destination: s for s in summaries}
+    assert by_name["crm_coupon_webhook"].counts["sent"] == len(receiver.state.accepted) > 0
+    assert by_name["high_value_export"].status == "succeeded"
+    with dg.DagsterInstance.get() as instance:
+        meta = instance.get_latest_materialization_event(
+            dg.AssetKey(["deliveries", "crm_coupon_webhook"])).asset_materialization.metadata
+    assert meta["sent"].value == by_name["crm_coupon_webhook"].counts["sent"]
+    assert meta["status"].value == "succeeded"
+    assert meta["funnel"].value.startswith("![crm_coupon_webhook](data:image/png;base64,")
+    # the delivery asset reads the audience asset: lineage in the UI
+    graph = defs.resolve_asset_graph()
+    assert dg.AssetKey(["audiences", "shanghai_big_spenders"]) in graph.get(
+        dg.AssetKey(["deliveries", "crm_coupon_webhook"])).parent_keys
