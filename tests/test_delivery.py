@@ -838,3 +838,20 @@ def test_a_new_audience_version_triggers_its_deliveries_in_dagster(
     graph = defs.resolve_asset_graph()
     assert dg.AssetKey(["audiences", "shanghai_big_spenders"]) in graph.get(
         dg.AssetKey(["deliveries", "crm_coupon_webhook"])).parent_keys
+
+
+def test_a_bad_suppression_file_names_its_lines_and_adds_nothing(tmp_path):
+    from orchestration.delivery.suppression import add, read_ids
+
+    path = tmp_path / "unsubscribed.txt"
+    path.write_text("# exported from the CRM\n+86 138 0000 0001\n\n12345\n13800000002\nnot-a-phone\n")
+    with pytest.raises(UserError) as info:
+        read_ids(path, "mobile")
+    message = str(info.value)
+    assert message.startswith("nothing was added; fix these lines:")
+    assert f"{path}:4: '12345' is not an 11-digit mainland mobile" in message
+    assert f"{path}:6: 'not-a-phone'" in message and ":2:" not in message
+    path.write_text("+86 138 0000 0001\n13800000002\n")
+    assert read_ids(path, "mobile") == ["13800000001", "13800000002"]
+    with pytest.raises(UserError, match="reason 'gone' is not one of unsubscribe, t_reply"):
+        add(None, "mobile", ["13800000001"], "gone")
