@@ -86,10 +86,6 @@ def check_delivery(caps: Capabilities, id_type: str, id_form: str, size: int) ->
 class Connector(ABC):
     capabilities: Capabilities
 
-    def check(self, id_type: str, id_form: str, size: int) -> list[str]:
-        """Problems with delivering `size` members' `id_type` in `id_form`; empty when fine."""
-        return check_delivery(self.capabilities, id_type, id_form, size)
-
     def open(self) -> None:  # noqa: B027 - an optional hook
         """Called once before the first batch of a run."""
 

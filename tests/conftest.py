@@ -63,6 +63,19 @@ class Target:
                               text=True)
 
 
+def point_process_at(target: Target, monkeypatch, dagster_home: Path, keep: tuple[str, ...] = ()) -> None:
+    """Make this process's environment that of `target` (importing orchestration.definitions
+    exports the default warehouse's variables), with its own DAGSTER_HOME; variables starting
+    with a prefix in `keep` stay."""
+    for key in list(os.environ):
+        if key.startswith(("OA_", "PG")) and not (keep and key.startswith(keep)):
+            monkeypatch.delenv(key)
+    for key, value in {**target.env, **target.settings.dbt_env()}.items():
+        if key.startswith(("OA_", "PG")):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+
+
 def make_target(name: str, tmp_path: Path, pg_cluster: PostgresCluster | None, db: str) -> Target:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OA_", "PG", "DAGSTER_HOME"))}

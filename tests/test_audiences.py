@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 from orchestration.errors import UserError
 from orchestration.segments.engine import MEMBERS, build, versions
 from orchestration.segments.source import AUDIENCE_DIR, load_project
-from tests.conftest import AS_OF, OA
+from tests.conftest import AS_OF, OA, point_process_at
 from tests.test_segments import CATALOG, PROJECT, TODAY, Evaluator
 
 ENGINES = ["duckdb", "postgres"]
@@ -240,14 +239,7 @@ def test_dagster_audience_job_materializes_with_metadata(built_engines, engine, 
     import dagster as dg
 
     target = built_engines[engine]
-    # importing orchestration.definitions exports the default warehouse's variables; replace them
-    for key in list(os.environ):
-        if key.startswith(("OA_", "PG")):
-            monkeypatch.delenv(key)
-    for key, value in {**target.env, **target.settings.dbt_env()}.items():
-        if key.startswith(("OA_", "PG")):
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    point_process_at(target, monkeypatch, tmp_path / "dagster")
     monkeypatch.setenv("OA_AUDIENCE_CONCURRENCY", "2")
     from orchestration.run_nightly import run_audience_job
 

@@ -30,7 +30,7 @@ from orchestration.errors import UserError
 from orchestration.segments.engine import MEMBERS, VERSIONS, build, write_version
 from orchestration.segments.source import AUDIENCE_DIR, load_project
 from orchestration.settings import PROJECT_ROOT
-from tests.conftest import OA
+from tests.conftest import OA, point_process_at
 from tests.support.faults import FaultProxy
 from tests.support.kafka import read_all, start_broker
 from tests.test_segments import CATALOG, TODAY
@@ -806,13 +806,7 @@ def test_a_new_audience_version_triggers_its_deliveries_in_dagster(
     target = built_engines[engine]
     wh = target.warehouse
     _reset_delivery(wh)
-    for key in list(os.environ):
-        if key.startswith(("OA_", "PG")) and not key.startswith(("OA_CRM_", "OA_TEST_")):
-            monkeypatch.delenv(key)
-    for key, value in {**target.env, **target.settings.dbt_env()}.items():
-        if key.startswith(("OA_", "PG")):
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    point_process_at(target, monkeypatch, tmp_path / "dagster", keep=("OA_CRM_", "OA_TEST_"))
     from orchestration.definitions import defs
     from orchestration.run_nightly import run_audience_job, run_delivery_job
 

@@ -70,10 +70,6 @@ class RunSummary:
     dry_run: bool = False
     preview: list[dict] = field(default_factory=list)
 
-    @property
-    def pending(self) -> int:
-        return self.counts.get("pending", 0)
-
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)

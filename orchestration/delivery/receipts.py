@@ -40,10 +40,6 @@ def spool_dir(home: Path) -> Path:
     return home / "receipts"
 
 
-def ensure_tables(wh: Warehouse, conn) -> None:
-    store.ensure_tables(wh, conn)
-
-
 class ReceiptServer:
     """The receipt endpoint for every destination with `receipts:` configured."""
 
@@ -184,7 +180,7 @@ def ingest(wh: Warehouse, dests: Destinations) -> dict[str, int]:
     totals = {"accepted": 0, "rejected": 0, "suppressed": 0}
     files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
     with wh.connect() as conn:
-        ensure_tables(wh, conn)
+        store.ensure_tables(wh, conn)
         for path in files:
             name = path.stem
             done = wh.execute(conn, f"select lines_read from {SPOOL_OFFSETS} where spool_file = %s",
