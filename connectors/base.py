@@ -13,8 +13,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Literal
 
-IdForm = Literal["raw", "md5", "sha256"]
-ID_FORMS: tuple[str, ...] = ("raw", "md5", "sha256")
+IdForm = Literal["raw", "md5", "sha256", "aes"]
+ID_FORMS: tuple[str, ...] = ("raw", "md5", "sha256", "aes")
 Op = Literal["add", "remove"]
 
 
@@ -85,6 +85,15 @@ def check_delivery(caps: Capabilities, id_type: str, id_form: str, size: int) ->
 
 class Connector(ABC):
     capabilities: Capabilities
+
+    @classmethod
+    def prepare_id(cls, id_type: str, value: str, form: str, region: str = "CN") -> str:
+        """The id as this channel receives it: normalised, then hashed into `form`. A channel
+        whose platform normalises differently (phones in E.164, say) overrides it; `region` is
+        the country of phones written without a country code."""
+        from connectors.identifiers import prepare
+
+        return prepare(id_type, value, form)
 
     def open(self) -> None:  # noqa: B027 - an optional hook
         """Called once before the first batch of a run."""

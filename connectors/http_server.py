@@ -1,6 +1,7 @@
 """A small threaded HTTP server for JSON endpoints (the reference webhook receiver, the receipt
-endpoint): `handle(method, path, headers, body) -> (status, answer)` for every GET and POST; a
-dict answer is sent as JSON, a str as an HTML page."""
+endpoint, the ad-platform test peers): `handle(method, path, headers, body) -> (status, answer)`
+for every GET, POST and DELETE; a dict or list answer is sent as JSON, a str as an HTML page. A
+handler may return a third item, a dict of extra response headers (e.g. Retry-After)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-Handle = Callable[[str, str, object, bytes], tuple[int, dict | str]]
+Handle = Callable[[str, str, object, bytes], tuple]
 MAX_BODY = 64 * 1024 * 1024  # a batch of 1,000 webhook messages is far below this
 
 
@@ -28,6 +29,9 @@ class JsonServer:
             def do_GET(self) -> None:  # noqa: N802
                 self.answer("GET")
 
+            def do_DELETE(self) -> None:  # noqa: N802
+                self.answer("DELETE")
+
             def answer(self, method: str) -> None:
                 try:
                     length = int(self.headers.get("Content-Length") or 0)
@@ -36,10 +40,12 @@ class JsonServer:
                 if not 0 <= length <= MAX_BODY:
                     status, answer = 400, {"code": "BAD_REQUEST",
                                            "message": f"Content-Length must be 0 to {MAX_BODY} bytes"}
+                    extra = {}
                     self.close_connection = True
                 else:
                     body = self.rfile.read(length)
-                    status, answer = handle(method, self.path, self.headers, body)
+                    status, answer, *rest = handle(method, self.path, self.headers, body)
+                    extra = rest[0] if rest else {}
                 if isinstance(answer, str):
                     data, kind = answer.encode(), "text/html; charset=utf-8"
                 else:
@@ -47,6 +53,8 @@ class JsonServer:
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in extra.items():
+                    self.send_header(name, str(value))
                 self.end_headers()
                 self.wfile.write(data)
 

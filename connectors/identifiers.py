@@ -8,15 +8,26 @@ hashed id matches what a platform computes from the same person:
 - idfa: upper-case; imei, oaid, mac: lower-case; every other id: trimmed.
 
 `hashed(value, "md5" | "sha256")` is the lower-case hex digest of the UTF-8 normalised value.
+
+`aes` is Quick Audience's encrypted form: Base64 of AES-128-ECB with PKCS#7 padding under the
+organisation's key of exactly 16 characters 0-9/A-F, used as its 16 ASCII bytes. That is MySQL's
+``TO_BASE64(AES_ENCRYPT(id, key))`` under its default mode, which the manual's examples use, so a
+receiver decrypts with the same key in SQL or with `decrypt_aes`. ECB makes the same id the same
+ciphertext, which is what matching needs and, as with a hash, shows which rows are equal.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 _NOT_DIGIT = re.compile(r"\D+")
 _MAINLAND_MOBILE = re.compile(r"1[3-9]\d{9}")
+_AES_KEY = re.compile(r"[0-9A-Fa-f]{16}")
 
 
 class IdError(ValueError):
@@ -45,6 +56,29 @@ def normalise(id_type: str, value: str) -> str:
     return text
 
 
+def check_aes_key(key: str) -> bytes:
+    if not _AES_KEY.fullmatch(key or ""):
+        raise IdError("the AES key must be exactly 16 characters from 0-9 and A-F")
+    return key.encode("ascii")
+
+
+def encrypt_aes(value: str, key: str) -> str:
+    padder = padding.PKCS7(128).padder()
+    data = padder.update(value.encode("utf-8")) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(check_aes_key(key)), modes.ECB()).encryptor()  # noqa: S305
+    return base64.b64encode(encryptor.update(data) + encryptor.finalize()).decode("ascii")
+
+
+def decrypt_aes(text: str, key: str) -> str:
+    try:
+        decryptor = Cipher(algorithms.AES(check_aes_key(key)), modes.ECB()).decryptor()  # noqa: S305
+        data = decryptor.update(base64.b64decode(text, validate=True)) + decryptor.finalize()
+        unpadder = padding.PKCS7(128).unpadder()
+        return (unpadder.update(data) + unpadder.finalize()).decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IdError(f"{text[:40]!r} is not an AES ciphertext of this key ({exc})") from None
+
+
 def hashed(value: str, form: str) -> str:
     if form == "raw":
         return value
@@ -52,7 +86,7 @@ def hashed(value: str, form: str) -> str:
         return hashlib.md5(value.encode("utf-8")).hexdigest()
     if form == "sha256":
         return hashlib.sha256(value.encode("utf-8")).hexdigest()
-    raise IdError(f"unknown id form {form!r}; use raw, md5 or sha256")
+    raise IdError(f"unknown id form {form!r}; use raw, md5 or sha256 (aes needs a key)")
 
 
 def prepare(id_type: str, value: str, form: str) -> str:

@@ -25,11 +25,10 @@ from typing import Any
 import requests
 
 from connectors.base import Capabilities, Connector, Member, Outcome, TransientError
-from connectors.webhook import retry_after_seconds
+from connectors.http import send
 
 PAGE_SIZE = 1000
 REPORT_TIMEOUT = dt.timedelta(hours=72)
-_RETRY = {408, 425, 429, 500, 502, 503, 504}
 
 
 class SmsContractError(Exception):
@@ -78,16 +77,8 @@ class SmsConnector(Connector):
         headers = {"Content-Type": "application/json"}
         if s.token:
             headers["Authorization"] = f"Bearer {s.token}"
-        try:
-            reply = self.session.post(s.base_url.rstrip("/") + path, headers=headers, timeout=s.timeout_s,
-                                      data=json.dumps(body, ensure_ascii=False).encode("utf-8"))
-        except requests.Timeout:
-            raise TransientError(f"no reply from {path} within {s.timeout_s:g} s") from None
-        except requests.RequestException as exc:
-            raise TransientError(f"connection to the SMS platform failed: {type(exc).__name__}") from None
-        if reply.status_code in _RETRY:
-            raise TransientError(f"HTTP {reply.status_code} from {path}",
-                                 retry_after_seconds(reply.headers.get("Retry-After")))
+        reply = send(self.session, "POST", s.base_url.rstrip("/") + path, f"SMS platform {path}",
+                     s.timeout_s, headers=headers, data=json.dumps(body, ensure_ascii=False).encode("utf-8"))
         if reply.status_code in (401, 403):
             from orchestration.errors import ConfigError
 

@@ -21,7 +21,6 @@ and the reply is ``{"code": "OK"}`` for all of them, or ``{"code": "PARTIAL", "r
 
 from __future__ import annotations
 
-import email.utils
 import hmac
 import json
 import re
@@ -33,9 +32,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
-from requests.adapters import HTTPAdapter
 
-from connectors.base import ID_FORMS, Capabilities, Connector, Member, Outcome, TransientError
+from connectors.base import ID_FORMS, Capabilities, Member, Outcome, TransientError
+from connectors.http import HttpConnector, send
 
 SIGNATURE_HEADER = "X-QA-Hmac-Signature"
 WIRE_ID_TYPES = {
@@ -45,7 +44,6 @@ WIRE_ID_TYPES = {
     "unionid": "UNION_ID", "openid": "OPEN_ID", "member_id": "MEMBER_ID",
 }
 _SPACE = re.compile(r"\s+")
-_RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}  # other 4xx/5xx: refused for good
 
 
 def sign(secret: str, timestamp: str, nonce: str) -> str:
@@ -97,20 +95,6 @@ class SignatureVerifier:
         self._seen[nonce] = ts + self.max_skew_s
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: a number, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 @dataclass(frozen=True)
 class WebhookSettings:
     url: str
@@ -122,7 +106,7 @@ class WebhookSettings:
     webhook_id: str = ""
 
 
-class WebhookConnector(Connector):
+class WebhookConnector(HttpConnector):
     capabilities = Capabilities(
         channel="webhook",
         id_forms={t: ID_FORMS for t in WIRE_ID_TYPES},
@@ -136,18 +120,6 @@ class WebhookConnector(Connector):
         self.settings = settings
         self.task_id = task_id
         self.session: requests.Session | None = None
-
-    def open(self) -> None:
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(self.settings.concurrency, 1),
-                              max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-
-    def close(self) -> None:
-        if self.session is not None:
-            self.session.close()
-            self.session = None
 
     def message(self, member: Member, send_time_ms: int) -> dict[str, Any]:
         params = {k: str(v) for k, v in self.settings.params.items()}
@@ -175,18 +147,12 @@ class WebhookConnector(Connector):
             headers["Idempotency-Key"] = batch[0].key
         separator = "&" if "?" in self.settings.url else "?"
         url = f"{self.settings.url}{separator}{urlencode({'timestamp': timestamp, 'nonce': nonce})}"
-        try:
-            reply = self.session.post(url, data=body, headers=headers, timeout=self.settings.timeout_s)
-        except requests.Timeout:
-            raise TransientError(f"no reply within {self.settings.timeout_s:g} s") from None
-        except requests.RequestException as exc:  # refused, reset, a broken chunked body, ...
-            raise TransientError(f"connection failed: {type(exc).__name__}") from None
+        reply = send(self.session, "POST", url, "webhook", self.settings.timeout_s, data=body,
+                     headers=headers)
         return self._outcomes(batch, reply)
 
     def _outcomes(self, batch: list[Member], reply: requests.Response) -> list[Outcome]:
         status = reply.status_code
-        if status in _RETRY_STATUSES:
-            raise TransientError(f"HTTP {status}", retry_after_seconds(reply.headers.get("Retry-After")))
         if status >= 400:
             text = reply.text[:200]
             return [Outcome(m.key, False, f"HTTP {status}", text) for m in batch]

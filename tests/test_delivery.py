@@ -102,13 +102,16 @@ def test_policy_and_name_errors(tmp_path):
 
     (tmp_path / "other.yml").write_text(yaml.safe_dump({"name": "d", **GOOD}))
     (tmp_path / "_policies.yml").write_text(yaml.safe_dump(
-        {"frequency_caps": [{"name": "c", "channel": "webhok", "max": 1, "days": 7}]}))
+        {"frequency_caps": [{"name": "c", "channel": "webhok", "max": 1, "days": 7},
+                            {"name": "m", "channel": "meta_ads", "max": 1, "days": 7}]}))
     with pytest.raises(DestinationErrors) as info:
         load_destinations(tmp_path)
     message = str(info.value)
     assert "other.yml:3: name: the file is other.yml; name it d.yml or the name other" in message
     assert "_policies.yml:2: frequency_caps[0].channel: unknown channel 'webhok' (did you mean " \
            "'webhook'?)" in message
+    assert "_policies.yml:6: frequency_caps[1].channel: meta_ads keeps a list, it sends nobody a " \
+           "message: caps apply to webhook, email, sms or '*'" in message
 
 
 def test_the_shipped_destinations_are_valid():
@@ -246,6 +249,42 @@ def test_hashed_file_export_writes_parts_and_then_adds_and_removes(
     assert sorted((r["op"], r["id"]) for r in rows) == sorted([
         ("add", hashlib.sha256(b"new.person@example.org").hexdigest()),
         ("remove", hashlib.sha256(sorted(emails)[0].encode()).hexdigest())])
+
+
+def test_the_aes_form_is_mysqls_aes_encrypt():
+    from connectors.identifiers import IdError, decrypt_aes, encrypt_aes
+
+    # printf 13800138000 | openssl enc -aes-128-ecb -K $(printf 0123456789ABCDEF | xxd -p) -base64
+    assert encrypt_aes("13800138000", "0123456789ABCDEF") == "D/sJzgv2sHWBONDIZXW/Eg=="
+    assert decrypt_aes("D/sJzgv2sHWBONDIZXW/Eg==", "0123456789ABCDEF") == "13800138000"
+    with pytest.raises(IdError, match="exactly 16 characters"):
+        encrypt_aes("x", "not-a-key")
+    with pytest.raises(IdError, match="not an AES ciphertext"):
+        decrypt_aes("D/sJzgv2sHWBONDIZXW/Eg==", "FEDCBA9876543210")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_aes_export_decrypts_to_the_normalised_ids(built_engines, tmp_path, monkeypatch, engine):
+    from connectors.identifiers import decrypt_aes
+
+    wh = built_engines[engine].warehouse
+    _reset_delivery(wh)
+    a, d = _folders(tmp_path, {"aes_out": f"name: aes_out\naudience: aes_people\nchannel: file\n"
+                                          f"id_form: aes\naes_key_env: OA_TEST_AES_KEY\nbatch_size: 40\n"
+                                          f"file: {{folder: {tmp_path / 'out'}}}\n"},
+                    {"aes_people": SYNTHETIC.format(name="aes_people").replace("one_id", "mobile", 1)})
+    phones = [f"+86 139{i:08d}" for i in range(100)]
+    _synthetic_version(wh, "aes_people", "mobile", phones)
+    dests = load_destinations(d, load_project(a))
+    monkeypatch.setenv("OA_TEST_AES_KEY", "short")
+    with pytest.raises(UserError, match="OA_TEST_AES_KEY: the AES key must be exactly 16 characters"):
+        deliver(dests, "aes_out", wh=wh)
+    monkeypatch.setenv("OA_TEST_AES_KEY", "00112233445566AA")
+    [run] = deliver(dests, "aes_out", wh=wh)
+    assert run.status == "succeeded" and run.counts["sent"] == 100
+    folder = tmp_path / "out" / "aes_out" / run.run_id
+    rows = [r for part in sorted(folder.glob("part-*.csv")) for r in csv.DictReader(part.open())]
+    assert {decrypt_aes(r["id"], "00112233445566AA") for r in rows} == {f"139{i:08d}" for i in range(100)}
 
 
 # -- suppression, caps, dry run ------------------------------------------------------------------

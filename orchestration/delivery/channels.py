@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from connectors.ads import baidu, google, meta, oceanengine, tencent
+from connectors.ads.common import AdSettings
 from connectors.base import Capabilities, Connector
 from connectors.files import FileConnector, FileSettings
+from connectors.identifiers import IdError, check_aes_key, encrypt_aes
 from connectors.kafka import KafkaConnector, KafkaSettings
 from connectors.sms import SmsConnector, SmsSettings
 from connectors.smtp import SmtpConnector, SmtpSettings
@@ -15,14 +18,65 @@ from connectors.webhook import WebhookConnector, WebhookSettings
 from orchestration.delivery.spec import Destination, EmailBlock
 from orchestration.errors import ConfigError
 
-CONNECTORS: dict[str, type[Connector]] = {"webhook": WebhookConnector, "file": FileConnector,
-                                          "kafka": KafkaConnector, "email": SmtpConnector,
-                                          "sms": SmsConnector}
+CONNECTORS: dict[str, type[Connector]] = {
+    "webhook": WebhookConnector, "file": FileConnector, "kafka": KafkaConnector,
+    "email": SmtpConnector, "sms": SmsConnector, "tencent_ads": tencent.TencentAdsConnector,
+    "ocean_engine": oceanengine.OceanEngineConnector, "baidu_ads": baidu.BaiduAdsConnector,
+    "meta_ads": meta.MetaAdsConnector, "google_ads": google.GoogleAdsConnector}
+BASE_URLS = {"tencent_ads": tencent.DEFAULT_BASE_URL, "ocean_engine": oceanengine.DEFAULT_BASE_URL,
+             "baidu_ads": baidu.DEFAULT_BASE_URL, "meta_ads": meta.DEFAULT_BASE_URL,
+             "google_ads": google.DEFAULT_BASE_URL}
 CHANNEL_NAMES = tuple(CONNECTORS)
 
 
 def capabilities(channel: str) -> Capabilities:
     return CONNECTORS[channel].capabilities
+
+
+def id_preparer(d: Destination, environ=None):
+    """`(id_type, value) -> the id as the destination's channel receives it`."""
+    cls = CONNECTORS[d.channel]
+    region = getattr(d.block, "phone_region", "CN")
+    if d.id_form == "aes":
+        key = _env(d.aes_key_env, d.name, os.environ if environ is None else environ)
+        try:
+            check_aes_key(key)
+        except IdError as exc:
+            raise ConfigError(f"destination {d.name}: {d.aes_key_env}: {exc}") from None
+
+        def encrypt(id_type: str, value: str) -> str:
+            return encrypt_aes(cls.prepare_id(id_type, value, "raw", region), key)
+
+        return encrypt
+
+    def prepare(id_type: str, value: str) -> str:
+        return cls.prepare_id(id_type, value, d.id_form, region)
+
+    return prepare
+
+
+def _ad_settings(d: Destination, run: dict, environ) -> AdSettings:
+    """The platform settings of an ad-platform destination, its secrets read from the environment."""
+    b = d.block
+    secret_fields = {"access_token": "access_token_env", "app_secret": "app_secret_env",
+                     "developer_token": "developer_token_env", "client_id": "client_id_env",
+                     "client_secret": "client_secret_env", "refresh_token": "refresh_token_env"}
+    secrets = {key: _env(getattr(b, field), d.name, environ)
+               for key, field in secret_fields.items() if getattr(b, field, None)}
+    account = {"tencent_ads": "account_id", "ocean_engine": "advertiser_id", "baidu_ads": "user_name",
+               "meta_ads": "audience_id", "google_ads": "customer_id"}[d.channel]
+    audience = {"tencent_ads": "audience_id", "ocean_engine": "data_source_id", "baidu_ads": "crowd_name",
+                "meta_ads": "audience_id", "google_ads": "user_list_id"}[d.channel]
+    options = {"id_form": d.id_form, "audience_version": int(run["audience_version"])}
+    for name in ("custom_audience_id", "crowd_name", "user_name", "login_customer_id", "token_url"):
+        if getattr(b, name, None) is not None:
+            options[name] = getattr(b, name)
+    if d.channel == "google_ads":
+        options["consent"] = b.consent.model_dump()
+    return AdSettings(destination=d.name, base_url=b.base_url or BASE_URLS[d.channel],
+                      account_id=str(getattr(b, account)), audience_id=str(getattr(b, audience)),
+                      secrets=secrets, options=options, timeout_s=b.timeout_s,
+                      concurrency=d.concurrency)
 
 
 def _env(name: str, destination: str, environ) -> str:
@@ -89,6 +143,8 @@ def connector_for(d: Destination, run: dict, home: Path, folder: Path, environ=N
             password=_env(e.password_env, d.name, environ) if e.password_env else None))
     if d.channel == "sms":
         return SmsConnector(sms_settings(d, home, environ), run["run_id"])
+    if d.channel in BASE_URLS:
+        return CONNECTORS[d.channel](_ad_settings(d, run, environ))
     raise ConfigError(f"destination {d.name}: no connector for channel {d.channel!r}")
 
 

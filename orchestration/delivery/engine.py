@@ -32,9 +32,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from connectors.base import Connector, Member, Outcome, TransientError, check_delivery
-from connectors.identifiers import IdError, prepare
+from connectors.identifiers import IdError
 from orchestration.delivery import store
-from orchestration.delivery.channels import capabilities, connector_for
+from orchestration.delivery.channels import capabilities, connector_for, id_preparer
 from orchestration.delivery.flow import Backoff, CircuitBreaker, RateLimiter
 from orchestration.delivery.source import Destinations
 from orchestration.delivery.spec import Destination
@@ -242,12 +242,12 @@ class _BatchResult:
     exhausted: str = ""            # the last transient error when every retry failed
 
 
-def _send_batch(connector: Connector, d: Destination, id_type: str, backoff: Backoff,
+def _send_batch(connector: Connector, prepare, id_type: str, backoff: Backoff,
                 limiter: RateLimiter, batch_no: int, rows: list[tuple]) -> _BatchResult:
     members, invalid = [], []
     for key, one_id, id_value, op, variables in rows:
         try:
-            value = prepare(id_type, id_value, d.id_form)
+            value = prepare(id_type, id_value)
         except IdError as exc:
             invalid.append(Outcome(key, False, "invalid_id", str(exc)))
             continue
@@ -367,6 +367,7 @@ def _pending_windows(wh: Warehouse, conn, run_id: str, batch_size: int):
 def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path, folder: Path,
               progress: Progress | None, environ) -> tuple[str, str]:
     """Send a run's pending rows; (final status, error)."""
+    prepare = id_preparer(d, environ)
     connector = connector_for(d, run, home, folder, environ)
     backoff = Backoff(d.retries.max_attempts, d.retries.initial_backoff_s, d.retries.max_backoff_s)
     limiter = RateLimiter(d.rate_limit)
@@ -415,8 +416,8 @@ def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path, folder
                     collect(finished)
                 if stopped:
                     break
-                in_flight.add(pool.submit(_send_batch, connector, d, run["id_type"], backoff, limiter,
-                                          batch_no, rows))
+                in_flight.add(pool.submit(_send_batch, connector, prepare, run["id_type"], backoff,
+                                          limiter, batch_no, rows))
                 if time.monotonic() - last_flush >= FLUSH_SECONDS:
                     finished = {f for f in in_flight if f.done()}
                     in_flight -= finished
@@ -597,9 +598,10 @@ def _preview(wh: Warehouse, conn, run_id: str, id_type: str, d: Destination) -> 
                             f"and status = 'pending' order by batch_no, idempotency_key "
                             f"limit {PREVIEW_ROWS}", [run_id])
     out = []
+    prepare = id_preparer(d)
     for op, one_id, id_value, variables in rows:
         try:
-            sent = prepare(id_type, id_value, d.id_form)
+            sent = prepare(id_type, id_value)
         except IdError as exc:
             sent = f"(invalid: {exc})"
         out.append({"op": op, "one_id": one_id, "id": sent, "variables": variables or ""})

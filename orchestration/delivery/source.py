@@ -115,6 +115,9 @@ def load_destinations(folder: Path = DESTINATION_DIR, audiences: Project | None 
                 report(("channel",), f"channel: {channel} needs a {channel}: block")
             if channel != d.channel and block is not None:
                 report((channel,), f"a {channel}: block belongs to channel: {channel}, not {d.channel}")
+        if d.channel == "baidu_ads" and d.mode != "full":
+            report(("mode",), "Baidu takes whole crowds, with no adds to or removes from one: "
+                              "use mode: full (each run pushes the audience as a new crowd)")
         if path.stem != d.name:
             report(("name",), f"the file is {path.name}; name it {d.name}.yml or the name {path.stem}")
         if d.name in destinations:
@@ -159,10 +162,16 @@ def load_destinations(folder: Path = DESTINATION_DIR, audiences: Project | None 
         try:
             data, lines = read_yaml(policy_path, DestinationErrors, "a mapping with frequency_caps")
             policies = validate_model(Policies, data, policy_path, lines, DestinationErrors)
-            from orchestration.delivery.channels import CHANNEL_NAMES
+            from orchestration.delivery.channels import CHANNEL_NAMES, CONNECTORS
 
+            message_channels = tuple(c for c in CHANNEL_NAMES if CONNECTORS[c].capabilities.is_message)
             for i, cap in enumerate(policies.frequency_caps):
-                if cap.channel != "*" and cap.channel not in CHANNEL_NAMES:
+                if cap.channel in CHANNEL_NAMES and cap.channel not in message_channels:
+                    problems.append(Problem(policy_path, line_of(lines, ("frequency_caps", i, "channel")),
+                                            field_of(("frequency_caps", i, "channel")),
+                                            f"{cap.channel} keeps a list, it sends nobody a message: "
+                                            f"caps apply to {', '.join(message_channels)} or '*'"))
+                elif cap.channel != "*" and cap.channel not in CHANNEL_NAMES:
                     problems.append(Problem(policy_path, line_of(lines, ("frequency_caps", i, "channel")),
                                             field_of(("frequency_caps", i, "channel")),
                                             f"unknown channel {cap.channel!r}"

@@ -7,7 +7,7 @@ channel:
     audience: shanghai_big_spenders
     channel: webhook
     id_type: mobile           # default: the audience's id type
-    id_form: raw              # raw, md5 or sha256
+    id_form: raw              # raw, md5, sha256 or aes (with aes_key_env)
     mode: diff                # diff: only members added/removed since the last delivery; full
     schedule: on_change       # on_change (every new audience version), manual, hourly, daily,
                               # weekly or monthly
@@ -33,7 +33,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-CHANNELS = ("webhook", "file", "kafka", "email", "sms")
+AD_CHANNELS = ("tencent_ads", "ocean_engine", "baidu_ads", "meta_ads", "google_ads")
+CHANNELS = ("webhook", "file", "kafka", "email", "sms", *AD_CHANNELS)
+DEFAULT_BATCH = {"tencent_ads": 100_000, "ocean_engine": 100_000, "baidu_ads": 300_000,
+                 "meta_ads": 10_000, "google_ads": 10_000}
+"""Batch sizes where the channel wants bigger uploads than the default of 100: each batch is one
+upload, and some platforms count uploads against a daily quota."""
 SCHEDULES = ("on_change", "manual", "hourly", "daily", "weekly", "monthly")
 CRONS = {"hourly": "0 * * * *", "daily": "30 3 * * *", "weekly": "30 3 * * 1",
          "monthly": "30 3 1 * *"}
@@ -225,6 +230,100 @@ class SmsBlock(Strict):
         return self
 
 
+class AdBlock(Strict):
+    base_url: str | None = None
+    """The platform's API root (with its version); the default is the platform's own."""
+    timeout_s: float = Field(60, gt=0, le=600)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://", value):
+            raise ValueError(f"base_url {value!r} must start with http:// or https://")
+        return value
+
+
+class TencentAdsBlock(AdBlock):
+    """A customer-file audience of the Tencent Ads Marketing API (custom_audience_files/add)."""
+
+    account_id: int = Field(ge=1)
+    audience_id: int = Field(ge=1)
+    """The CUSTOMER_FILE audience to keep (create it in the platform, or custom_audiences/add)."""
+    access_token_env: str
+
+    _names = field_validator("access_token_env")(_env_name)
+
+
+class OceanEngineBlock(AdBlock):
+    """An Ocean Engine DMP data source (dmp/data_source/update), published after each run."""
+
+    advertiser_id: int = Field(ge=1)
+    data_source_id: str = Field(pattern=r"^\d+$")
+    custom_audience_id: int | None = Field(None, ge=1)
+    """The data source's audience: published after a run that changed it (one publish a day)."""
+    access_token_env: str
+
+    _names = field_validator("access_token_env")(_env_name)
+
+
+class BaiduAdsBlock(AdBlock):
+    """A Baidu feed crowd (CrowdFeedService.addCrowdFeed): each run uploads the whole audience as
+    a new crowd named `crowd_name`, in which ``{version}`` and ``{date}`` (YYYYMMDD) are the
+    audience version and the day of the run (a run of more than one batch adds " #2", ...)."""
+
+    user_name: str = Field(min_length=1)
+    access_token_env: str
+    crowd_name: str = Field(min_length=1, max_length=40)
+
+    _names = field_validator("access_token_env")(_env_name)
+
+    @field_validator("crowd_name")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        unknown = set(re.findall(r"\{([^}]*)\}", value)) - {"version", "date"}
+        if unknown:
+            raise ValueError(f"crowd_name may use {{version}} and {{date}}, not "
+                             f"{', '.join('{' + u + '}' for u in sorted(unknown))}")
+        return value
+
+
+class MetaAdsBlock(AdBlock):
+    """A Meta customer-file custom audience (POST/DELETE /{audience_id}/users)."""
+
+    audience_id: str = Field(pattern=r"^\d+$")
+    access_token_env: str
+    app_secret_env: str | None = None
+    """Signs each call with appsecret_proof when the app requires it."""
+    phone_region: str = Field("CN", pattern=r"^[A-Z]{2}$")
+    """Phones without a country code are read as numbers of this country (ISO 3166 alpha-2)."""
+
+    _names = field_validator("access_token_env", "app_secret_env")(_env_name)
+
+
+class GoogleConsent(Strict):
+    ad_user_data: Literal["GRANTED", "DENIED", "UNSPECIFIED"] = "GRANTED"
+    ad_personalization: Literal["GRANTED", "DENIED", "UNSPECIFIED"] = "GRANTED"
+
+
+class GoogleAdsBlock(AdBlock):
+    """A Google Ads Customer Match user list, through offline user data jobs."""
+
+    customer_id: str = Field(pattern=r"^\d{10}$")
+    user_list_id: str = Field(pattern=r"^\d+$")
+    login_customer_id: str | None = Field(None, pattern=r"^\d{10}$")
+    """The manager account, when access goes through one (10 digits, no dashes)."""
+    developer_token_env: str
+    client_id_env: str
+    client_secret_env: str
+    refresh_token_env: str
+    token_url: str = Field("https://oauth2.googleapis.com/token", pattern=r"^https?://")
+    consent: GoogleConsent = GoogleConsent()
+    phone_region: str = Field("CN", pattern=r"^[A-Z]{2}$")
+
+    _names = field_validator("developer_token_env", "client_id_env", "client_secret_env",
+                             "refresh_token_env")(_env_name)
+
+
 class Retries(Strict):
     max_attempts: int = Field(6, ge=1, le=20)
     initial_backoff_s: float = Field(0.5, gt=0, le=60)
@@ -236,9 +335,12 @@ class Destination(Strict):
     description: str = ""
     owner: str = ""
     audience: str
-    channel: Literal["webhook", "file", "kafka", "email", "sms"]
+    channel: Literal["webhook", "file", "kafka", "email", "sms", "tencent_ads", "ocean_engine",
+                     "baidu_ads", "meta_ads", "google_ads"]
     id_type: str | None = None
-    id_form: Literal["raw", "md5", "sha256"] = "raw"
+    id_form: Literal["raw", "md5", "sha256", "aes"] = "raw"
+    aes_key_env: str | None = None
+    """With id_form: aes, the variable holding the organisation's 16-character key."""
     mode: Literal["diff", "full"] = "diff"
     schedule: Literal["on_change", "manual", "hourly", "daily", "weekly", "monthly"] = "on_change"
     batch_size: int = Field(100, ge=1, le=1_000_000)
@@ -254,6 +356,32 @@ class Destination(Strict):
     kafka: KafkaBlock | None = None
     email: EmailBlock | None = None
     sms: SmsBlock | None = None
+    tencent_ads: TencentAdsBlock | None = None
+    ocean_engine: OceanEngineBlock | None = None
+    baidu_ads: BaiduAdsBlock | None = None
+    meta_ads: MetaAdsBlock | None = None
+    google_ads: GoogleAdsBlock | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _channel_batch(cls, data):
+        if isinstance(data, dict) and "batch_size" not in data and data.get("channel") in DEFAULT_BATCH:
+            data = {**data, "batch_size": DEFAULT_BATCH[data["channel"]]}
+        return data
+
+    _aes_name = field_validator("aes_key_env")(_env_name)
+
+    @model_validator(mode="after")
+    def _aes(self) -> Destination:
+        if (self.id_form == "aes") != (self.aes_key_env is not None):
+            raise ValueError("id_form: aes needs aes_key_env (the variable holding the 16-character "
+                             "key), and aes_key_env is used only with id_form: aes")
+        return self
+
+    @property
+    def block(self):
+        """The channel's block (file: the defaults when the file has none)."""
+        return self.file_block if self.channel == "file" else getattr(self, self.channel)
 
     @property
     def file_block(self) -> FileBlock:
