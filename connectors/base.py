@@ -30,6 +30,7 @@ class Capabilities:
     min_audience: int | None = None
     max_audience: int | None = None
     max_batch_size: int = 10_000
+    one_batch: bool = False          # takes an audience in one upload (a batch is a whole list)
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is slow on the hot path
@@ -65,8 +66,10 @@ class TransientError(Exception):
         self.partial = partial or []
 
 
-def check_delivery(caps: Capabilities, id_type: str, id_form: str, size: int) -> list[str]:
-    """Problems with delivering `size` members' `id_type` in `id_form`; empty when fine."""
+def check_delivery(caps: Capabilities, id_type: str, id_form: str, size: int,
+                   batch_size: int | None = None) -> list[str]:
+    """Problems with delivering `size` members' `id_type` in `id_form` in batches of
+    `batch_size`; empty when fine."""
     problems = []
     forms = caps.id_forms.get(id_type)
     if forms is None:
@@ -80,11 +83,16 @@ def check_delivery(caps: Capabilities, id_type: str, id_form: str, size: int) ->
     if caps.max_audience is not None and size > caps.max_audience:
         problems.append(f"{caps.channel} takes at most {caps.max_audience:,} members; "
                         f"this delivery has {size:,}")
+    if caps.one_batch and batch_size is not None and size > batch_size:
+        problems.append(f"{caps.channel} takes an audience in one upload, and {size:,} members "
+                        f"is more than batch_size {batch_size:,}")
     return problems
 
 
 class Connector(ABC):
     capabilities: Capabilities
+    notes: list[str]
+    """What a run should tell its user though it succeeded (e.g. a platform refused a publish)."""
 
     @classmethod
     def prepare_id(cls, id_type: str, value: str, form: str, region: str = "CN") -> str:

@@ -228,6 +228,7 @@ def test_an_audience_reaches_the_platform_and_follows_its_changes(
             assert run.status == "succeeded" and run.counts["sent"] == 2500
         if channel == "ocean_engine":
             assert peer.published == 1
+            peer.publish_limit = 1  # the day's publish is used: the next run says so, and succeeds
         # 100 leave and 50 join: the platform follows with one remove and one add upload
         uploads = len(peer.uploads)
         kept = ids[100:] + make_ids(50, start=5000)
@@ -240,6 +241,10 @@ def test_an_audience_reaches_the_platform_and_follows_its_changes(
         assert peer.members == {platform_hash(i) for i in kept} - refused
         assert sorted(u["op"] for u in peer.uploads[uploads:]) == ["add", "remove"]
         assert {u["n"] for u in peer.uploads[uploads:] if u["op"] == "remove"} == {100}
+        if channel == "ocean_engine":
+            assert diff.status == "succeeded" and "did not publish audience 99 (code 40003" in diff.error
+        if channel == "meta_ads":
+            assert len(peer.sessions) == len(peer.uploads)  # a session per upload, none reused
     finally:
         peer.stop()
 
@@ -273,11 +278,18 @@ def test_baidu_pushes_each_version_as_a_new_crowd(built_engines, tmp_path, ad_en
         assert again.counts["sent"] == 5510
         assert set(peer.crowds[f"summer v{v2}"]) == {md5(i) for i in imeis[500:]} | \
             {md5(f"35{i:013d}") for i in range(10)}
-        # below Baidu's 5,000 ids a crowd: refused before anything is sent
-        _synthetic_version(wh, "people", "imei", imeis[:100])
+        # below Baidu's 5,000 ids a crowd, or above one upload: refused before anything is sent
         uploads = len(peer.uploads)
+        _synthetic_version(wh, "people", "imei", imeis[:100])
         with pytest.raises(UserError, match="baidu_ads needs at least 5,000 members; this delivery "
                                             "has 100; nothing was sent"):
+            deliver(dests, "crowd", wh=wh)
+        small = load_destinations(d, load_project(a)).destinations["crowd"].model_copy(
+            update={"batch_size": 5000})
+        dests.destinations["crowd"] = small
+        _synthetic_version(wh, "people", "imei", imeis)
+        with pytest.raises(UserError, match="baidu_ads takes an audience in one upload, and 6,000 "
+                                            "members is more than batch_size 5,000"):
             deliver(dests, "crowd", wh=wh)
         assert len(peer.uploads) == uploads
     finally:
@@ -304,5 +316,41 @@ def test_refused_credentials_stop_the_run_and_a_rerun_resumes(built_engines, tmp
         [resumed] = deliver(dests, "fb", wh=wh)
         assert resumed.resumed and resumed.status == "succeeded" and resumed.counts["sent"] == 1200
         assert peer.members == {sha256(e) for e in emails} and peer.violations == []
+    finally:
+        peer.stop()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_token_refused_with_http_200_stops_the_run_after_the_breaker(
+        built_engines, tmp_path, ad_env, engine):
+    """Tencent answers a wrong token with HTTP 200 and an error code, as it does any refusal:
+    the breaker stops the run after `breaker_failures` batches refused whole, instead of
+    dead-lettering the audience; with the token fixed, a rerun sends the rest and replay the
+    refused batches."""
+    from orchestration.delivery.engine import replay
+
+    wh = built_engines[engine].warehouse
+    _reset_delivery(wh)
+    peer = TencentAds(1001, 2002, "the-right-token")
+    try:
+        a, d = _project(tmp_path, "tx", "mobile",
+                        f"name: tx\naudience: people\nchannel: tencent_ads\nid_form: md5\n"
+                        f"batch_size: 500\nconcurrency: 1\nbreaker_failures: 2\n"
+                        f"tencent_ads: {{account_id: 1001, audience_id: 2002, access_token_env: OA_T_TOKEN, "
+                        f"base_url: '{peer.url}'}}\n")
+        dests = load_destinations(d, load_project(a))
+        phones = _phones(3000)
+        _synthetic_version(wh, "people", "mobile", phones)
+        [run] = deliver(dests, "tx", wh=wh)
+        assert run.status == "stopped" and "every member refused with 11002" in run.error
+        # two batches refused, and at most the one already in flight when the breaker opened
+        failed, pending = run.counts["failed"], run.counts["pending"]
+        assert failed in (1000, 1500) and failed + pending == 3000
+        ad_env.setenv("OA_T_TOKEN", "the-right-token")
+        [resumed] = deliver(dests, "tx", wh=wh)
+        assert resumed.status == "partial" and resumed.counts["sent"] == pending
+        again = replay(dests, "tx", wh=wh)
+        assert again is not None and again.status == "succeeded" and again.counts["sent"] == failed
+        assert peer.members == {md5(_digits(p)) for p in phones} and peer.violations == []
     finally:
         peer.stop()

@@ -10,8 +10,9 @@ A crowd is created whole, from a file: ``CrowdFeedService/addCrowdFeed`` with ``
 line (at least 5,000 ids, at most 10 MB: about 300,000 MD5 ids) and ``crowdType`` 1 IDFA, 2 IMEI,
 4 phone MD5, 5 IDFA MD5, 6 IMEI MD5. There is no call that adds to or removes from a crowd, so
 a Baidu destination delivers in full mode: each run pushes the audience as a new crowd, as Quick
-Audience's one-shot Baidu push does (an account holds at most 50 crowds). A batch sent again
-after a lost reply makes a second crowd with the same ids.
+Audience's one-shot Baidu push does (an account holds at most 50 crowds). The audience goes in
+one upload (an audience larger than `batch_size`, at most 300,000, is refused before anything
+is sent). An upload sent again after a lost reply makes a second crowd with the same ids.
 
 The body and its codes follow Baidu's feed-crowd documentation; the service path on
 api.baidu.com (``json/feed/v1``) is the one the other feed services use.
@@ -38,7 +39,7 @@ class BaiduAdsConnector(AudienceSync):
                                 id_forms={"idfa": ("raw", "md5"), "imei": ("raw", "md5"),
                                           "mobile": ("md5",)},
                                 supports_removals=False, is_message=False, min_audience=MIN_CROWD,
-                                max_batch_size=300_000)
+                                max_batch_size=300_000, one_batch=True)
 
     def upload(self, op: str, members: list[Member], batch_no: int) -> list[Outcome]:
         s = self.settings
@@ -46,12 +47,12 @@ class BaiduAdsConnector(AudienceSync):
             return self.failed(members, "TOO_SMALL",
                                f"a Baidu crowd needs at least {MIN_CROWD:,} ids; this batch has "
                                f"{len(members):,} (raise batch_size above the audience size)")
-        content = ("\n".join(m.id_value for m in members) + "\n").encode("ascii")
+        content = ("\n".join(m.id_value for m in members) + "\n").encode("utf-8")
         if len(content) > MAX_CONTENT:
             return self.failed(members, "TOO_LARGE", f"{len(content):,} bytes is above Baidu's 10 MB "
                                                      "crowd file; lower batch_size")
         name = s.options["crowd_name"].replace("{version}", str(s.options["audience_version"])) \
-            .replace("{date}", time.strftime("%Y%m%d")) + (f" #{batch_no + 1}" if batch_no else "")
+            .replace("{date}", time.strftime("%Y%m%d"))
         request = {"header": {"userName": s.options["user_name"], "accessToken": s.secrets["access_token"]},
                    "body": {"crowdFeedType": {"crowdName": name,
                                               "crowdType": CROWD_TYPES[(members[0].id_type,

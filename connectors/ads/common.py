@@ -14,7 +14,12 @@ Platform replies fall in three kinds, and each connector maps its own error code
 - bad credentials, an unknown account or audience: `PlatformConfigError`, which stops the run
   (the rest stays pending; fix the configuration and deliver again);
 - anything else the platform refuses: a failed `Outcome` for the members of that upload (dead
-  letters, replayable).
+  letters, replayable). Where a platform answers a wrong token with HTTP 200 and an error code
+  we cannot tell apart from other refusals, the engine's breaker stops the run after
+  `breaker_failures` batches refused whole.
+
+"Sent" means the platform accepted the upload; every platform here matches the ids later, on
+its side, and reports how many matched in its own interface.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class AudienceSync(HttpConnector):
     def __init__(self, settings: AdSettings) -> None:
         self.settings = settings
         self.session: requests.Session | None = None
+        self.notes: list[str] = []
 
     def deliver(self, batch: list[Member], batch_no: int) -> list[Outcome]:
         if self.session is None:

@@ -14,7 +14,9 @@ when the API answers 401.
 With partial failure on, ``partialFailureError.details[].errors[].location.fieldPathElements``
 name the operations refused (``{"fieldName": "operations", "index": i}``): those members fail,
 the others are sent. A job per upload means a batch sent again after a crash is a new job adding
-the same people, which Customer Match treats as no change.
+the same people, which Customer Match treats as no change. Jobs on one list go one at a time
+(a Google destination's concurrency is 1 by default; CONCURRENT_MODIFICATION is retried).
+"Sent" means Google accepted and started the job, which it processes over the next hours.
 
 Normalisation and hashing, as Google documents them for Customer Match: e-mail trimmed and
 lower-cased (no removal of dots), phones in E.164 with the plus, both SHA-256 in lower-case hex;
@@ -126,6 +128,8 @@ class GoogleAdsConnector(AudienceSync):
             raise TransientError(f"Google Ads: HTTP {reply.status_code}")
         if reply.status_code in (401, 403) or "NOT_ALLOWLISTED" in str(answer):
             raise self.config_error(f"the credentials or the account ({text})")
+        if "CONCURRENT_MODIFICATION" in str(answer):  # another job on the list: later
+            raise TransientError(f"Google Ads: {text}")
         if reply.status_code != 200:
             raise _Refused(text)
         return answer

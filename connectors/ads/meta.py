@@ -4,10 +4,11 @@ Adds are ``POST {base}/{audience_id}/users`` and removes the same call with ``me
 (the Graph API's method override: a DELETE with a body of 10,000 hashes is not something every
 proxy passes), form-encoded: ``payload`` = ``{"schema": ..., "data": [...]}``, ``session`` =
 ``{"session_id", "batch_seq": 1, "last_batch_flag": true, "estimated_num_total"}`` (one session
-per upload, its id fixed by the destination, the batch and the op, so a retry is the same
-session), ``access_token`` and, when the destination names the app secret, ``appsecret_proof``
-(hex HMAC-SHA256 of the token keyed by the secret). At most 10,000 ids a request. The reply is
-``{"audience_id", "session_id", "num_received", "num_invalid_entries", "invalid_entry_samples"}``.
+per upload, its id fixed by the destination, the run, the batch and the op, so a retry is the
+same session and every other upload a new one), ``access_token`` and, when the destination
+names the app secret, ``appsecret_proof`` (hex HMAC-SHA256 of the token keyed by the secret).
+At most 10,000 ids a request. The reply is ``{"audience_id", "session_id", "num_received",
+"num_invalid_entries", "invalid_entry_samples"}``.
 
 Normalisation and hashing, as Meta documents them: e-mail trimmed and lower-cased, then SHA-256;
 phone as digits with the country code and no leading zeros or symbols (E.164 without the plus;
@@ -64,9 +65,10 @@ def regain_seconds(reply) -> float | None:
     return minutes * 60 or None
 
 
-def session_id(destination: str, batch_no: int, op: str) -> int:
-    """A positive 63-bit id, the same for the same upload."""
-    digest = hashlib.sha256(f"{destination}|{batch_no}|{op}".encode()).digest()
+def session_id(destination: str, run_id: str, batch_no: int, op: str) -> int:
+    """A positive 63-bit id, the same for the same upload of the same run (a retry), and new for
+    every other."""
+    digest = hashlib.sha256(f"{destination}|{run_id}|{batch_no}|{op}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1) or 1
 
 
@@ -90,7 +92,8 @@ class MetaAdsConnector(AudienceSync):
         token = s.secrets["access_token"]
         form = {"payload": compact({"schema": SCHEMAS[members[0].id_type],
                                     "data": [m.id_value for m in members]}),
-                "session": compact({"session_id": session_id(s.destination, batch_no, op),
+                "session": compact({"session_id": session_id(s.destination, s.options["run_id"],
+                                                             batch_no, op),
                                     "batch_seq": 1, "last_batch_flag": True,
                                     "estimated_num_total": len(members)}),
                 "access_token": token}

@@ -15,10 +15,11 @@ OAID_MD5 8) and ``id = 3``, lower case. The messages are written here with the p
 format directly (two varints and two strings; no generated code needed); the tests read them
 back with the protobuf runtime.
 
-After a run that changed the data source, ``POST dmp/custom_audience/publish/`` republishes the
-audience built on it (when the destination names ``custom_audience_id``): the platform keeps
-serving the old members until then, and allows one publish a day. Replies are ``{"code": 0,
-"message": "OK", "request_id": ..., "data": {...}}``; any other code refuses the upload. The
+At the end of a run, ``POST dmp/custom_audience/publish/`` republishes the audience built on the
+data source (when the destination names ``custom_audience_id``): the platform keeps serving the
+old members until then, and allows one publish a day, so a refused publish is a note on the run.
+Replies are ``{"code": 0, "message": "OK", "request_id": ..., "data": {...}}``; any other code
+refuses the upload. The
 platform allows 50 updates of a data source a day, hence the large default batch (100,000).
 """
 
@@ -31,7 +32,6 @@ import zipfile
 
 from connectors.ads.common import AudienceSync
 from connectors.base import Capabilities, Member, Outcome, TransientError
-from orchestration.errors import UserError
 
 DEFAULT_BASE_URL = "https://ad.oceanengine.com/open_api"
 DATA_TYPES = {
@@ -40,8 +40,8 @@ DATA_TYPES = {
 }
 IDS_PER_LINE = 10_000
 # Read from the codes of TikTok's Business API, which shares this API's design (40100: too many
-# requests; 40102, 40104, 40105: the token expired, is empty, is invalid); any other non-zero
-# code refuses the upload's members.
+# requests; 40102, 40104, 40105: the token expired, is empty, is invalid; 50000 and up: system
+# errors, retried); any other non-zero code refuses the upload's members.
 AUTH_CODES = {40102, 40104, 40105}
 RATE_LIMIT_CODES = {40100}
 
@@ -102,6 +102,8 @@ class OceanEngineConnector(AudienceSync):
             raise self.config_error(f"the access token (code {code}: {answer.get('message')})")
         if code in RATE_LIMIT_CODES:
             raise TransientError(f"Ocean Engine rate limit {code}: {answer.get('message')}", 1.0)
+        if code >= 50000:  # the platform's system errors
+            raise TransientError(f"Ocean Engine system error {code}: {answer.get('message')}")
         return answer
 
     def upload(self, op: str, members: list[Member], batch_no: int) -> list[Outcome]:
@@ -127,16 +129,18 @@ class OceanEngineConnector(AudienceSync):
         return self.sent(members, str(answer.get("request_id") or ""))
 
     def finish(self, summary: dict[str, int]) -> None:
+        """Publish the audience. The platform allows one publish a day: a refusal is a note on
+        the run (every change is in the data source; the next run's publish, or one in the
+        platform, makes it live), not a failure."""
         audience = self.settings.options.get("custom_audience_id")
-        if not audience or not summary.get("sent"):
+        if not audience:
             return
         if self.session is None:
             self.open()
         body = {"advertiser_id": int(self.settings.account_id), "custom_audience_id": int(audience)}
         answer = self._call("2/dmp/custom_audience/publish/", json=body)
         if answer["code"] != 0:
-            raise UserError(f"destination {self.settings.destination}: every change reached the "
-                            f"data source, but Ocean Engine did not publish audience {audience} "
-                            f"(code {answer['code']}: {answer.get('message')}); the platform "
-                            f"serves the old members until it does. Run `oa deliver "
-                            f"{self.settings.destination}` again to publish (once a day)")
+            self.notes.append(f"every change reached data source {self.settings.audience_id}, but "
+                              f"Ocean Engine did not publish audience {audience} (code "
+                              f"{answer['code']}: {answer.get('message')}); it serves the old "
+                              "members until the next run's publish or one in the platform")

@@ -14,8 +14,9 @@ SHA256_MOBILE_PHONE its SHA-256, HASH_OAID the MD5 of the OAID as it is. There i
 mobile type, so a phone goes as md5 or sha256.
 
 Error codes: 11008 and 11016-11019 are rate limits and 30000-30099 system errors (both retried);
-the documented minute limit blocks for five minutes, so a minute-limit reply asks to wait 60 s.
-Any other non-zero code refuses the upload's members for good.
+the documented minute limit blocks for five minutes, so a minute-limit reply asks to wait 300 s
+(and a Tencent destination's retries wait up to 300 s by default). Any other non-zero code
+refuses the upload's members for good.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class TencentAdsConnector(AudienceSync):
         fields = {"account_id": str(s.account_id), "audience_id": str(s.audience_id),
                   "user_id_type": user_id_type,
                   "operation_type": "APPEND" if op == "add" else "REDUCE"}
-        content = ("\n".join(m.id_value for m in members) + "\n").encode("ascii")
+        content = ("\n".join(m.id_value for m in members) + "\n").encode("utf-8")
         name = f"{s.destination}-{batch_no:05d}-{op}.txt"
         reply = self.request("POST", "custom_audience_files/add", params=query, data=fields,
                              files={"file": (name, content, "text/plain")})
@@ -82,7 +83,7 @@ class TencentAdsConnector(AudienceSync):
             return self.sent(members, str(data.get("custom_audience_file_id", "")))
         if code in RATE_LIMIT_CODES:
             raise TransientError(f"Tencent Ads rate limit {code}: {message}",
-                                 60.0 if code == 11017 else None)
+                                 300.0 if code == 11017 else None)
         if 30000 <= code <= 30099:
             raise TransientError(f"Tencent Ads system error {code}: {message}")
         return self.failed(members, str(code), message)

@@ -67,7 +67,8 @@ def _ad_settings(d: Destination, run: dict, environ) -> AdSettings:
                "meta_ads": "audience_id", "google_ads": "customer_id"}[d.channel]
     audience = {"tencent_ads": "audience_id", "ocean_engine": "data_source_id", "baidu_ads": "crowd_name",
                 "meta_ads": "audience_id", "google_ads": "user_list_id"}[d.channel]
-    options = {"id_form": d.id_form, "audience_version": int(run["audience_version"])}
+    options = {"id_form": d.id_form, "audience_version": int(run["audience_version"]),
+               "run_id": run["run_id"]}
     for name in ("custom_audience_id", "crowd_name", "user_name", "login_customer_id", "token_url"):
         if getattr(b, name, None) is not None:
             options[name] = getattr(b, name)

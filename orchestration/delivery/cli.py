@@ -156,7 +156,13 @@ def status(
                       *(f"{n:,}" for n in (r["sent"], r["failed"], held, r["pending"])))
     console.print(table)
     names = [destination] if destination else sorted({r["destination"] for r in rows})
+    latest = {}
+    for r in rows:  # newest first: each destination's latest run, and what it said
+        latest.setdefault(r["destination"], r)
     for name in names:
+        if name in latest and latest[name]["error"]:
+            console.print(f"[yellow]{name}[/yellow] ({latest[name]['status']}): {latest[name]['error']}",
+                          soft_wrap=True)
         n = dead_letters(wh, name)
         if n:
             console.print(f"{name}: {n:,} dead letter(s); send them again with `oa deliver replay {name}`")

@@ -278,6 +278,18 @@ def _send_batch(connector: Connector, prepare, id_type: str, backoff: Backoff,
     return _BatchResult(batch_no, rows, [*invalid, *settled.values(), *outcomes], attempts)
 
 
+def _refused_whole(r: _BatchResult) -> str:
+    """A batch whose every member the channel refused with one and the same code: what a wrong
+    credential or a deleted audience looks like on platforms that answer 200 with an error
+    code. It counts against the breaker, so the run stops instead of dead-lettering everyone."""
+    codes = {o.code for o in r.outcomes if not o.ok}
+    if len(r.outcomes) < len(r.rows) or len(codes) != 1 or any(o.ok for o in r.outcomes) \
+            or codes == {"invalid_id"}:
+        return ""
+    first = next(o for o in r.outcomes if not o.ok)
+    return f"every member refused with {first.code}: {first.message}"[:300]
+
+
 def _flush(wh: Warehouse, conn, d: Destination, run: dict, results: list[_BatchResult]) -> None:
     """Record outcomes in one transaction: log rows, the destination's state, dead letters."""
     if not results:
@@ -367,6 +379,8 @@ def _pending_windows(wh: Warehouse, conn, run_id: str, batch_size: int):
 def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path, folder: Path,
               progress: Progress | None, environ) -> tuple[str, str]:
     """Send a run's pending rows; (final status, error)."""
+    if run["id_form"] != d.id_form:  # the file changed since the run was planned
+        d = d.model_copy(update={"id_form": run["id_form"]})
     prepare = id_preparer(d, environ)
     connector = connector_for(d, run, home, folder, environ)
     backoff = Backoff(d.retries.max_attempts, d.retries.initial_backoff_s, d.retries.max_backoff_s)
@@ -379,6 +393,7 @@ def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path, folder
     last_flush = time.monotonic()
     stopped = ""
     errors: list[Exception] = []  # from a worker: raised after what was acknowledged is recorded
+    notes: list[str] = []
     try:
         try:
             connector.open()
@@ -398,12 +413,14 @@ def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path, folder
                         errors.append(exc)
                         stopped = stopped or f"stopped: {exc}"
                         continue
-                    breaker.record(not r.exhausted, r.exhausted)
+                    refused = _refused_whole(r)
+                    breaker.record(not (r.exhausted or refused), r.exhausted or refused)
                     buffered.append(r)
                     done += len(r.rows)
                     if breaker.open and not stopped:
                         stopped = (f"stopped after {breaker.streak} consecutive batches failed every "
-                                   f"retry (last: {breaker.last_error}); the rest is pending: run "
+                                   f"retry or were refused whole (last: {breaker.last_error}); the rest "
+                                   f"is pending: run "
                                    f"`oa deliver {d.name}` again to resume")
                 if progress:
                     progress(d.name, done, total)
@@ -433,18 +450,24 @@ def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path, folder
             raise errors[0]
         counts = _recount(wh, conn, run["run_id"])
         if not stopped and counts["pending"] == 0:
-            connector.finish({k: counts[k] for k in ("sent", "failed", "suppressed", "capped", "skipped")})
+            try:
+                connector.finish({k: counts[k] for k in ("sent", "failed", "suppressed", "capped",
+                                                         "skipped")})
+            except (TransientError, UserError) as exc:  # every member is recorded already
+                notes.append(f"the run's last step failed: {exc}")
     finally:
         connector.close()
+    notes += getattr(connector, "notes", [])
     if stopped:
         return "stopped", stopped
     if counts["pending"]:
         return "stopped", (f"{counts['pending']:,} member(s) failed every retry and are pending: run "
                            f"`oa deliver {d.name}` again to resume")
     if counts["failed"]:
-        return "partial", (f"{counts['failed']:,} member(s) failed for good; see "
-                           f"`oa deliver status {d.name}` and `oa deliver replay {d.name}`")
-    return "succeeded", ""
+        return "partial", "; ".join([f"{counts['failed']:,} member(s) failed for good; see "
+                                     f"`oa deliver status {d.name}` and `oa deliver replay {d.name}`",
+                                     *notes])
+    return "succeeded", "; ".join(notes)
 
 
 def _recount(wh: Warehouse, conn, run_id: str) -> dict[str, int]:
@@ -468,7 +491,8 @@ def _finish_run(wh: Warehouse, conn, run_id: str, status: str, error: str) -> di
 
 # -- the public operations ----------------------------------------------------------------------
 def _run_row(wh: Warehouse, conn, run_id: str) -> dict:
-    cols = ("run_id", "destination", "audience", "audience_version", "mode", "id_type", "trigger")
+    cols = ("run_id", "destination", "audience", "audience_version", "mode", "id_type", "id_form",
+            "trigger")
     row = wh.execute(conn, f"select {', '.join(cols)} from {store.RUNS} where run_id = %s", [run_id])[0]
     return dict(zip(cols, row, strict=True))
 
@@ -507,7 +531,8 @@ def _check_channel(wh: Warehouse, conn, dests: Destinations, d: Destination, ver
     """The channel's limits, before anything is planned or sent."""
     size = wh.execute(conn, f"select size from {VERSIONS} where audience = %s and version = %s",
                       [d.audience, version])[0][0]
-    problems = check_delivery(capabilities(d.channel), dests.id_type(d.name), d.id_form, int(size))
+    problems = check_delivery(capabilities(d.channel), dests.id_type(d.name), d.id_form, int(size),
+                              d.batch_size)
     if problems:
         raise UserError(f"cannot deliver {d.name} (audience {d.audience} version {version}): "
                         + "; ".join(problems) + "; nothing was sent")
@@ -598,7 +623,10 @@ def _preview(wh: Warehouse, conn, run_id: str, id_type: str, d: Destination) -> 
                             f"and status = 'pending' order by batch_no, idempotency_key "
                             f"limit {PREVIEW_ROWS}", [run_id])
     out = []
-    prepare = id_preparer(d)
+    try:
+        prepare = id_preparer(d)
+    except UserError as exc:  # e.g. the aes key is not in this environment
+        return [{"op": "", "one_id": "", "id": f"(cannot show the ids: {exc})", "variables": ""}]
     for op, one_id, id_value, variables in rows:
         try:
             sent = prepare(id_type, id_value)

@@ -35,10 +35,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 AD_CHANNELS = ("tencent_ads", "ocean_engine", "baidu_ads", "meta_ads", "google_ads")
 CHANNELS = ("webhook", "file", "kafka", "email", "sms", *AD_CHANNELS)
-DEFAULT_BATCH = {"tencent_ads": 100_000, "ocean_engine": 100_000, "baidu_ads": 300_000,
-                 "meta_ads": 10_000, "google_ads": 10_000}
-"""Batch sizes where the channel wants bigger uploads than the default of 100: each batch is one
-upload, and some platforms count uploads against a daily quota."""
+CHANNEL_DEFAULTS: dict[str, dict] = {
+    "tencent_ads": {"batch_size": 100_000, "retries": {"max_backoff_s": 300}},
+    "ocean_engine": {"batch_size": 100_000, "concurrency": 1},
+    "baidu_ads": {"batch_size": 300_000, "concurrency": 1},
+    "meta_ads": {"batch_size": 10_000},
+    "google_ads": {"batch_size": 10_000, "concurrency": 1},
+}
+"""What a channel's destinations get when the file does not say: each ad-platform batch is one
+upload and some platforms count uploads against a daily quota (Ocean Engine: 50 updates a day)
+or refuse concurrent jobs on one list (Google); Tencent's minute limit blocks for 5 minutes."""
 SCHEDULES = ("on_change", "manual", "hourly", "daily", "weekly", "monthly")
 CRONS = {"hourly": "0 * * * *", "daily": "30 3 * * *", "weekly": "30 3 * * 1",
          "monthly": "30 3 1 * *"}
@@ -364,9 +370,12 @@ class Destination(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _channel_batch(cls, data):
-        if isinstance(data, dict) and "batch_size" not in data and data.get("channel") in DEFAULT_BATCH:
-            data = {**data, "batch_size": DEFAULT_BATCH[data["channel"]]}
+    def _channel_defaults(cls, data):
+        if isinstance(data, dict) and data.get("channel") in CHANNEL_DEFAULTS:
+            defaults = CHANNEL_DEFAULTS[data["channel"]]
+            data = {**{k: v for k, v in defaults.items() if k != "retries"}, **data}
+            if "retries" in defaults and isinstance(data.get("retries", {}), dict):
+                data["retries"] = {**defaults["retries"], **data.get("retries", {})}
         return data
 
     _aes_name = field_validator("aes_key_env")(_env_name)

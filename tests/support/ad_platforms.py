@@ -176,6 +176,7 @@ class OceanEngine(Peer):
         self.token = token
         self.files: dict[str, tuple[int, list[str]]] = {}
         self.published = 0
+        self.publish_limit = 1_000  # publishes allowed (the platform: one a day)
         self.DmpData = dmp_message_class()
         super().__init__()
 
@@ -234,6 +235,8 @@ class OceanEngine(Peer):
         if path == "/2/dmp/custom_audience/publish/":
             if request != {"advertiser_id": self.advertiser_id, "custom_audience_id": self.audience_id}:
                 return self.violation(f"publish request {request}")
+            if self.published >= self.publish_limit:
+                return 200, {"code": 40003, "message": "publish is allowed once a day", "request_id": "r"}
             self.published += 1
             return self.ok()
         return self.violation(f"unexpected path {path}")
@@ -290,7 +293,7 @@ META_FORMATS = {"EMAIL_SHA256": HEX64, "PHONE_SHA256": HEX64, "MOBILE_ADVERTISER
 class MetaAds(Peer):
     def __init__(self, audience_id: str, token: str, app_secret: str = "") -> None:
         self.audience_id, self.token, self.app_secret = audience_id, token, app_secret
-        self.sessions: set[tuple[int, str]] = set()
+        self.sessions: dict[int, str] = {}  # session id -> the payload it carried
         super().__init__()
 
     def refused(self, text: str):
@@ -326,7 +329,10 @@ class MetaAds(Peer):
         if bad:
             return self.violation(f"{len(bad)} ids are not {schema}, e.g. {bad[0]!r}")
         op = "remove" if form.get("method") == "DELETE" else "add"
-        self.sessions.add((session["session_id"], op))
+        with self.lock:  # a finished session may be retried as it was, never reused
+            earlier = self.sessions.setdefault(session["session_id"], op + form["payload"])
+        if earlier != op + form["payload"]:
+            return self.violation(f"session {session['session_id']} was used for another upload")
         self.apply(op, data, schema=schema)
         return 200, {"audience_id": self.audience_id, "session_id": session["session_id"],
                      "num_received": len(data), "num_invalid_entries": 0, "invalid_entry_samples": {}}
