@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ml.cli import ml_app
 from orchestration.delivery.cli import deliver_app, suppress_app
 from orchestration.errors import UserError, ValidationFailed
 
@@ -40,6 +41,7 @@ aipl_app = typer.Typer(no_args_is_help=True, help="AIPL stages per day (the aipl
 app.add_typer(aipl_app, name="aipl")
 app.add_typer(deliver_app, name="deliver")
 app.add_typer(suppress_app, name="suppress")
+app.add_typer(ml_app, name="ml")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # paths and messages stay whole when piped
 
@@ -204,21 +206,25 @@ def demo(
     settings = load_settings()
     out = settings.home / "demo"
     config = DemoConfig(users=users, days=days, seed=seed, end_date=dt.date.today())
-    console.rule("1/6 demo data")
+    console.rule("1/7 demo data")
     _generate(generate, out, config)
-    console.rule("2/6 load (validated)")
+    console.rule("2/7 load (validated)")
     _load_folder(out, "replace", quarantine=False)
-    console.rule("3/6 nightly_refresh")
+    console.rule("3/7 nightly_refresh")
     result = run_nightly(console)
     if not result.success:
         raise UserError(f"nightly_refresh failed (run {result.run_id}); see `make ui`")
-    console.rule("4/6 AIPL history")
+    console.rule("4/7 AIPL history")
     today = dt.date.today()
     backfill_aipl(today - dt.timedelta(days=29), today)
-    console.rule("5/6 audiences (Dagster job audiences_refresh_all) and reports")
+    console.rule("5/7 audiences (Dagster job audiences_refresh_all) and reports")
     audience_results = refresh_all_audiences(today)
-    console.rule("6/6 deliveries (Dagster job deliveries)")
+    console.rule("6/7 deliveries (Dagster job deliveries)")
     deliveries = demo_deliveries(settings.home / "demo")
+    console.rule("7/7 repurchase model (train, validate against the baselines, score)")
+    from ml.cli import print_training, train_repurchase
+
+    repurchase = train_repurchase(activate=True, out=console)
     reports = {
         "RFM": write_rfm_report("rfm_default"),
         "AIPL": write_aipl_report("default", today - dt.timedelta(days=29), today),
@@ -231,6 +237,7 @@ def demo(
     from orchestration.delivery.cli import print_summaries
 
     print_summaries(deliveries, console)
+    print_training(*repurchase, out=console)
     for kind, path in reports.items():
         console.print(f"{kind} report: {path}", soft_wrap=True)
 

@@ -12,6 +12,7 @@ from orchestration.dbt_project import DBT_PROJECT, apply_environment
 from orchestration.defs.audiences.assets import audience_definitions
 from orchestration.defs.dbt.assets import warehouse_models
 from orchestration.defs.deliveries.assets import delivery_definitions
+from orchestration.defs.ml.assets import ml_definitions
 from orchestration.defs.nightly.jobs import nightly_refresh, nightly_schedule
 from orchestration.defs.raw.assets import RAW_ASSETS, RAW_CHECKS
 from orchestration.resources import WarehouseResource
@@ -38,4 +39,5 @@ def _core() -> dg.Definitions:
     )
 
 
-defs = dg.Definitions.merge(_core(), audience_definitions(nightly_refresh), delivery_definitions())
+defs = dg.Definitions.merge(_core(), audience_definitions(nightly_refresh), delivery_definitions(),
+                            ml_definitions())

@@ -222,6 +222,10 @@ HOUR_WEIGHTS = (0.5, 0.3, 0.15, 0.1, 0.1, 0.15, 0.4, 0.8, 1.1, 1.3, 1.5, 1.4, 1.
 CATEGORIES = ("womenswear", "menswear", "shoes", "bags", "beauty", "skincare", "home", "kitchen",
               "electronics", "sports", "kids", "snacks")
 CATEGORY_SHARES = (0.16, 0.08, 0.09, 0.05, 0.11, 0.12, 0.08, 0.06, 0.07, 0.06, 0.05, 0.07)
+# The planted repurchase signal: a repeat buyer's order rate (and, inversely, their churn) scales
+# with their favourite category; consumables come back, durables do not. Recency and frequency
+# see it only in people with many orders; a model that sees what people buy sees it in everyone.
+CATEGORY_REPURCHASE = (1.0, 1.0, 0.9, 0.6, 1.6, 1.8, 0.8, 0.8, 0.45, 1.0, 1.4, 2.2)
 # How much each gender (male, female, unknown) over- or under-weights a category.
 GENDER_CATEGORY_AFFINITY = (
     (0.15, 2.6, 1.2, 0.5, 0.3, 0.5, 1.0, 1.0, 2.4, 1.8, 0.9, 1.0),
@@ -704,13 +708,18 @@ def _users(rng: np.random.Generator, first: int, n: int, config: DemoConfig,
     fav1 = _choose_by_row(rng, affinity, gender)
     fav2 = np.where(rng.random(n) < SECOND_FAVOURITE, _choose_by_row(rng, affinity, gender), fav1)
 
-    cohort = _choose(rng, COHORT_SHARES, n)
-    churn = (cohort == COHORT_REPEAT) & (rng.random(n) < CHURN_SHARE)
+    # buyers of durables more often buy once and never again (the planted signal, as below)
+    once = np.asarray(COHORT_SHARES[1]) / np.asarray(CATEGORY_REPURCHASE)
+    by_category = np.stack([np.full(len(CATEGORIES), COHORT_SHARES[0]), once,
+                            np.full(len(CATEGORIES), COHORT_SHARES[2])], axis=1)
+    cohort = _choose_by_row(rng, by_category, fav1)
+    repurchase = np.asarray(CATEGORY_REPURCHASE)[fav1]
+    churn = (cohort == COHORT_REPEAT) & (rng.random(n) < np.minimum(CHURN_SHARE / repurchase, 0.9))
     churn_at = active_from + (rng.random(n) * (calendar.end_us - active_from)).astype(np.int64)
     active_until = np.where(churn, np.maximum(churn_at, active_from + SECOND_US), calendar.end_us)
     active_until = np.minimum(active_until, calendar.end_us)
 
-    rate = rng.gamma(ORDER_RATE_SHAPE, ORDER_RATE_MEAN / ORDER_RATE_SHAPE, n)
+    rate = rng.gamma(ORDER_RATE_SHAPE, ORDER_RATE_MEAN / ORDER_RATE_SHAPE, n) * repurchase
     browse = rng.gamma(BROWSE_RATE_SHAPE, BROWSE_RATE_MEAN / BROWSE_RATE_SHAPE, n)
     browse *= np.asarray(BROWSE_COHORT_FACTOR)[cohort]
     browse *= np.where(cohort == COHORT_REPEAT,

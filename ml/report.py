@@ -1,0 +1,121 @@
+"""The repurchase model's report: what it saw, how it was validated, and how good it is against
+the baselines. One self-contained HTML page, and the same charts as PNG for Dagster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from orchestration.analysis.report import Page, chart_png, write
+
+
+def top_share_chart(top: pd.DataFrame) -> alt.Chart:
+    rows = []
+    for r in top.itertuples():
+        for measure in ("precision", "recall"):
+            rows.append({"group": r.group, "measure": measure, "who": "model",
+                         "value": getattr(r, measure)})
+            rows.append({"group": r.group, "measure": measure, "who": "random group",
+                         "value": getattr(r, f"random_{measure}")})
+    return alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
+        x=alt.X("who:N", title=None), y=alt.Y("value:Q", axis=alt.Axis(format="%"), title=None),
+        color=alt.Color("who:N", title=None), column=alt.Column("group:N", title=None),
+        row=alt.Row("measure:N", title=None),
+        tooltip=["group", "measure", "who", alt.Tooltip("value:Q", format=".1%")],
+    ).properties(width=110, height=140, title="Precision and recall of the top groups vs random groups")
+
+
+def calibration_chart(cal: pd.DataFrame) -> alt.LayerChart:
+    line = alt.Chart(cal).mark_line(point=True).encode(
+        x=alt.X("predicted:Q", title="predicted probability", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("observed:Q", title="observed share who bought", scale=alt.Scale(domain=[0, 1])),
+        tooltip=[alt.Tooltip("predicted:Q", format=".2f"), alt.Tooltip("observed:Q", format=".2f")])
+    diagonal = alt.Chart(pd.DataFrame({"predicted": [0, 1], "observed": [0, 1]})).mark_line(
+        strokeDash=[4, 4], color="#999").encode(x="predicted:Q", y="observed:Q")
+    return (diagonal + line).properties(width=360, height=300,
+                                        title="Calibration (deciles of the validation set)")
+
+
+def importance_chart(imp: pd.DataFrame, top: int = 10) -> alt.Chart:
+    return alt.Chart(imp.head(top)).mark_bar().encode(
+        x=alt.X("importance:Q", title="drop in validation AUC when shuffled"),
+        y=alt.Y("feature:N", sort="-x", title=None),
+        tooltip=["feature", alt.Tooltip("importance:Q", format=".4f")],
+    ).properties(width=420, height=24 * min(top, len(imp)), title="Top features by permutation importance")
+
+
+def score_histogram(scores: np.ndarray, title: str) -> alt.Chart:
+    edges = np.linspace(0, 1, 21)
+    counts, _ = np.histogram(np.clip(scores, 0, 1), bins=edges)
+    at_least = counts[::-1].cumsum()[::-1]
+    df = pd.DataFrame({"from": edges[:-1], "to": edges[1:], "users": counts, "at_least": at_least})
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("from:Q", bin="binned", title="probability of buying again within the horizon"),
+        x2="to:Q", y=alt.Y("users:Q", title="people"),
+        tooltip=[alt.Tooltip("from:Q", format=".2f", title="score from"),
+                 alt.Tooltip("users:Q", format=",", title="people at this score"),
+                 alt.Tooltip("at_least:Q", format=",", title="people at or above it")],
+    ).properties(width=520, height=220, title=title)
+
+
+def charts(training, scores: np.ndarray | None = None) -> dict[str, alt.TopLevelMixin]:
+    out = {"top_groups": top_share_chart(training.top_shares),
+           "calibration": calibration_chart(training.calibration),
+           "importance": importance_chart(training.importance),
+           "validation_scores": score_histogram(training.validation_scores, "Validation scores")}
+    if scores is not None:
+        out["scores"] = score_histogram(scores, "Scores at the as-of date")
+    return out
+
+
+def page(training, scoring=None) -> Page:
+    c = training.config
+    m = training.metrics
+    p = Page(f"Repurchase model, version {training.version}",
+             f"buys again within {c.horizon_days} days; trained on cutoffs "
+             f"{', '.join(training.cutoffs['train'])} ({training.rows['train']:,} rows), validated on "
+             f"{', '.join(training.cutoffs['validate'])} ({training.rows['validate']:,} people)")
+    p.metrics({"AUC": f"{m['model']['auc']:.3f}", "PR-AUC": f"{m['model']['pr_auc']:.3f}",
+               "top 25% precision": f"{m['model']['precision_top25']:.1%}",
+               "random group": f"{m['model']['random_precision_top25']:.1%}",
+               "lift, top 5%": f"{m['model']['lift_top5']:.2f}×"})
+    for w in training.warnings:
+        p.note("Warning: " + w)
+    p.heading("Against the baselines, on the same validation people")
+    p.note("heuristic: recent and frequent buyers first. BG/NBD: the buy-till-you-die model "
+           f"(r={training.bgnbd.r:.3g}, α={training.bgnbd.alpha:.3g}, a={training.bgnbd.a:.3g}, "
+           f"b={training.bgnbd.b:.3g}) fitted to the training cutoffs, ranking by expected purchases.")
+    table = pd.DataFrame([{"model": name, **values} for name, values in m.items()])
+    p.table(table, {"auc": ".3f", "pr_auc": ".3f", "precision_top25": ".1%",
+                    "random_precision_top25": ".1%", "lift_top5": ".2f"})
+    p.heading("Precision and recall against a random group of the same size (the manual's chart)")
+    p.chart(top_share_chart(training.top_shares))
+    p.table(training.top_shares, {"users": ",", "precision": ".1%", "recall": ".1%",
+                                  "random_precision": ".1%", "random_recall": ".1%", "lift": ".2f"})
+    p.heading("Calibration")
+    p.note("Predicted probability against the share who really bought, per decile of the "
+           "validation scores; the dashed line is perfect calibration.")
+    p.chart(calibration_chart(training.calibration))
+    p.heading("What the model relies on")
+    p.chart(importance_chart(training.importance))
+    p.heading("Scores")
+    p.chart(score_histogram(training.validation_scores, "Validation scores"))
+    if scoring is not None:
+        p.note(f"{scoring.users:,} predictable people scored as of {scoring.as_of} with version "
+               f"{scoring.version}.")
+        p.chart(score_histogram(scoring.scores, "Scores at the as-of date"))
+        for w in scoring.warnings:
+            p.note("Warning: " + w)
+    return p
+
+
+def write_report(training, folder: Path, scoring=None) -> Path:
+    return write(page(training, scoring), folder / f"repurchase_v{training.version:04d}.html")
+
+
+def pngs(training, scoring=None) -> dict[str, bytes]:
+    return {name: chart_png(chart) for name, chart in
+            charts(training, scoring.scores if scoring is not None else None).items()}

@@ -1,0 +1,205 @@
+"""Repurchase prediction: BG/NBD recovers the parameters it simulated from; the dbt features
+see nothing after their cutoff (perturbing future rows changes no feature, on both engines);
+and on generated data whose generator plants a repurchase signal (consumables come back), the
+model beats both baselines on validation AUC and the random group on top-25 % precision, is
+stored as a version, scores everyone predictable, and reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml import bgnbd
+from ml import repurchase as rp
+from ml.report import pngs, write_report
+from orchestration.errors import ConfigError, UserError
+from tests.conftest import ENGINES, build_both_engines
+
+FEATURE_COLUMNS = ["cutoff_date", "one_id", *rp.FEATURES, *rp.CATEGORICAL]
+
+
+# -- BG/NBD ---------------------------------------------------------------------------------------
+def test_bgnbd_recovers_the_parameters_it_simulated_from():
+    truth = bgnbd.BgNbd(r=0.25, alpha=4.0, a=0.8, b=2.5)
+    x, t_x, T = bgnbd.simulate(truth, 6000, T=52.0, seed=3)
+    fitted = bgnbd.fit(x, t_x, T)
+    assert fitted.r == pytest.approx(truth.r, rel=0.2)
+    assert fitted.alpha == pytest.approx(truth.alpha, rel=0.25)
+    assert fitted.a == pytest.approx(truth.a, rel=0.4)
+    assert fitted.b == pytest.approx(truth.b, rel=0.4)
+    # the fit is a maximum: the true parameters are no more likely than the fitted ones
+    ll = lambda m: bgnbd.log_likelihood((m.r, m.alpha, m.a, m.b), x, t_x, T).sum()  # noqa: E731
+    assert ll(fitted) >= ll(truth)
+
+
+def test_bgnbd_expected_purchases_match_a_simulated_future():
+    model = bgnbd.BgNbd(r=0.5, alpha=6.0, a=0.9, b=3.0)
+    n, T, horizon = 4000, 40.0, 20.0
+    x, t_x, _ = bgnbd.simulate(model, n, T=T, seed=11)
+    # the same customers observed longer: purchases in (T, T + horizon] come from the same draws
+    x_long, _, _ = bgnbd.simulate(model, n, T=T + horizon, seed=11)
+    future = x_long - x
+    expected = model.expected_purchases(horizon, x, t_x, np.full(n, T))
+    assert expected.mean() == pytest.approx(future.mean(), rel=0.1)
+    # and they rank customers: those expected to buy more did
+    high = expected > np.median(expected)
+    assert future[high].mean() > 2 * future[~high].mean()
+
+
+# -- configuration --------------------------------------------------------------------------------
+def test_the_shipped_config_loads_and_bad_values_name_the_file():
+    config = rp.load_config()
+    assert config.horizon_days == 30 and config.training_cutoffs == 3
+    manifest = {"nodes": {"model.openaudience.ml_repurchase_features": {
+        "config": {"meta": {"repurchase": {"horizon_days": 120, "model": {"calibration": "platt"}}}}}}}
+    with pytest.raises(ConfigError) as info:
+        rp.load_config(manifest)
+    text = str(info.value)
+    assert text.startswith("models/marts/ml/_ml__models.yml: ml_repurchase_features:")
+    assert "meta.repurchase.horizon_days" in text and "meta.repurchase.model.calibration" in text
+
+
+# -- no leakage ------------------------------------------------------------------------------------
+def _features(wh) -> pd.DataFrame:
+    cols = ", ".join(FEATURE_COLUMNS + ["cutoff_role", "label"])
+    rows = wh.query(f"select {cols} from {rp.FEATURES_TABLE} where cutoff_role in ('train', 'validate')")
+    df = pd.DataFrame(rows, columns=[*FEATURE_COLUMNS, "cutoff_role", "label"])
+    return df.sort_values(["cutoff_date", "one_id"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_features_see_nothing_after_their_cutoff(built_engines, engine):
+    """Every purchase after the validation cutoff is changed (amounts, channels, items) and new
+    ones are added, keeping the latest day so the cutoffs stay put: no feature of a training or
+    validation row may move, while the validation labels do."""
+    target = built_engines[engine]
+    wh = target.warehouse
+    before = _features(wh)
+    [(validate,)] = wh.query(f"select min(cutoff_date) from {rp.FEATURES_TABLE} "
+                             "where cutoff_role = 'validate'")
+    [(last,)] = wh.query("select max(behavior_date) from marts.fct_behaviors where event_type = 'purchase'")
+    assert len(before) > 1000 and validate < last
+    try:
+        with wh.connect() as conn:
+            other_item = wh.execute(conn, "select max(item_id) from marts.product_tags")[0][0]
+            wh.execute(conn, "update marts.fct_behaviors set behavior_amount = behavior_amount * 7 + 1, "
+                             "channel = 'perturbed', item_id = %s where event_type = 'purchase' and "
+                             "behavior_date > %s and behavior_date < %s", [other_item, validate, last])
+            # people who did not buy in the horizon now do, in a row inside it
+            wh.execute(conn, """
+                insert into marts.fct_behaviors (behavior_id, one_id, occurred_at, behavior_date, event_type,
+                    channel, object_attribute, object_value, item_id, behavior_count, behavior_amount)
+                select behavior_id, one_id, occurred_at + interval '3 days', behavior_date + 3, event_type,
+                       channel, object_attribute, object_value, item_id, behavior_count, behavior_amount
+                from marts.fct_behaviors
+                where event_type = 'purchase' and behavior_date <= %s and behavior_date > %s""",
+                       [validate, validate - __import__("datetime").timedelta(days=3)])
+        target.dbt("run", "--select", "ml_repurchase_features")
+        after = _features(wh)
+        assert len(after) == len(before)
+        pd.testing.assert_frame_equal(before[FEATURE_COLUMNS], after[FEATURE_COLUMNS])
+        changed = (before["label"] != after["label"]) & (before["cutoff_role"] == "validate")
+        assert changed.sum() > 0  # the perturbation did reach the future
+    finally:
+        target.dbt("run", "--select", "fct_behaviors ml_repurchase_features")
+    pd.testing.assert_frame_equal(before, _features(wh))
+
+
+def test_behaviour_columns_are_the_ones_the_perturbation_writes(built_engines):
+    """The insert above names fct_behaviors' columns; it must name them all."""
+    wh = built_engines["duckdb"].warehouse
+    cols = {r[0] for r in wh.query("select column_name from information_schema.columns where "
+                                   "table_schema = 'marts' and table_name = 'fct_behaviors'")}
+    assert cols - {"behavior_id", "one_id", "occurred_at", "behavior_date", "event_type", "channel",
+                   "object_attribute", "object_value", "item_id", "behavior_count", "behavior_amount"} \
+        <= {"source_events"}
+
+
+# -- the model on data with a planted signal -------------------------------------------------------
+@pytest.fixture(scope="module")
+def signal_engines(pg_cluster, tmp_path_factory):
+    """30,000 people over a year, on both engines: enough for honest validation numbers."""
+    import datetime as dt
+
+    from orchestration.demo_data import DemoConfig, generate
+
+    data = tmp_path_factory.mktemp("signal")
+    generate(data, DemoConfig(users=30_000, days=365, seed=5, end_date=dt.date(2026, 6, 30),
+                              chunk_users=15_000))
+    return build_both_engines(data, pg_cluster, tmp_path_factory, "repurchase_signal")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_model_beats_both_baselines_and_scores_everyone(signal_engines, engine, tmp_path):
+    wh = signal_engines[engine].warehouse
+    training = rp.train(wh)
+    m = training.metrics
+    print(engine, {k: round(v["auc"], 4) for k, v in m.items()})
+    assert m["model"]["auc"] > m["bgnbd"]["auc"] and m["model"]["auc"] > m["heuristic"]["auc"], m
+    assert m["model"]["precision_top25"] > 1.5 * m["model"]["random_precision_top25"]
+    assert training.warnings == []
+    # the precision of the top groups falls as they grow; the random group stays near the base rate
+    top = training.top_shares
+    assert list(top["precision"]) == sorted(top["precision"], reverse=True)
+    assert top["random_precision"].std() < 0.05
+    # calibrated: predicted and observed shares agree within a few points on average
+    assert (training.calibration["predicted"] - training.calibration["observed"]).abs().mean() < 0.05
+    assert set(training.importance["feature"]) == {*rp.FEATURES, *rp.CATEGORICAL}
+    # a version, not active until said so; scoring refuses without one
+    [v] = [v for v in rp.versions(wh) if v["version"] == training.version]
+    assert not v["active"]
+    if rp.active_version(wh) is None:
+        with pytest.raises(UserError, match="no active repurchase model"):
+            rp.score(wh)
+    rp.activate(wh, training.version)
+    scoring = rp.score(wh)
+    [(n_predictable,)] = wh.query(f"select count(*) from {rp.FEATURES_TABLE} where cutoff_role = 'score'")
+    rows = wh.query(f"select count(*), count(distinct one_id), min(rank), max(rank), min(decile), "
+                    f"max(decile), min(probability), max(probability), min(model_version) "
+                    f"from {rp.SCORES_TABLE}")[0]
+    assert rows[:6] == (n_predictable, n_predictable, 1, n_predictable, 1, 10)
+    assert 0 <= rows[6] <= rows[7] <= 1 and rows[8] == training.version
+    # the top decile holds the highest probabilities
+    [(low_top, high_rest)] = wh.query(f"select min(case when decile = 1 then probability end), max(case "
+                                      f"when decile > 1 then probability end) from {rp.SCORES_TABLE}")
+    assert low_top >= high_rest
+    path = write_report(training, tmp_path, scoring)
+    html = path.read_text()
+    assert "Against the baselines" in html and "bgnbd" in html and "vegaEmbed" in html
+    images = pngs(training, scoring)
+    assert set(images) == {"top_groups", "calibration", "importance", "validation_scores", "scores"}
+    assert all(png.startswith(b"\x89PNG") for png in images.values())
+
+
+def test_too_little_data_is_a_clear_message(built_engines):
+    wh = built_engines["duckdb"].warehouse
+    config = rp.load_config().model_copy(update={"model": rp.ModelSettings(min_users=10_000_000)})
+    with pytest.raises(rp.DataTooSmall, match="the train cutoff has .* predictable people .* needs "
+                                              "at least 10,000,000"):
+        rp.train(wh, config)
+
+
+@pytest.mark.slow
+def test_the_dagster_assets_train_score_and_show_their_charts(signal_engines, monkeypatch, tmp_path):
+    import dagster as dg
+
+    from orchestration.defs.ml.assets import repurchase_model, repurchase_scores
+    from orchestration.resources import WarehouseResource
+    from tests.conftest import point_process_at
+
+    target = signal_engines["duckdb"]
+    point_process_at(target, monkeypatch, tmp_path / "dagster")
+    result = dg.materialize([repurchase_model, repurchase_scores],
+                            resources={"warehouse": WarehouseResource()})
+    assert result.success
+    [model] = result.asset_materializations_for_node("ml__repurchase_model")
+    assert model.metadata["auc"].value > model.metadata["bgnbd_auc"].value
+    assert model.metadata["calibration_chart"].value.startswith("![Calibration](data:image/png;base64,")
+    [scores] = result.asset_materializations_for_node("ml__repurchase_scores")
+    version = model.metadata["version"].value
+    assert scores.metadata["model_version"].value == version
+    assert rp.active_version(target.warehouse)["version"] == version
+    assert scores.metadata["dagster/row_count"].value == target.warehouse.query(
+        f"select count(*) from {rp.SCORES_TABLE}")[0][0]
