@@ -2,8 +2,11 @@
 
     oa ml train repurchase [--no-activate]    # fit, validate against the baselines, report
     oa ml score repurchase                    # score everyone predictable with the active version
+    oa ml train recommend                     # tune, choose and fit the recommender, report
+    oa ml recommend [TASK...]                 # run the tasks of ml/recommend.yml
+    oa ml pools                               # the product pools and how many products each holds
     oa ml models                              # versions, their metrics, which one is active
-    oa ml activate repurchase VERSION
+    oa ml activate repurchase|recommend VERSION
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from rich.table import Table
 from orchestration.errors import UserError
 
 console = Console()
-ml_app = typer.Typer(no_args_is_help=True, help="Repurchase prediction (and, next, recommendation).")
-MODELS = ("repurchase",)
+ml_app = typer.Typer(no_args_is_help=True, help="Repurchase prediction and product recommendation.")
+MODELS = ("repurchase", "recommend")
 
 
 def _model(name: str) -> None:
@@ -67,13 +70,99 @@ def print_training(training, scoring, path: Path, out: Console | None = None) ->
     out.print(f"repurchase report: {path}", soft_wrap=True)
 
 
+def train_recommend(out: Console | None = None, tasks: list[str] | None = None):
+    """Train the recommender, run the tasks (all, or those named) and write the report."""
+    from ml import recommend as rc
+    from ml.report import write_recommend_report
+    from orchestration.warehouse import Warehouse
+
+    out = out or console
+    wh = Warehouse()
+    config = rc.load_config()
+    with Progress(SpinnerColumn(), TextColumn("[bold]recommend[/bold] {task.description}"),
+                  TimeElapsedColumn(), console=out) as progress:
+        task = progress.add_task("", total=None)
+        training = rc.train(wh, config, progress=lambda text: progress.update(task, description=text))
+        results = run_tasks(wh, config, tasks, lambda text: progress.update(task, description=text))
+    return training, results, write_recommend_report(training, wh.settings.home / "reports", results)
+
+
+def run_tasks(wh, config, names: list[str] | None = None, step=None) -> list:
+    from ml import recommend as rc
+    from ml.pools import load_pools, write_pool_items
+
+    pools = load_pools()
+    write_pool_items(wh, pools)
+    known = {t.name: t for t in config.tasks}
+    for name in names or []:
+        if name not in known:
+            raise UserError(f"unknown task {name!r}; the tasks of ml/recommend.yml are "
+                            f"{', '.join(known) or 'none'}")
+    results = []
+    for t in config.tasks:
+        if names and t.name not in names:
+            continue
+        if step:
+            step(f"task {t.name}")
+        results.append(rc.run_task(wh, t, config, pools))
+    return results
+
+
+def print_recommend(training, results, path: Path, out: Console | None = None) -> None:
+    out = out or console
+    table = Table(title=f"recommend v{training.version}: chosen {training.chosen[0]} "
+                        f"{training.chosen[1]}; last-purchase split")
+    for col in ("model", "HR@3", "HR@10", "recall@10", "NDCG@10"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in training.test.to_dict(orient="records"):
+        table.add_row(r["model"], *(f"{r[k]:.3f}" for k in ("hr@3", "hr@10", "recall@10", "ndcg@10")))
+    out.print(table)
+    for w in training.warnings:
+        out.print(f"[yellow]warning[/yellow]: {w}", soft_wrap=True)
+    for r in results:
+        what = "a 0-1 preference for its one product" if r.single_product else f"top {r.top}"
+        out.print(f"task {r.task}: {r.users:,} people x {r.products:,} products, {what} "
+                  f"({r.rows:,} rows in ml.recommendations)")
+    out.print(f"recommendation report: {path}", soft_wrap=True)
+
+
 @ml_app.command("train")
-def train_cmd(model: Annotated[str, typer.Argument(help="repurchase")],
+def train_cmd(model: Annotated[str, typer.Argument(help="repurchase or recommend")],
               activate: Annotated[bool, typer.Option(help="Make the new version active and score.")] = True,
               ) -> None:
     """Train a new version, validate it against the baselines and write its report."""
     _model(model)
-    print_training(*train_repurchase(activate))
+    if model == "recommend":
+        print_recommend(*train_recommend())
+    else:
+        print_training(*train_repurchase(activate))
+
+
+@ml_app.command("recommend")
+def recommend_cmd(tasks: Annotated[list[str] | None, typer.Argument(help="Tasks; default: all.")] = None,
+                  ) -> None:
+    """Run recommendation tasks of ml/recommend.yml with the active model."""
+    from ml import recommend as rc
+    from orchestration.warehouse import Warehouse
+
+    for r in run_tasks(Warehouse(), rc.load_config(), tasks):
+        what = "a 0-1 preference" if r.single_product else f"top {r.top}"
+        console.print(f"task {r.task}: {r.users:,} people x {r.products:,} products, {what}")
+
+
+@ml_app.command("pools")
+def pools_cmd() -> None:
+    """The product pools of ml/pools/ and how many products each holds now (the estimate)."""
+    from ml.pools import load_pools, pool_items
+    from orchestration.warehouse import Warehouse
+
+    wh = Warehouse()
+    table = Table(title="product pools")
+    for col in ("pool", "products", "description"):
+        table.add_column(col)
+    for name, pool in load_pools().items():
+        table.add_row(name, f"{len(pool_items(wh, pool)):,}", pool.description)
+    console.print(table)
 
 
 @ml_app.command("score")
@@ -95,10 +184,22 @@ def models_cmd() -> None:
     from ml import repurchase as rp
     from orchestration.warehouse import Warehouse
 
+    wh = Warehouse()
+    rec = Table(title="recommend model versions")
+    for col in ("version", "trained", "active", "chosen", "HR@10", "best sellers HR@10"):
+        rec.add_column(col)
+    for v in rp.versions(wh, "recommend"):
+        m = json.loads(v["metrics"])
+        test = {r["model"]: r for r in m["test"]}
+        chosen = m["chosen"]["model"]
+        rec.add_row(str(v["version"]), f"{v['trained_at']:%Y-%m-%d %H:%M}", "yes" if v["active"] else "",
+                    f"{chosen} {m['chosen']['params']}", f"{test[chosen]['hr@10']:.3f}",
+                    f"{test['popularity']['hr@10']:.3f}")
+    console.print(rec)
     table = Table(title="repurchase model versions")
     for col in ("version", "trained", "active", "AUC", "BG/NBD AUC", "heuristic AUC", "validated on"):
         table.add_column(col)
-    for v in rp.versions(Warehouse()):
+    for v in rp.versions(wh):
         m = json.loads(v["metrics"])
         table.add_row(str(v["version"]), f"{v['trained_at']:%Y-%m-%d %H:%M}", "yes" if v["active"] else "",
                       f"{m['model']['auc']:.3f}", f"{m['bgnbd']['auc']:.3f}", f"{m['heuristic']['auc']:.3f}",
@@ -114,5 +215,6 @@ def activate_cmd(model: Annotated[str, typer.Argument(help="repurchase")],
     from orchestration.warehouse import Warehouse
 
     _model(model)
-    rp.activate(Warehouse(), version)
-    console.print(f"repurchase version {version} is active; `oa ml score repurchase` to score with it")
+    rp.activate(Warehouse(), version, model)
+    then = "oa ml score repurchase" if model == "repurchase" else "oa ml recommend"
+    console.print(f"{model} version {version} is active; `{then}` to use it")

@@ -119,3 +119,80 @@ def write_report(training, folder: Path, scoring=None) -> Path:
 def pngs(training, scoring=None) -> dict[str, bytes]:
     return {name: chart_png(chart) for name, chart in
             charts(training, scoring.scores if scoring is not None else None).items()}
+
+
+# -- recommendation -------------------------------------------------------------------------------
+def recommend_metrics_chart(test: pd.DataFrame) -> alt.Chart:
+    long = test.melt(id_vars=["model"], value_vars=["hr@3", "hr@10", "recall@3", "recall@10", "ndcg@3",
+                                                      "ndcg@10"], var_name="metric")
+    return alt.Chart(long).mark_bar().encode(
+        x=alt.X("model:N", title=None, sort=["popularity", "cosine", "ease"]),
+        y=alt.Y("value:Q", title=None), color=alt.Color("model:N", title=None),
+        column=alt.Column("metric:N", title=None),
+        tooltip=["model", "metric", alt.Tooltip("value:Q", format=".3f")],
+    ).properties(width=80, height=180, title="Leave-last-out on the last purchase, full ranking")
+
+
+def association_chart(nodes: pd.DataFrame, graph: pd.DataFrame) -> alt.LayerChart:
+    """The top products by purchases and their strongest links, on a circle: circle size is
+    purchases, line darkness the link weight (0-1)."""
+    n = len(nodes)
+    angle = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    pos = nodes.assign(x=np.cos(angle), y=np.sin(angle))
+    where = pos.set_index("item_id")[["x", "y"]]
+    edges = graph.assign(x=where.loc[graph["from"], "x"].to_numpy(),
+                         y=where.loc[graph["from"], "y"].to_numpy(),
+                         x2=where.loc[graph["to"], "x"].to_numpy(), y2=where.loc[graph["to"], "y"].to_numpy())
+    axis = alt.Axis(labels=False, ticks=False, grid=False, title=None, domain=False)
+    lines = alt.Chart(edges).mark_rule().encode(
+        x=alt.X("x:Q", axis=axis), y=alt.Y("y:Q", axis=axis), x2="x2:Q", y2="y2:Q",
+        opacity=alt.Opacity("weight:Q", scale=alt.Scale(domain=[0, 1]), legend=None),
+        strokeWidth=alt.value(2),
+        tooltip=["from", "to", alt.Tooltip("weight:Q", format=".2f")])
+    points = alt.Chart(pos).mark_circle().encode(
+        x="x:Q", y="y:Q", size=alt.Size("purchases:Q", legend=None),
+        color=alt.Color("top:N", title="top 10 by purchases"), tooltip=["item_id", "purchases"])
+    labels = alt.Chart(pos).mark_text(dy=-12, fontSize=10).encode(x="x:Q", y="y:Q", text="item_id:N")
+    return (lines + points + labels).properties(width=460, height=460,
+                                                title="Top products and their strongest co-purchase links")
+
+
+def recommend_charts(training) -> dict[str, alt.TopLevelMixin]:
+    return {"metrics": recommend_metrics_chart(training.test),
+            "association": association_chart(training.nodes, training.graph)}
+
+
+def recommend_page(training, tasks=()) -> Page:
+    name, params = training.chosen
+    p = Page(f"Recommendation model, version {training.version}",
+             f"{training.people:,} buyers and {training.products:,} products in the lookback window up to "
+             f"{training.as_of}; chosen: {name} {params}")
+    test = training.test.set_index("model")
+    p.metrics({"HR@10": f"{test.loc[name, 'hr@10']:.3f}",
+               "best sellers HR@10": f"{test.loc['popularity', 'hr@10']:.3f}",
+               "NDCG@10": f"{test.loc[name, 'ndcg@10']:.3f}",
+               "recall@10": f"{test.loc[name, 'recall@10']:.3f}"})
+    for w in training.warnings:
+        p.note("Warning: " + w)
+    p.heading("Against the best sellers")
+    p.note("Each person's last purchase is held out; each model, fitted on everything bought before "
+           "it, ranks every product. HR@K: a held-out product in the top K; recall@K: the share of "
+           "held-out products there; NDCG@K: higher when they rank higher.")
+    p.chart(recommend_metrics_chart(training.test))
+    fmt = {c: ".3f" for c in training.test.columns if "@" in c}
+    p.table(training.test, fmt)
+    p.heading("Tuning, on the purchase before the last")
+    p.note("The hyper-parameters and the model are chosen here, by NDCG@10, so the table above "
+           "judges them on purchases they were not chosen on.")
+    p.table(training.tuning, fmt)
+    p.heading("Product associations")
+    p.chart(association_chart(training.nodes, training.graph))
+    p.table(training.graph, {"weight": ".2f"})
+    if tasks:
+        p.heading("Tasks")
+        p.table(pd.DataFrame([t.__dict__ for t in tasks]))
+    return p
+
+
+def write_recommend_report(training, folder: Path, tasks=()) -> Path:
+    return write(recommend_page(training, tasks), folder / f"recommend_v{training.version:04d}.html")

@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import pickle
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -168,7 +167,8 @@ def read_features(wh, roles: tuple[str, ...]) -> pd.DataFrame:
                             "(oa build, or the nightly job)")
         cols = ("cutoff_date", "cutoff_role", "one_id", *FEATURES, *CATEGORICAL, "label")
         rows = wh.execute(conn, f"select {', '.join(cols)} from {FEATURES_TABLE} "
-                                f"where cutoff_role in ({placeholders})", list(roles))
+                                f"where cutoff_role in ({placeholders}) order by cutoff_date, one_id",
+                          list(roles))  # one order on both engines: the same folds, the same model
     df = pd.DataFrame(rows, columns=cols)
     for c in FEATURES:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
@@ -267,49 +267,56 @@ def ensure_tables(wh, conn) -> None:
                      f"scored_at {ts})")
 
 
-def _artefact_path(wh, version: int) -> Path:
-    return wh.settings.home / "models" / MODEL / f"v{version:04d}.pickle"
-
-
-def _store_version(wh, config, bundle: dict, df, metrics, purchases: int) -> int:
-    with wh.connect() as conn:  # one transaction
+def save_version(wh, model: str, bundle: dict, config_json: str, window: dict, metrics: dict,
+                 purchases: int, active: bool) -> int:
+    """A new version of `model`: the fitted bundle under OA_HOME/models/<model>/ and its row in
+    ml.model_versions (made the active one when `active`), in one transaction."""
+    with wh.connect() as conn:
         ensure_tables(wh, conn)
         version = int(wh.execute(conn, f"select coalesce(max(version), 0) + 1 from {VERSIONS_TABLE} "
-                                       "where model = %s", [MODEL])[0][0])
-        path = _artefact_path(wh, version)
+                                       "where model = %s", [model])[0][0])
+        path = wh.settings.home / "models" / model / f"v{version:04d}.pickle"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(pickle.dumps(bundle))
         tmp.replace(path)
-        window = {role: [str(df.loc[df["cutoff_role"] == role, "cutoff_date"].min()),
-                         str(df.loc[df["cutoff_role"] == role, "cutoff_date"].max())]
-                  for role in ("train", "validate")}
+        if active:
+            wh.execute(conn, f"update {VERSIONS_TABLE} set active = false where model = %s", [model])
         wh.execute(conn, f"insert into {VERSIONS_TABLE} (model, version, trained_at, config, "
                          "data_window, metrics, purchases, active, artefact) values "
-                         "(%s, %s, %s, %s, %s, %s, %s, false, %s)",
-                   [MODEL, version, dt.datetime.now(dt.UTC).replace(tzinfo=None),
-                    config.model_dump_json(), json.dumps(window), json.dumps(metrics), purchases,
+                         "(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                   [model, version, dt.datetime.now(dt.UTC).replace(tzinfo=None), config_json,
+                    json.dumps(window), json.dumps(metrics), purchases, active,
                     str(path.relative_to(wh.settings.home))])
     return version
 
 
-def activate(wh, version: int) -> None:
+def _store_version(wh, config, bundle: dict, df, metrics, purchases: int) -> int:
+    window = {role: [str(df.loc[df["cutoff_role"] == role, "cutoff_date"].min()),
+                     str(df.loc[df["cutoff_role"] == role, "cutoff_date"].max())]
+              for role in ("train", "validate")}
+    return save_version(wh, MODEL, bundle, config.model_dump_json(), window, metrics, purchases,
+                        active=False)
+
+
+def activate(wh, version: int, model: str = MODEL) -> None:
+    """Make `version` of `model` (repurchase or recommend) the one in use."""
     with wh.connect() as conn:  # one transaction
         ensure_tables(wh, conn)
         found = wh.execute(conn, f"select count(*) from {VERSIONS_TABLE} where model = %s and "
-                                 "version = %s", [MODEL, version])[0][0]
+                                 "version = %s", [model, version])[0][0]
         if not found:
-            raise UserError(f"no {MODEL} model version {version}; see `oa ml models`")
+            raise UserError(f"no {model} model version {version}; see `oa ml models`")
         wh.execute(conn, f"update {VERSIONS_TABLE} set active = (version = %s) where model = %s",
-                   [version, MODEL])
+                   [version, model])
 
 
-def versions(wh) -> list[dict]:
+def versions(wh, model: str = MODEL) -> list[dict]:
     cols = ("version", "trained_at", "active", "purchases", "metrics", "data_window")
     with wh.connect() as conn:
         ensure_tables(wh, conn)
         rows = wh.execute(conn, f"select {', '.join(cols)} from {VERSIONS_TABLE} where model = %s "
-                                "order by version desc", [MODEL])
+                                "order by version desc", [model])
     return [dict(zip(cols, r, strict=True)) for r in rows]
 
 

@@ -199,32 +199,38 @@ def demo(
 ) -> None:
     """The whole demo: generate data, load it, run the nightly job, print a summary."""
     from orchestration.demo_data import DemoConfig, generate
-    from orchestration.run_nightly import run_nightly
+    from orchestration.run_nightly import run_audience_job, run_nightly
     from orchestration.settings import load_settings
     from orchestration.status import print_status
 
     settings = load_settings()
     out = settings.home / "demo"
     config = DemoConfig(users=users, days=days, seed=seed, end_date=dt.date.today())
-    console.rule("1/7 demo data")
+    console.rule("1/9 demo data")
     _generate(generate, out, config)
-    console.rule("2/7 load (validated)")
+    console.rule("2/9 load (validated)")
     _load_folder(out, "replace", quarantine=False)
-    console.rule("3/7 nightly_refresh")
+    console.rule("3/9 nightly_refresh")
     result = run_nightly(console)
     if not result.success:
         raise UserError(f"nightly_refresh failed (run {result.run_id}); see `make ui`")
-    console.rule("4/7 AIPL history")
+    console.rule("4/9 AIPL history")
     today = dt.date.today()
     backfill_aipl(today - dt.timedelta(days=29), today)
-    console.rule("5/7 audiences (Dagster job audiences_refresh_all) and reports")
+    console.rule("5/9 audiences (Dagster job audiences_refresh_all) and reports")
     audience_results = refresh_all_audiences(today)
-    console.rule("6/7 deliveries (Dagster job deliveries)")
+    console.rule("6/9 deliveries (Dagster job deliveries)")
     deliveries = demo_deliveries(settings.home / "demo")
-    console.rule("7/7 repurchase model (train, validate against the baselines, score)")
+    console.rule("7/9 repurchase model (train, validate against the baselines, score)")
     from ml.cli import print_training, train_repurchase
 
     repurchase = train_repurchase(activate=True, out=console)
+    console.rule("8/9 recommendation model and tasks")
+    from ml.cli import print_recommend, train_recommend
+
+    recommend = train_recommend(out=console)
+    console.rule("9/9 audiences from the models (Dagster job audiences_from_models)")
+    model_audiences = run_audience_job("audiences_from_models", today, console)
     reports = {
         "RFM": write_rfm_report("rfm_default"),
         "AIPL": write_aipl_report("default", today - dt.timedelta(days=29), today),
@@ -233,11 +239,12 @@ def demo(
     }
     console.rule("summary")
     print_status(console)
-    _print_build(audience_results)
+    _print_build(audience_results + model_audiences)
     from orchestration.delivery.cli import print_summaries
 
     print_summaries(deliveries, console)
     print_training(*repurchase, out=console)
+    print_recommend(*recommend, out=console)
     for kind, path in reports.items():
         console.print(f"{kind} report: {path}", soft_wrap=True)
 

@@ -109,12 +109,16 @@ AIPL_HISTORY_START = "2026-06-22"
 @pytest.fixture(scope="session")
 def built_engines(small_demo, pg_cluster, tmp_path_factory) -> dict[str, Target]:
     """The small data set built on both engines once per session, with eight days of AIPL
-    history (through the `oa aipl backfill` CLI), so a 7-day AIPL flow has both its ends.
+    history (through the `oa aipl backfill` CLI), so a 7-day AIPL flow has both its ends, and
+    model outputs (synthetic scores and recommendations) for the audiences that read them.
     Tests that change it put it back."""
+    from tests.support.ml_outputs import write_ml_outputs
+
     targets = build_both_engines(small_demo, pg_cluster, tmp_path_factory, "built_engines")
     for target in targets.values():
         done = target.oa("aipl", "backfill", "--start", AIPL_HISTORY_START, "--end", AS_OF)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        write_ml_outputs(target.warehouse)  # what the audiences reading model outputs read
     return targets
 
 
@@ -134,3 +138,14 @@ def small_demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     generate(out, DemoConfig(users=2_000, days=180, seed=7, end_date=END_DATE, chunk_users=1_000))
     return out
+
+
+@pytest.fixture(scope="session")
+def signal_engines(pg_cluster, tmp_path_factory) -> dict[str, Target]:
+    """30,000 generated people over a year (the generator plants a repurchase signal), built on
+    both engines once per session: enough for honest validation numbers of the models."""
+    from orchestration.demo_data import DemoConfig, generate
+
+    data = tmp_path_factory.mktemp("signal")
+    generate(data, DemoConfig(users=30_000, days=365, seed=5, end_date=END_DATE, chunk_users=15_000))
+    return build_both_engines(data, pg_cluster, tmp_path_factory, "signal_engines")

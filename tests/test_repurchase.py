@@ -14,7 +14,7 @@ from ml import bgnbd
 from ml import repurchase as rp
 from ml.report import pngs, write_report
 from orchestration.errors import ConfigError, UserError
-from tests.conftest import ENGINES, build_both_engines
+from tests.conftest import ENGINES
 
 FEATURE_COLUMNS = ["cutoff_date", "one_id", *rp.FEATURES, *rp.CATEGORICAL]
 
@@ -117,19 +117,6 @@ def test_behaviour_columns_are_the_ones_the_perturbation_writes(built_engines):
 
 
 # -- the model on data with a planted signal -------------------------------------------------------
-@pytest.fixture(scope="module")
-def signal_engines(pg_cluster, tmp_path_factory):
-    """30,000 people over a year, on both engines: enough for honest validation numbers."""
-    import datetime as dt
-
-    from orchestration.demo_data import DemoConfig, generate
-
-    data = tmp_path_factory.mktemp("signal")
-    generate(data, DemoConfig(users=30_000, days=365, seed=5, end_date=dt.date(2026, 6, 30),
-                              chunk_users=15_000))
-    return build_both_engines(data, pg_cluster, tmp_path_factory, "repurchase_signal")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_the_model_beats_both_baselines_and_scores_everyone(signal_engines, engine, tmp_path):

@@ -6,6 +6,7 @@ examples and for random condition trees."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +44,10 @@ class Evaluator:
         self.rfm = {m: wh.query_df(f"select * from marts.{m}") for m in CATALOG.rfm_models}
         self.aipl = wh.query_df("select * from marts.aipl_daily")
         self.aipl["stat_date"] = pd.to_datetime(self.aipl["stat_date"]).dt.date
+        self.scores = wh.query_df("select one_id, probability, rank from ml.repurchase_scores")
+        self.recommendations = wh.query_df("select task, one_id, item_id, rank, score "
+                                           "from ml.recommendations")
+        self.pool_items = wh.query_df("select pool, item_id from ml.pool_items")
         ids = wh.query_df("select id_type, id_value, one_id from marts.dim_identities")
         self.identities = {(t, v): o for t, v, o in ids.itertuples(index=False)}
         self.wh = wh
@@ -118,6 +123,27 @@ class Evaluator:
                     keep &= df[f"{k}_score"] >= v
                 ids = set(df.loc[keep, "one_id"])
             return self.tags.index.isin(ids)
+        if c.score is not None:  # the documented rules: probability, rank, the first p % by rank
+            sc, n = self.scores, len(self.scores)
+            if c.score.min_probability is not None:
+                ids = set(sc.loc[sc["probability"] >= c.score.min_probability, "one_id"])
+            elif c.score.top is not None:
+                ids = set(sc.loc[sc["rank"] <= c.score.top, "one_id"])
+            else:
+                ids = set(sc.loc[sc["rank"] <= math.ceil(c.score.top_percent / 100 * n), "one_id"])
+            return self.tags.index.isin(ids)
+        if c.recommended is not None:
+            r = self.recommendations[self.recommendations["task"] == c.recommended.task]
+            if c.recommended.top is not None:
+                r = r[r["rank"] <= c.recommended.top]
+            if c.recommended.item is not None:
+                r = r[r["item_id"] == c.recommended.item]
+            elif c.recommended.pool is not None:
+                pool = self.pool_items.loc[self.pool_items["pool"] == c.recommended.pool, "item_id"]
+                r = r[r["item_id"].isin(set(pool))]
+            else:
+                r = r[r["score"] >= c.recommended.min_score]
+            return self.tags.index.isin(set(r["one_id"]))
         if c.audience is not None:
             return pd.Series(self.tags.index.isin(self.saved[c.audience.name]), index=self.tags.index)
         if c.upload is not None:
@@ -245,7 +271,7 @@ def test_there_are_example_audiences_for_every_leaf_kind_and_set_operation():
             shapes.add("aipl_flow")
     assert len(EXAMPLES) >= 8
     assert kinds >= {"all", "any", "not", "tag", "behavior", "rfm", "aipl", "audience", "upload",
-                     "table"}
+                     "table", "score", "recommended"}
     assert shapes >= {"where", "union", "intersect", "difference", "limit_order_by",
                       "limit_sample", "aipl_flow"}
 
@@ -368,7 +394,23 @@ def _leaves():
             st.builds(lambda a, b: {"between": sorted([a, b])}, st.dates(*AIPL_DAYS),
                       st.dates(*AIPL_DAYS)))],
     )
-    return st.one_of(tag, behavior, model)
+    ml = st.one_of(
+        st.builds(lambda p: {"score": {"model": "repurchase", "min_probability": p}},
+                  st.sampled_from([0.0, 0.3, 0.75, 0.99])),
+        st.builds(lambda k: {"score": {"top": k}}, st.sampled_from([1, 50, 400, 10_000])),
+        st.builds(lambda p: {"score": {"top_percent": p}}, st.sampled_from([0.5, 10, 33.3, 100])),
+        st.builds(lambda task, pool, top: {"recommended": {"task": task, "pool": pool,
+                                                           **({"top": top} if top else {})}},
+                  st.sampled_from(["shanghai_beauty_picks", "vip_flagship_preference"]),
+                  st.sampled_from(["skincare_and_beauty", "skincare_only", "flagship_product"]),
+                  st.sampled_from([None, 1, 2])),
+        st.builds(lambda item, top: {"recommended": {"task": "shanghai_beauty_picks", "item": item,
+                                                     **({"top": top} if top else {})}},
+                  st.sampled_from(["P000001", "P000002", "P000100"]), st.sampled_from([None, 1, 3])),
+        st.builds(lambda v: {"recommended": {"task": "shanghai_beauty_picks", "min_score": v}},
+                  st.sampled_from([0.0, 0.5, 0.9])),
+    )
+    return st.one_of(tag, behavior, model, ml)
 
 
 TREES = st.recursive(
@@ -448,7 +490,7 @@ def _problems(tmp_path: Path, text: str, name: str = "bad") -> list[str]:
      "bad.yml:4: where.any[0].behavior: give the window as last_days or as between: [start, end]"),
     ("where:\n  all:\n    - tag: {name: city, in: [a]}\n      behavior: {did: view, last_days: 3}\n",
      "bad.yml:4: where.all[0]: each condition is exactly one of all, any, not, tag, behavior, rfm, "
-     "aipl, audience, upload, table; got tag, behavior"),
+     "aipl, audience, upload, table, score, recommended; got tag, behavior"),
     ("where:\n  behavior: {did: view, last_days: 7, object_values: [shoes]}\n",
      "bad.yml:3: where.behavior.object_values: object_values needs object_attribute (one of product, "
      "category, brand, page): the kind of object the values name"),
@@ -465,6 +507,18 @@ def _problems(tmp_path: Path, text: str, name: str = "bad") -> list[str]:
     ("where:\n  rfm: {model: rfm_lifetime, min_scores: {m: 5}}\n",  # four bins
      "bad.yml:3: where.rfm.min_scores.m: m score 5 is out of range: RFM model 'rfm_lifetime' scores m "
      "from 1 to 4"),
+    ("where:\n  recommended: {task: shanghai_beauty_pick, pool: skincare}\n",
+     "bad.yml:3: where.recommended.task: unknown recommendation task 'shanghai_beauty_pick' (did you "
+     "mean 'shanghai_beauty_picks'?); the tasks are in ml/recommend.yml"),
+    ("where:\n  recommended: {task: shanghai_beauty_picks, pool: skincare}\n",
+     "bad.yml:3: where.recommended.pool: unknown product pool 'skincare' (did you mean "
+     "'skincare_only'?); the pools are ml/pools/<name>.yml"),
+    ("where:\n  recommended: {task: shanghai_beauty_picks, pool: skincare_only, item: P1}\n",
+     "bad.yml:3: where.recommended: a recommended condition takes one of item, pool or min_score"),
+    ("where:\n  score: {model: repurchase, top: 10, top_percent: 5}\n",
+     "bad.yml:3: where.score: a score condition takes one of min_probability, top or top_percent"),
+    ("where:\n  score: {model: churn, top: 10}\n",
+     "bad.yml:3: where.score.model: Input should be 'repurchase'"),
     ("where:\n  rfm: {model: rfm_default, min_scores: {}}\n",
      "bad.yml:3: where.rfm: min_scores needs at least one of r, f, m"),
     ("id_type: wechat\nwhere:\n  tag: {name: city, in: [a]}\n",

@@ -39,6 +39,10 @@ PREFILTER_MAX = 8
 class Relations:
     schema: str = "marts"
     audience_schema: str = AUDIENCE_SCHEMA
+    ml_schema: str = "ml"
+
+    def ml_table(self, name: str) -> exp.Table:
+        return exp.table_(name, db=self.ml_schema, quoted=True)
 
     def table(self, name: str) -> exp.Table:
         return exp.table_(name, db=self.schema, quoted=True)
@@ -52,7 +56,7 @@ class Requirement:
     """Something the warehouse must hold before the query can run: checked before a build so
     that a missing input is an error naming it, not an empty audience."""
 
-    kind: str          # audience | upload | table | aipl_date
+    kind: str          # audience | upload | table | aipl_date | ml_scores | ml_task
     name: str          # audience name, upload digest, schema.table, AIPL model
     detail: str = ""   # version, upload file, id type, date
 
@@ -349,7 +353,47 @@ def _condition_inner(cond: Condition, ctx: _Context, path: tuple) -> exp.Express
         ids = exp.select(exp.alias_(exp.cast(_col("user_unique_id", None), "TEXT"), "id_value")).from_(
             exp.table_(name, db=schema, quoted=True))
         return _member_of(_resolved(ids, leaf.id_type, ctx), ctx)
+    if kind == "score":
+        return _score(cond.score, ctx)
+    if kind == "recommended":
+        return _recommended(cond.recommended, ctx)
     raise AssertionError(kind)
+
+
+def _score(leaf, ctx: _Context) -> exp.Expression:
+    ctx.require("ml_scores", leaf.model)
+    total = exp.Window(this=exp.func("COUNT", exp.Star()))
+    scores = exp.select(_col("one_id", None), _col("probability", None), _col("rank", None),
+                        exp.alias_(total, "scored")).from_(ctx.relations.ml_table("repurchase_scores"))
+    alias = _joined(ctx, scores)
+    if leaf.min_probability is not None:
+        e = exp.GTE(this=_col("probability", alias), expression=_lit(leaf.min_probability))
+    elif leaf.top is not None:
+        e = exp.LTE(this=_col("rank", alias), expression=_lit(leaf.top))
+    else:  # the first p % of everyone scored: rank <= ceil(p / 100 * scored)
+        e = exp.LT(this=exp.Mul(this=exp.paren(exp.Sub(this=_col("rank", alias), expression=_lit(1))),
+                                expression=_lit(100)),
+                   expression=exp.Mul(this=_lit(leaf.top_percent), expression=_col("scored", alias)))
+    return _never_null(e)
+
+
+def _recommended(leaf, ctx: _Context) -> exp.Expression:
+    ctx.require("ml_task", leaf.task)
+    rec = ctx.relations.ml_table("recommendations")
+    where = [exp.EQ(this=_col("task", "r"), expression=_lit(leaf.task))]
+    if leaf.top is not None:
+        where.append(exp.LTE(this=_col("rank", "r"), expression=_lit(leaf.top)))
+    if leaf.item is not None:
+        where.append(exp.EQ(this=_col("item_id", "r"), expression=_lit(leaf.item)))
+    if leaf.min_score is not None:
+        where.append(exp.GTE(this=_col("score", "r"), expression=_lit(leaf.min_score)))
+    people = exp.select(_col("one_id", "r")).distinct().from_(exp.alias_(rec, "r", table=True))
+    if leaf.pool is not None:
+        ctx.require("ml_pool", leaf.pool)
+        people = people.join(exp.alias_(ctx.relations.ml_table("pool_items"), "pi", table=True),
+                             on=exp.and_(exp.EQ(this=_col("item_id", "pi"), expression=_col("item_id", "r")),
+                                         exp.EQ(this=_col("pool", "pi"), expression=_lit(leaf.pool))))
+    return _member_of(people.where(_and(where)), ctx)
 
 
 def _from_user_tags(ctx: _Context) -> exp.Select:
@@ -502,4 +546,14 @@ def describe(cond: Condition) -> str:
         return f"in upload {cond.upload.file} ({cond.upload.id_type})"
     if kind == "table":
         return f"in table {cond.table.name} ({cond.table.id_type})"
+    if kind == "score":
+        leaf = cond.score
+        what = (f"probability >= {leaf.min_probability:g}" if leaf.min_probability is not None
+                else f"top {leaf.top:,}" if leaf.top is not None else f"top {leaf.top_percent:g}%")
+        return f"{leaf.model} score: {what}"
+    if kind == "recommended":
+        leaf = cond.recommended
+        what = (f"item {leaf.item}" if leaf.item else f"a product of pool {leaf.pool}" if leaf.pool
+                else f"preference >= {leaf.min_score:g}")
+        return f"recommended by {leaf.task}: {what}" + (f" in the top {leaf.top}" if leaf.top else "")
     raise AssertionError(kind)

@@ -147,6 +147,23 @@ def check_inputs(wh: Warehouse, conn, requirements: list[Requirement], building:
             if nulls or total != distinct:
                 problems.append(f"table {req.name}: user_unique_id must be unique and never NULL "
                                 f"({nulls} NULL, {total - nulls - distinct} duplicate)")
+        elif req.kind in ("ml_scores", "ml_task", "ml_pool"):
+            table = {"ml_scores": "repurchase_scores", "ml_task": "recommendations",
+                     "ml_pool": "pool_items"}[req.kind]
+            exists = wh.execute(conn, "select count(*) from information_schema.tables where "
+                                      "table_schema = 'ml' and table_name = %s", [table])[0][0]
+            column = {"ml_task": "task", "ml_pool": "pool"}.get(req.kind)
+            rows = (wh.execute(conn, f"select count(*) from ml.{table}"
+                                     + (f" where {column} = %s" if column else ""),
+                               [req.name] if column else [])[0][0] if exists else 0)
+            if not rows:
+                problems.append({"ml_scores": "ml.repurchase_scores is empty; train and score the "
+                                              "repurchase model first (oa ml train repurchase)",
+                                 "ml_task": f"recommendation task {req.name!r} has not run; run it "
+                                            f"first (oa ml recommend {req.name})",
+                                 "ml_pool": f"product pool {req.name!r} has not been written to "
+                                            f"ml.pool_items; run the recommendation tasks first "
+                                            f"(oa ml recommend)"}[req.kind])
         elif req.kind == "aipl_date":
             rows = wh.execute(conn, "select count(*) from " + qualified("marts", "aipl_daily")
                               + " where aipl_model = %s and stat_date = %s",

@@ -55,6 +55,8 @@ class Catalog:
     rfm_segments: set[str]
     aipl_models: set[str]
     id_types: set[str] = field(default_factory=lambda: set(ID_TYPES))
+    recommend_tasks: set[str] = field(default_factory=set)  # the tasks of ml/recommend.yml
+    pools: set[str] = field(default_factory=set)            # the product pools of ml/pools/
 
     @classmethod
     def from_project(cls, root: Path = PROJECT_ROOT) -> Catalog:
@@ -80,7 +82,19 @@ class Catalog:
             rfm_segments={r["rfm_segment"] for r in rows("rfm_segments.csv")},
             aipl_models={m["name"] for m in aipl_node["config"]["meta"]["aipl"]["models"]},
             id_types={r["id_type"] for r in rows("id_types.csv")},
+            recommend_tasks=_task_names(root / "ml" / "recommend.yml"),
+            pools={p.stem for p in (root / "ml" / "pools").glob("*.yml")},
         )
+
+
+def _task_names(path: Path) -> set[str]:
+    """The task names of ml/recommend.yml (the file itself is checked by `oa ml`)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return set()
+    tasks = data.get("tasks") if isinstance(data, dict) else None
+    return {t["name"] for t in tasks or [] if isinstance(t, dict) and isinstance(t.get("name"), str)}
 
 
 def _check(cond: Condition, loc: tuple, catalog: Catalog, report, uploads=None) -> None:
@@ -130,6 +144,15 @@ def _check(cond: Condition, loc: tuple, catalog: Catalog, report, uploads=None) 
         if leaf.model not in catalog.aipl_models:
             report(here + ("model",), f"unknown AIPL model {leaf.model!r}"
                                       f"{suggest(leaf.model, catalog.aipl_models)}")
+    elif kind == "recommended":
+        leaf, here = cond.recommended, (*loc, "recommended")
+        if leaf.task not in catalog.recommend_tasks:
+            report(here + ("task",), f"unknown recommendation task {leaf.task!r}"
+                                     f"{suggest(leaf.task, catalog.recommend_tasks)}; the tasks are in "
+                                     "ml/recommend.yml")
+        if leaf.pool is not None and leaf.pool not in catalog.pools:
+            report(here + ("pool",), f"unknown product pool {leaf.pool!r}{suggest(leaf.pool, catalog.pools)}"
+                                     f"; the pools are ml/pools/<name>.yml")
     elif kind in ("upload", "table"):
         leaf, here = getattr(cond, kind), (*loc, kind)
         if leaf.id_type not in catalog.id_types:
@@ -261,6 +284,12 @@ class Project:
                 wanted.add(name)
                 todo.extend(self.reads(name))
         return [n for n in self.order if n in wanted]
+
+    def reads_models(self, name: str) -> bool:
+        """Whether the audience, or one it reads, needs a model's output (repurchase scores,
+        recommendations): it can be built only after the models ran."""
+        return any(cond.kind in ("score", "recommended") for upstream in self.upstream([name])
+                   for _, cond in self.audiences[upstream].condition().walk())
 
     def layers(self, names: list[str]) -> list[list[str]]:
         """`names` split so that each layer reads only audiences of earlier layers (or outside

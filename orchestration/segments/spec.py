@@ -306,14 +306,54 @@ class TableLeaf(Strict):
         return schema, table
 
 
+class ScoreLeaf(Strict):
+    """`{model: repurchase, min_probability: 0.6}`, `{model: repurchase, top: 5000}` or
+    `{model: repurchase, top_percent: 10}`: people by their repurchase score (ml.repurchase_scores,
+    written by the active model version): a probability at least this, the first `top` by rank,
+    or the first `top_percent` % of everyone scored."""
+
+    model: Literal["repurchase"] = "repurchase"
+    min_probability: float | None = Field(default=None, ge=0, le=1)
+    top: int | None = Field(default=None, ge=1)
+    top_percent: float | None = Field(default=None, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _one(self) -> ScoreLeaf:
+        given = [k for k in ("min_probability", "top", "top_percent") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a score condition takes one of min_probability, top or top_percent")
+        return self
+
+
+class RecommendedLeaf(Strict):
+    """`{task: shanghai_beauty_picks, item: P000123}` or `{task: ..., pool: skincare_and_beauty}`:
+    people whose recommendations from the task (ml/recommend.yml) include the product, or any
+    product of the pool (ml/pools/), within their first `top` (default: all the task made);
+    `{task: ..., min_score: 0.8}`: a preference of at least this (0-1; one-product tasks)."""
+
+    task: str = Field(pattern=_NAME)
+    item: str | None = Field(default=None, min_length=1)
+    pool: str | None = Field(default=None, pattern=_NAME)
+    min_score: float | None = Field(default=None, ge=0, le=1)
+    top: int | None = Field(default=None, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _one(self) -> RecommendedLeaf:
+        given = [k for k in ("item", "pool", "min_score") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a recommended condition takes one of item, pool or min_score")
+        return self
+
+
 CONDITION_KINDS = ("all", "any", "not_", "tag", "behavior", "rfm", "aipl", "audience", "upload",
-                   "table")
+                   "table", "score", "recommended")
 SET_OPS = ("union", "intersect", "difference")
 MAX_SET_DEPTH = 3
 
 
 class Condition(Strict):
-    """Exactly one of: all, any, not, tag, behavior, rfm, aipl, audience, upload, table."""
+    """Exactly one of: all, any, not, tag, behavior, rfm, aipl, audience, upload, table, score,
+    recommended."""
 
     all: list[Condition] | None = None
     any: list[Condition] | None = None
@@ -325,6 +365,8 @@ class Condition(Strict):
     audience: AudienceLeaf | None = None
     upload: UploadLeaf | None = None
     table: TableLeaf | None = None
+    score: ScoreLeaf | None = None
+    recommended: RecommendedLeaf | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Condition:

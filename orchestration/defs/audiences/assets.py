@@ -44,7 +44,12 @@ def _deps(project: Project, name: str) -> list[dg.AssetKey]:
             deps.add(dg.AssetKey(["marts", "dim_identities"]))
             if kind == "table":
                 deps.add(dg.AssetKey(list(cond.table.schema_table)))
+        elif kind == "score":
+            deps.add(dg.AssetKey(["ml", "repurchase_scores"]))
+        elif kind == "recommended":
+            deps.add(dg.AssetKey(["ml", "recommendations"]))
     return sorted(deps, key=lambda k: k.to_user_string())
+
 
 
 def _owner(owner: str) -> list[str]:
@@ -164,10 +169,19 @@ def _refresh_jobs(project: Project, assets: dg.AssetsDefinition, timezone: str, 
             by_refresh.setdefault(refresh, []).append(name)
     tags = {"openaudience/warehouse": target}
     jobs, schedules = [], []
+    from_models = [n for n in project.order if project.reads_models(n)]
+    rest = [asset_key(n) for n in project.order if n not in from_models]
     all_job = dg.define_asset_job(
-        "audiences_refresh_all", selection=dg.AssetSelection.assets(assets), tags=tags,
-        description="Refresh every audience (batch), e.g. from the UI or `oa demo`.")
+        "audiences_refresh_all", selection=dg.AssetSelection.assets(*rest), tags=tags,
+        description="Refresh every audience that reads no model output (batch), e.g. from the UI or "
+                    "`oa demo`; audiences_from_models refreshes the others, after the models ran.")
     jobs.append(all_job)
+    if from_models:
+        jobs.append(dg.define_asset_job(
+            "audiences_from_models", selection=dg.AssetSelection.assets(
+                *[asset_key(n) for n in project.upstream(from_models)]), tags=tags,
+            description="Refresh the audiences that read repurchase scores or recommendations "
+                        "(and those they read)."))
     daily_job = None
     for refresh, names in sorted(by_refresh.items()):
         keys = [asset_key(n) for n in project.upstream(names)]

@@ -1,13 +1,16 @@
-"""The repurchase model in Dagster: `ml/repurchase_model` (train, validate against the baselines,
-activate; weekly) and `ml/repurchase_scores` (score with the active version; after every
-nightly refresh), both downstream of the dbt feature model."""
+"""The models in Dagster. `ml/repurchase_model` trains, validates against the baselines and
+activates a repurchase version, and `ml/repurchase_scores` scores with the active one; both sit
+downstream of the dbt feature model. `ml/recommend_model` tunes, chooses and fits the
+recommender, and `ml/recommendations` runs the tasks of ml/recommend.yml, downstream of their
+audiences. Training runs weekly (the schedules start stopped); scoring and tasks are jobs of
+their own."""
 
 import dagster as dg
 
 from orchestration.analysis.metadata import png_markdown
 from orchestration.resources import WarehouseResource
 
-FEATURES = dg.AssetKey(["ml_repurchase_features"])
+FEATURES = dg.AssetKey(["marts", "ml_repurchase_features"])
 
 
 def _metrics_md(metrics: dict) -> str:
@@ -73,6 +76,68 @@ def repurchase_scores(context: dg.AssetExecutionContext,
     })
 
 
+BEHAVIORS = dg.AssetKey(["marts", "fct_behaviors"])
+
+
+@dg.asset(key=["ml", "recommend_model"], deps=[BEHAVIORS, dg.AssetKey(["marts", "product_tags"])],
+          group_name="ml",
+          description="A new recommendation model version: popularity, item-item cosine and EASE tuned "
+                      "on an earlier split, chosen, judged against the best sellers on the last purchase, "
+                      "refitted on all purchases; with its report and the product association graph.")
+def recommend_model(context: dg.AssetExecutionContext,
+                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from ml import recommend as rc
+    from ml.report import recommend_charts, write_recommend_report
+
+    wh = warehouse.get()
+    training = rc.train(wh, progress=context.log.info)
+    path = write_recommend_report(training, wh.settings.home / "reports")
+    for w in training.warnings:
+        context.log.warning(w)
+    test = training.test.set_index("model")
+    name = training.chosen[0]
+    figures = recommend_charts(training)
+    return dg.MaterializeResult(metadata={
+        "version": dg.MetadataValue.int(training.version),
+        "chosen": dg.MetadataValue.text(f"{name} {training.chosen[1]}"),
+        "hr@10": dg.MetadataValue.float(float(test.loc[name, "hr@10"])),
+        "best_sellers_hr@10": dg.MetadataValue.float(float(test.loc["popularity", "hr@10"])),
+        "ndcg@10": dg.MetadataValue.float(float(test.loc[name, "ndcg@10"])),
+        "report": dg.MetadataValue.path(str(path)),
+        "metrics_chart": png_markdown(figures["metrics"], "Against the best sellers"),
+        "association_chart": png_markdown(figures["association"], "Product associations"),
+    })
+
+
+def _task_audiences() -> list[dg.AssetKey]:
+    try:
+        from ml.recommend import load_config
+
+        return sorted({dg.AssetKey(["audiences", t.audience]) for t in load_config().tasks},
+                      key=lambda k: k.to_user_string())
+    except Exception:  # noqa: BLE001 - a broken config fails the asset with its message instead
+        return []
+
+
+@dg.asset(key=["ml", "recommendations"], deps=[dg.AssetKey(["ml", "recommend_model"]), *_task_audiences()],
+          group_name="ml",
+          description="ml.recommendations: each task's top products per audience member (or a 0-1 "
+                      "preference for a one-product pool), from the active recommendation model.")
+def recommendations(context: dg.AssetExecutionContext,
+                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from ml import recommend as rc
+    from ml.cli import run_tasks
+
+    results = run_tasks(warehouse.get(), rc.load_config(), step=context.log.info)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": dg.MetadataValue.int(sum(r.rows for r in results)),
+        "tasks": dg.MetadataValue.md("\n".join(
+            ["| task | people | products | top |", "|---|---|---|---|"]
+            + [f"| {r.task} | {r.users:,} | {r.products:,} | "
+               f"{'0-1 preference' if r.single_product else r.top} |" for r in results])),
+    })
+
+
 repurchase_training_job = dg.define_asset_job("repurchase_training",
                                               selection=[repurchase_model, repurchase_scores])
 repurchase_scoring_job = dg.define_asset_job("repurchase_scoring", selection=[repurchase_scores])
@@ -80,7 +145,15 @@ weekly_training = dg.ScheduleDefinition(job=repurchase_training_job, cron_schedu
                                         default_status=dg.DefaultScheduleStatus.STOPPED)
 
 
+recommend_training_job = dg.define_asset_job("recommend_training",
+                                             selection=[recommend_model, recommendations])
+recommendations_job = dg.define_asset_job("recommendations", selection=[recommendations])
+weekly_recommend_training = dg.ScheduleDefinition(job=recommend_training_job, cron_schedule="30 5 * * 1",
+                                                  default_status=dg.DefaultScheduleStatus.STOPPED)
+
+
 def ml_definitions() -> dg.Definitions:
-    return dg.Definitions(assets=[repurchase_model, repurchase_scores],
-                          jobs=[repurchase_training_job, repurchase_scoring_job],
-                          schedules=[weekly_training])
+    return dg.Definitions(assets=[repurchase_model, repurchase_scores, recommend_model, recommendations],
+                          jobs=[repurchase_training_job, repurchase_scoring_job, recommend_training_job,
+                                recommendations_job],
+                          schedules=[weekly_training, weekly_recommend_training])

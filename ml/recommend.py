@@ -1,0 +1,432 @@
+"""Product recommendation: for each person, the products they are most likely to buy, learnt
+from who bought what.
+
+Three candidate models, all on the person x product purchase matrix of the lookback window:
+
+- **popularity**: the best sellers (distinct buyers), the same list for everyone; the baseline;
+- **cosine**: item-item cosine similarity of co-purchase, with a shrinkage term, scoring each
+  product by its similarity to what the person bought;
+- **EASE** (Steck 2019): the closed-form item-item ridge regression B = I - P / diag(P),
+  P = (X'X + lambda I)^-1, with a zero diagonal.
+
+Evaluation is time-ordered leave-last-out: each person's last purchase (all its products) is held
+out and the model, fitted on everything bought before it, ranks the whole pool. HR@K (a held-out
+product in the top K), recall@K and NDCG@K are reported for K = 3 and 10. Hyper-parameters
+(lambda, shrinkage) are tuned on an earlier split (the purchase before the last), the model is
+chosen there, and the last-purchase split reports every model against the best sellers. The
+chosen model is then refitted on all purchases and stored as a version.
+
+The models see purchases only: no product tag enters them, so the statistic tags of the product
+catalogue (sales_90d and the like, flagged is_statistic) cannot leak into training; pools may
+filter on any tag.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+
+from ml.pools import CompiledPool, load_pools, pool_items
+from orchestration.errors import UserError
+from orchestration.settings import PROJECT_ROOT
+from orchestration.yaml_files import FileErrors, read_yaml, validate_model
+
+CONFIG_FILE = PROJECT_ROOT / "ml" / "recommend.yml"
+MODEL = "recommend"
+SCHEMA = "ml"
+RECOMMENDATIONS_TABLE = f"{SCHEMA}.recommendations"
+KS = (3, 10)
+CHUNK = 4096
+SEED = 20_240_601
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    audience: str
+    pool: str
+    top: int = Field(5, ge=1, le=10)
+
+
+class RecommendConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    purchase_type: str = "purchase"
+    lookback_days: int = Field(365, ge=30)
+    as_of: dt.date | None = None
+    ease_lambdas: list[float] = Field(default_factory=lambda: [50.0, 200.0, 800.0], min_length=1)
+    cosine_shrinks: list[float] = Field(default_factory=lambda: [0.0, 10.0, 50.0], min_length=1)
+    max_pairs: int = Field(50_000_000_000, ge=1)
+    """A task refuses an audience x pool larger than this (the manual's 50 billion)."""
+    evaluation_users: int = Field(20_000, ge=100)
+    min_users: int = Field(200, ge=10)
+    tasks: list[Task] = Field(default_factory=list)
+
+
+class ConfigErrors(FileErrors):
+    pass
+
+
+def load_config(path: Path = CONFIG_FILE) -> RecommendConfig:
+    data, lines = read_yaml(path, ConfigErrors, "a mapping of recommendation settings")
+    return validate_model(RecommendConfig, data, path, lines, ConfigErrors)
+
+
+class DataTooSmall(UserError):
+    pass
+
+
+# -- data -----------------------------------------------------------------------------------------
+@dataclass
+class Purchases:
+    """Purchase lines of the lookback window: codes for people and products, and the time."""
+
+    people: np.ndarray            # one_id per person code
+    items: np.ndarray             # item_id per product code
+    person: np.ndarray            # per line
+    item: np.ndarray
+    at: np.ndarray                # datetime64 per line
+    as_of: dt.date
+
+    def matrix(self, mask: np.ndarray | None = None) -> sp.csr_matrix:
+        rows, cols = (self.person, self.item) if mask is None else (self.person[mask], self.item[mask])
+        m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
+                          shape=(len(self.people), len(self.items)))
+        m.data[:] = 1.0  # bought or not
+        return m
+
+
+def read_purchases(wh, config: RecommendConfig) -> Purchases:
+    as_of = config.as_of or wh.query("select max(behavior_date) from marts.fct_behaviors where "
+                                     "event_type = %s", [config.purchase_type])[0][0]
+    if as_of is None:
+        raise DataTooSmall("no purchases in marts.fct_behaviors to learn from")
+    start = as_of - dt.timedelta(days=config.lookback_days)
+    rows = wh.query("select b.one_id, b.item_id, b.occurred_at from marts.fct_behaviors b "
+                    "join marts.product_tags p on p.item_id = b.item_id "
+                    "where b.event_type = %s and b.behavior_date > %s and b.behavior_date <= %s "
+                    "order by b.one_id, b.occurred_at, b.item_id",
+                    [config.purchase_type, start, as_of])
+    df = pd.DataFrame(rows, columns=["one_id", "item_id", "at"])
+    people, person = np.unique(df["one_id"].astype(str).to_numpy(), return_inverse=True)
+    items, item = np.unique(df["item_id"].astype(str).to_numpy(), return_inverse=True)
+    return Purchases(people, items, person, item, pd.to_datetime(df["at"]).to_numpy(), as_of)
+
+
+# -- models ---------------------------------------------------------------------------------------
+class ItemModel:
+    """A model as an item x item weight matrix W (or, for popularity, one score per item):
+    a person's scores are their purchase row times W."""
+
+    def __init__(self, name: str, params: dict, weights: np.ndarray | None, popularity: np.ndarray) -> None:
+        self.name, self.params, self.weights, self.popularity = name, params, weights, popularity
+
+    def scores(self, history: sp.csr_matrix) -> np.ndarray:
+        if self.weights is None:
+            return np.broadcast_to(self.popularity, (history.shape[0], len(self.popularity))).copy()
+        out = np.asarray(history @ self.weights)
+        # people with no history here get the best sellers, scaled below any learnt score
+        empty = np.asarray(history.sum(axis=1)).ravel() == 0
+        if empty.any():
+            out[empty] = self.popularity / (self.popularity.max() or 1.0) * 1e-6
+        return out
+
+
+def fit(name: str, params: dict, X: sp.csr_matrix) -> ItemModel:
+    popularity = np.asarray(X.sum(axis=0)).ravel().astype(np.float64)
+    if name == "popularity":
+        return ItemModel(name, params, None, popularity)
+    gram = (X.T @ X).toarray().astype(np.float64)
+    if name == "cosine":
+        norms = np.sqrt(np.diag(gram))
+        weights = gram / (np.outer(norms, norms) + params["shrink"] + 1e-12)
+        np.fill_diagonal(weights, 0.0)
+        return ItemModel(name, params, weights, popularity)
+    if name == "ease":
+        g = gram.copy()
+        g[np.diag_indices_from(g)] += params["lambda"]
+        p = np.linalg.inv(g)
+        weights = -p / np.diag(p)
+        np.fill_diagonal(weights, 0.0)
+        return ItemModel(name, params, weights, popularity)
+    raise ValueError(f"unknown model {name}")
+
+
+def candidates(config: RecommendConfig) -> list[tuple[str, dict]]:
+    return ([("popularity", {})] + [("cosine", {"shrink": s}) for s in config.cosine_shrinks]
+            + [("ease", {"lambda": lam}) for lam in config.ease_lambdas])
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+@dataclass
+class Split:
+    train: np.ndarray          # mask of purchase lines to fit on
+    users: np.ndarray          # person codes evaluated
+    held: list[np.ndarray]     # per evaluated person: the held-out product codes
+
+
+def leave_last_out(p: Purchases, within: np.ndarray | None = None, max_users: int = 20_000) -> Split:
+    """Hold out each person's last purchase (every product bought at their latest time) among
+    the lines in `within`; fit on the lines before it."""
+    within = np.ones(len(p.person), bool) if within is None else within
+    idx = np.flatnonzero(within)
+    df = pd.DataFrame({"person": p.person[idx], "item": p.item[idx], "at": p.at[idx], "line": idx})
+    last = df.groupby("person")["at"].transform("max")
+    first = df.groupby("person")["at"].transform("min")
+    evaluable = df[last > first]  # people with an earlier purchase to learn from
+    held = evaluable[evaluable["at"] == last[evaluable.index]]
+    train = within.copy()
+    # the held-out purchase and anything at or after it leave training, for everyone evaluated
+    cut = held.groupby("person")["at"].max()
+    after = (pd.Series(p.at) >= pd.Series(p.person).map(cut)).to_numpy()  # NaT compares False
+    train &= ~after
+    users = np.unique(held["person"].to_numpy())
+    if len(users) > max_users:
+        users = np.sort(np.random.default_rng(SEED).choice(users, max_users, replace=False))
+    groups = held.groupby("person")["item"].apply(lambda s: np.unique(s.to_numpy()))
+    return Split(train=train, users=users, held=[groups[u] for u in users])
+
+
+def evaluate(model: ItemModel, X: sp.csr_matrix, split: Split, pool: np.ndarray | None = None) -> dict:
+    """HR@K, recall@K and NDCG@K over the full ranking of the pool (every product by default)."""
+    ks = max(KS)
+    hits = {k: [] for k in KS}
+    recall = {k: [] for k in KS}
+    ndcg = {k: [] for k in KS}
+    for start in range(0, len(split.users), CHUNK):
+        users = split.users[start:start + CHUNK]
+        scores = model.scores(X[users])
+        if pool is not None:
+            masked = np.full_like(scores, -np.inf)
+            masked[:, pool] = scores[:, pool]
+            scores = masked
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :ks]
+        for row, held in enumerate(split.held[start:start + CHUNK]):
+            ranks = {item: r for r, item in enumerate(top[row])}
+            for k in KS:
+                found = [ranks[i] for i in held if i in ranks and ranks[i] < k]
+                hits[k].append(1.0 if found else 0.0)
+                recall[k].append(len(found) / len(held))
+                ideal = sum(1 / np.log2(i + 2) for i in range(min(len(held), k)))
+                ndcg[k].append(sum(1 / np.log2(r + 2) for r in found) / ideal)
+    return {**{f"hr@{k}": float(np.mean(hits[k])) for k in KS},
+            **{f"recall@{k}": float(np.mean(recall[k])) for k in KS},
+            **{f"ndcg@{k}": float(np.mean(ndcg[k])) for k in KS}}
+
+
+# -- training -------------------------------------------------------------------------------------
+@dataclass
+class Training:
+    version: int
+    chosen: tuple[str, dict]
+    tuning: pd.DataFrame          # every candidate on the tuning split
+    test: pd.DataFrame            # the tuned models on the last-purchase split
+    graph: pd.DataFrame           # top products by sales and their strongest links
+    nodes: pd.DataFrame
+    people: int
+    products: int
+    as_of: dt.date
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def train(wh, config: RecommendConfig | None = None, progress=None) -> Training:
+    started = time.perf_counter()
+    config = config or load_config()
+    step = progress or (lambda text: None)
+    step("reading purchases")
+    p = read_purchases(wh, config)
+    if len(p.people) < config.min_users or len(p.items) < 10:
+        raise DataTooSmall(f"{len(p.people):,} buyers and {len(p.items):,} products in the lookback "
+                           f"window; recommendation needs at least {config.min_users:,} buyers "
+                           f"(min_users in {CONFIG_FILE.name}) and 10 products")
+    test = leave_last_out(p, max_users=config.evaluation_users)
+    tune = leave_last_out(p, within=test.train, max_users=config.evaluation_users)
+    if len(tune.users) < 50 or len(test.users) < 50:
+        raise DataTooSmall(f"only {len(test.users):,} people bought more than once; evaluating a "
+                           "recommender needs at least 50")
+    rows = []
+    X_tune = p.matrix(tune.train)
+    for name, params in candidates(config):
+        step(f"tuning {name} {params}")
+        rows.append({"model": name, "params": json.dumps(params),
+                     **evaluate(fit(name, params, X_tune), X_tune, tune)})
+    tuning = pd.DataFrame(rows)
+    best = {name: json.loads(group.sort_values("ndcg@10", ascending=False).iloc[0]["params"])
+            for name, group in tuning.groupby("model")}
+    chosen_row = tuning.sort_values("ndcg@10", ascending=False).iloc[0]
+    chosen = (chosen_row["model"], json.loads(chosen_row["params"]))
+    X_test = p.matrix(test.train)
+    rows = []
+    for name in ("popularity", "cosine", "ease"):
+        step(f"testing {name}")
+        rows.append({"model": name, "params": json.dumps(best[name]),
+                     **evaluate(fit(name, best[name], X_test), X_test, test)})
+    test_table = pd.DataFrame(rows)
+    step(f"fitting {chosen[0]} on every purchase")
+    X = p.matrix()
+    final = fit(*chosen, X)
+    nodes, graph = association_graph(p, X)
+    version = _store(wh, config, final, p, tuning, test_table, chosen)
+    t = Training(version=version, chosen=chosen, tuning=tuning, test=test_table, graph=graph,
+                 nodes=nodes, people=len(p.people), products=len(p.items), as_of=p.as_of)
+    pop = test_table.set_index("model").loc["popularity", "hr@10"]
+    mine = test_table.set_index("model").loc[chosen[0], "hr@10"]
+    if mine <= pop:
+        t.warnings.append(f"the chosen {chosen[0]} model's HR@10 {mine:.3f} does not beat the best "
+                          f"sellers' {pop:.3f}")
+    t.seconds = time.perf_counter() - started
+    return t
+
+
+def association_graph(p: Purchases, X: sp.csr_matrix, top: int = 10, links: int = 3):
+    """The top products by purchases and, for each, its `links` strongest co-purchase links
+    (cosine, 0-1)."""
+    counts = np.bincount(p.item, minlength=len(p.items))
+    gram = (X.T @ X).toarray().astype(np.float64)
+    norms = np.sqrt(np.diag(gram))
+    cos = gram / (np.outer(norms, norms) + 1e-12)
+    np.fill_diagonal(cos, 0.0)
+    heads = np.argsort(-counts, kind="stable")[:top]
+    edges = []
+    for h in heads:
+        for j in np.argsort(-cos[h], kind="stable")[:links]:
+            edges.append({"from": p.items[h], "to": p.items[j], "weight": float(cos[h, j])})
+    graph = pd.DataFrame(edges)
+    names = sorted(set(graph["from"]) | set(graph["to"]))
+    nodes = pd.DataFrame({"item_id": names, "purchases": [int(counts[np.searchsorted(p.items, n)])
+                                                          for n in names],
+                          "top": [n in set(p.items[heads]) for n in names]})
+    return nodes, graph
+
+
+# -- versions and tasks ---------------------------------------------------------------------------
+def _store(wh, config, model: ItemModel, p: Purchases, tuning, test, chosen) -> int:
+    from ml.repurchase import save_version
+
+    metrics = {"chosen": {"model": chosen[0], "params": chosen[1]},
+               "test": test.to_dict(orient="records"), "tuning": tuning.to_dict(orient="records")}
+    return save_version(wh, MODEL, {"model": model, "items": p.items}, config.model_dump_json(),
+                        {"as_of": str(p.as_of), "lookback_days": config.lookback_days}, metrics,
+                        int(len(p.person)), active=True)
+
+
+def ensure_recommendations(wh, conn) -> None:
+    txt, ts, dbl = wh.sql_type("text"), wh.sql_type("timestamp"), wh.sql_type("double")
+    wh.execute(conn, f"create schema if not exists {SCHEMA}")
+    wh.execute(conn, f"create table if not exists {RECOMMENDATIONS_TABLE} (task {txt}, pool {txt}, "
+                     f"one_id {txt}, item_id {txt}, rank integer, score {dbl}, model {txt}, "
+                     f"model_version integer, as_of_date date, made_at {ts})")
+
+
+@dataclass
+class TaskResult:
+    task: str
+    users: int
+    products: int
+    top: int
+    single_product: bool
+    rows: int
+    version: int
+
+
+def run_task(wh, task: Task, config: RecommendConfig | None = None,
+             pools: dict[str, CompiledPool] | None = None) -> TaskResult:
+    """Recommend the top `task.top` products of the pool to every member of the audience with
+    a purchase in the lookback window; a one-product pool gives each a 0-1 preference instead."""
+    from ml.repurchase import VERSIONS_TABLE
+    from orchestration.segments.engine import MEMBERS, VERSIONS
+
+    config = config or load_config()
+    pools = pools if pools is not None else load_pools()
+    if task.pool not in pools:
+        raise UserError(f"task {task.name}: unknown pool {task.pool!r}; the pools are "
+                        f"{', '.join(sorted(pools)) or 'none (add ml/pools/<name>.yml)'}")
+    with wh.connect() as conn:
+        ensure_recommendations(wh, conn)
+        active = wh.execute(conn, f"select version, artefact from {VERSIONS_TABLE} where model = %s "
+                                  "and active", [MODEL])
+        version = wh.execute(conn, f"select max(version) from {VERSIONS} where audience = %s and kept",
+                             [task.audience])[0][0]
+    if not active:
+        raise UserError("no active recommendation model: train one (oa ml train recommend)")
+    if version is None:
+        raise UserError(f"task {task.name}: audience {task.audience} has no built version; build it "
+                        f"first (oa audience build {task.audience})")
+    members = [r[0] for r in wh.query(f"select distinct one_id from {MEMBERS} where audience = %s and "
+                                      "version = %s and one_id is not null", [task.audience, version])]
+    bundle = pickle.loads((wh.settings.home / active[0][1]).read_bytes())  # noqa: S301 - our artefact
+    model: ItemModel = bundle["model"]
+    items: np.ndarray = bundle["items"]
+    wanted = set(pool_items(wh, pools[task.pool]))
+    pool = np.flatnonzero(np.isin(items, list(wanted)))
+    p = read_purchases(wh, config)
+    known = np.isin(p.people, members)
+    if len(members) * max(len(pool), 1) > config.max_pairs:
+        raise UserError(f"task {task.name}: {len(members):,} people x {len(pool):,} products is above "
+                        f"max_pairs {config.max_pairs:,} in {CONFIG_FILE.name}; narrow the audience or "
+                        "the pool")
+    if not known.any():
+        raise UserError(f"task {task.name}: no member of {task.audience} bought anything in the "
+                        f"last {config.lookback_days} days, so there is nobody to recommend to")
+    if len(pool) == 0:
+        raise UserError(f"task {task.name}: no product of pool {task.pool} was bought in the last "
+                        f"{config.lookback_days} days, so there is nothing to recommend")
+    # the person's purchases over the model's products (products new since training drop out)
+    code = {item: i for i, item in enumerate(items)}
+    mapped = np.array([code.get(i, -1) for i in p.items])
+    keep = known[p.person] & (mapped[p.item] >= 0)
+    people = np.flatnonzero(known)
+    row_of = np.full(len(p.people), -1)
+    row_of[people] = np.arange(len(people))
+    X = sp.csr_matrix((np.ones(keep.sum(), np.float32), (row_of[p.person[keep]], mapped[p.item[keep]])),
+                      shape=(len(people), len(items)))
+    X.data[:] = 1.0
+    single = len(pool) == 1
+    top = 1 if single else min(task.top, len(pool))
+    out = {"one_id": [], "item_id": [], "rank": [], "score": []}
+    all_scores = []
+    for start in range(0, len(people), CHUNK):
+        scores = model.scores(X[start:start + CHUNK])[:, pool]
+        if single:
+            all_scores.append(scores[:, 0])
+            continue
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
+        for r in range(len(order)):
+            for rank, j in enumerate(order[r], start=1):
+                out["one_id"].append(p.people[people[start + r]])
+                out["item_id"].append(items[pool[j]])
+                out["rank"].append(rank)
+                out["score"].append(float(scores[r, j]))
+    if single:  # a preference index: the person's percentile among the audience, 0-1
+        s = np.concatenate(all_scores)
+        preference = (pd.Series(s).rank(method="average").to_numpy() - 1) / max(len(s) - 1, 1)
+        out = {"one_id": list(p.people[people]), "item_id": [items[pool[0]]] * len(people),
+               "rank": [1] * len(people), "score": list(preference)}
+    n = len(out["one_id"])
+    table = pa.table({"task": pa.array([task.name] * n, pa.string()),
+                      "pool": pa.array([task.pool] * n, pa.string()),
+                      "one_id": pa.array(out["one_id"], pa.string()),
+                      "item_id": pa.array(out["item_id"], pa.string()),
+                      "rank": pa.array(out["rank"], pa.int32()),
+                      "score": pa.array(out["score"], pa.float64()),
+                      "model": pa.array([model.name] * n, pa.string()),
+                      "model_version": pa.array([int(active[0][0])] * n, pa.int32()),
+                      "as_of_date": pa.array([p.as_of] * n, pa.date32()),
+                      "made_at": pa.array([dt.datetime.now(dt.UTC).replace(tzinfo=None)] * n,
+                                          pa.timestamp("us"))})
+    with wh.connect() as conn:
+        ensure_recommendations(wh, conn)
+        wh.execute(conn, f"delete from {RECOMMENDATIONS_TABLE} where task = %s", [task.name])
+        wh.insert_arrow(conn, RECOMMENDATIONS_TABLE, table)
+    return TaskResult(task=task.name, users=len(people), products=len(pool), top=top,
+                      single_product=single, rows=n, version=int(active[0][0]))
