@@ -229,6 +229,17 @@ def synthetic_audiences(count: int, seed: int = 1) -> list[dict]:
              "where": {"all": [tree(2), tree(1)]}} for i in range(count)]
 
 
+def _bench_env(command: str) -> dict[str, str]:
+    """The environment pointing at the `oa bench build` warehouse (embedded DuckDB only)."""
+    settings = load_settings()
+    if settings.is_postgres:
+        raise RuntimeError(f"oa bench {command} measures the embedded DuckDB warehouse; unset OA_TARGET")
+    warehouse_path = settings.home / "bench" / "warehouse.duckdb"
+    if not warehouse_path.exists():
+        raise RuntimeError(f"{warehouse_path} is missing: run `oa bench build` first")
+    return dict(os.environ, OA_DUCKDB_PATH=str(warehouse_path))
+
+
 def bench_audiences(count: int, console: Console) -> dict[str, float]:
     """Build `count` synthetic audiences over the `oa bench build` warehouse: in one batch, then
     each on its own; and time validate + compile per audience."""
@@ -238,16 +249,9 @@ def bench_audiences(count: int, console: Console) -> dict[str, float]:
 
     from orchestration.segments.engine import build
     from orchestration.segments.source import Catalog, load_project
-
-    settings = load_settings()
-    if settings.is_postgres:
-        raise RuntimeError("oa bench audiences measures the embedded DuckDB warehouse; unset OA_TARGET")
-    warehouse_path = settings.home / "bench" / "warehouse.duckdb"
-    if not warehouse_path.exists():
-        raise RuntimeError(f"{warehouse_path} is missing: run `oa bench build` first")
     from orchestration.warehouse import Warehouse
 
-    wh = Warehouse(load_settings(dict(os.environ, OA_DUCKDB_PATH=str(warehouse_path))))
+    wh = Warehouse(load_settings(_bench_env("audiences")))
     users = wh.query("select count(*) from marts.user_tags")[0][0]
     today = wh.query("select max(behavior_date) from marts.fct_behaviors")[0][0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -284,5 +288,43 @@ def bench_audiences(count: int, console: Console) -> dict[str, float]:
         "slowest_single_build_s": round(max(r.seconds for r in singles), 2),
         "batch_build_over_slowest_single_build": round(batch.seconds / max(r.seconds for r in singles), 2),
     }
+    console.print_json(json.dumps(result))
+    return result
+
+
+def bench_ml(console: Console) -> dict[str, float]:
+    """Train and score both models over the `oa bench build` warehouse, each `oa ml` command in
+    a process of its own so its peak memory is its own: the repurchase model (train, validate
+    against the baselines, score everyone predictable) and the recommender (tune, choose, judge,
+    refit, run the tasks, after building the tasks' audiences)."""
+    from ml.recommend import load_config
+    from orchestration.segments.source import load_project
+    from orchestration.warehouse import Warehouse
+
+    env = _bench_env("ml")
+    wh = Warehouse(load_settings(env))
+    oa = str(Path(sys.executable).with_name("oa"))
+    today = wh.query("select max(behavior_date) from marts.fct_behaviors")[0][0]
+    audiences = load_project().upstream(sorted({t.audience for t in load_config().tasks}))
+    figures: dict[str, float] = {}
+    steps = [("audiences", [oa, "audience", "build", *audiences, "--as-of", str(today)]),
+             ("repurchase", [oa, "ml", "train", "repurchase"]),
+             ("recommend", [oa, "ml", "train", "recommend"])]
+    for name, cmd in steps:
+        started = time.perf_counter()
+        with console.status(f"{name}: {' '.join(cmd[1:])}"):
+            returncode, output, peak_kb = run_measured(cmd, env)
+        if returncode != 0:
+            console.print(output[-6000:])
+            raise RuntimeError(f"{' '.join(cmd[1:])} failed during the benchmark")
+        figures[f"{name}_s"] = time.perf_counter() - started
+        figures[f"{name}_peak_rss_mb"] = peak_kb / 1024
+    rows = {"predictable": wh.query("select count(*) from ml.repurchase_scores")[0][0],
+            "features": wh.query("select count(*) from marts.ml_repurchase_features")[0][0],
+            "buyers": wh.query("select count(distinct one_id) from marts.fct_behaviors where "
+                               "event_type = 'purchase'")[0][0],
+            "products": wh.query("select count(*) from marts.product_tags")[0][0],
+            "users": wh.query("select count(*) from marts.user_tags")[0][0]}
+    result = {"date": dt.date.today().isoformat(), **rows, **{k: round(v, 1) for k, v in figures.items()}}
     console.print_json(json.dumps(result))
     return result

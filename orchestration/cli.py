@@ -641,6 +641,14 @@ def bench_models(
     run(transactions=transactions, users=users, console=console)
 
 
+@bench_app.command("ml")
+def bench_ml() -> None:
+    """Train and score the repurchase model and the recommender over the `bench build` warehouse."""
+    from orchestration.bench import bench_ml as run
+
+    run(console=console)
+
+
 @bench_app.command("audiences")
 def bench_audiences(
     count: Annotated[int, typer.Option(help="Synthetic audiences to build.")] = 100,

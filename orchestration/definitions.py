@@ -40,4 +40,4 @@ def _core() -> dg.Definitions:
 
 
 defs = dg.Definitions.merge(_core(), audience_definitions(nightly_refresh), delivery_definitions(),
-                            ml_definitions())
+                            ml_definitions(nightly_refresh))

@@ -190,3 +190,16 @@ def test_the_dagster_assets_train_score_and_show_their_charts(signal_engines, mo
     assert rp.active_version(target.warehouse)["version"] == version
     assert scores.metadata["dagster/row_count"].value == target.warehouse.query(
         f"select count(*) from {rp.SCORES_TABLE}")[0][0]
+
+
+def test_models_retrain_weekly_and_score_after_each_nightly_refresh():
+    from orchestration.definitions import defs
+
+    sensor = defs.resolve_sensor_def("model_outputs_after_nightly")
+    assert sensor.job_name == "model_outputs"
+    outputs = defs.resolve_job_def("model_outputs")
+    nodes = {n.name for n in outputs.graph.node_dict.values()}
+    assert nodes == {"ml__repurchase_scores", "ml__recommendations"}
+    for job in ("repurchase_training", "recommend_training"):
+        schedule = defs.resolve_schedule_def(f"{job}_schedule")
+        assert schedule.cron_schedule.endswith("* * 1") and schedule.job_name == job

@@ -2,8 +2,8 @@
 activates a repurchase version, and `ml/repurchase_scores` scores with the active one; both sit
 downstream of the dbt feature model. `ml/recommend_model` tunes, chooses and fits the
 recommender, and `ml/recommendations` runs the tasks of ml/recommend.yml, downstream of their
-audiences. Training runs weekly (the schedules start stopped); scoring and tasks are jobs of
-their own."""
+audiences. Training runs weekly (Monday mornings); scoring and the tasks run after each
+successful nightly refresh (job model_outputs)."""
 
 import dagster as dg
 
@@ -142,18 +142,31 @@ repurchase_training_job = dg.define_asset_job("repurchase_training",
                                               selection=[repurchase_model, repurchase_scores])
 repurchase_scoring_job = dg.define_asset_job("repurchase_scoring", selection=[repurchase_scores])
 weekly_training = dg.ScheduleDefinition(job=repurchase_training_job, cron_schedule="0 5 * * 1",
-                                        default_status=dg.DefaultScheduleStatus.STOPPED)
+                                        default_status=dg.DefaultScheduleStatus.RUNNING)
 
 
 recommend_training_job = dg.define_asset_job("recommend_training",
                                              selection=[recommend_model, recommendations])
 recommendations_job = dg.define_asset_job("recommendations", selection=[recommendations])
 weekly_recommend_training = dg.ScheduleDefinition(job=recommend_training_job, cron_schedule="30 5 * * 1",
-                                                  default_status=dg.DefaultScheduleStatus.STOPPED)
+                                                  default_status=dg.DefaultScheduleStatus.RUNNING)
+model_outputs_job = dg.define_asset_job("model_outputs", selection=[repurchase_scores, recommendations],
+                                        description="Score and recommend with the active models.")
 
 
-def ml_definitions() -> dg.Definitions:
+def ml_definitions(nightly_job) -> dg.Definitions:
+    """The model assets, their jobs, the weekly retraining, and a sensor that scores and
+    recommends with the active models after each successful nightly refresh."""
+
+    @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[nightly_job],
+                          request_job=model_outputs_job, name="model_outputs_after_nightly",
+                          default_status=dg.DefaultSensorStatus.RUNNING,
+                          description="Score and recommend with the active models after nightly_refresh.")
+    def model_outputs_after_nightly(context: dg.RunStatusSensorContext):
+        return dg.RunRequest(run_key=context.dagster_run.run_id)
+
     return dg.Definitions(assets=[repurchase_model, repurchase_scores, recommend_model, recommendations],
                           jobs=[repurchase_training_job, repurchase_scoring_job, recommend_training_job,
-                                recommendations_job],
-                          schedules=[weekly_training, weekly_recommend_training])
+                                recommendations_job, model_outputs_job],
+                          schedules=[weekly_training, weekly_recommend_training],
+                          sensors=[model_outputs_after_nightly])
