@@ -192,7 +192,8 @@ def leave_last_out(p: Purchases, within: np.ndarray | None = None, max_users: in
     users = np.unique(held["person"].to_numpy())
     if len(users) > max_users:
         users = np.sort(np.random.default_rng(SEED).choice(users, max_users, replace=False))
-    groups = held.groupby("person")["item"].apply(lambda s: np.unique(s.to_numpy()))
+    sampled = held[held["person"].isin(set(users.tolist()))]
+    groups = sampled.groupby("person")["item"].apply(lambda s: np.unique(s.to_numpy()))
     return Split(train=train, users=users, held=[groups[u] for u in users])
 
 
@@ -368,9 +369,10 @@ def run_task(wh, task: Task, config: RecommendConfig | None = None,
     model: ItemModel = bundle["model"]
     items: np.ndarray = bundle["items"]
     wanted = set(pool_items(wh, pools[task.pool]))
-    pool = np.flatnonzero(np.isin(items, list(wanted)))
+    pool = np.flatnonzero(pd.Series(items).isin(wanted).to_numpy())
     p = read_purchases(wh, config)
-    known = np.isin(p.people, members)
+    # hashed membership: numpy's isin compares object arrays element by element
+    known = pd.Series(p.people).isin(set(members)).to_numpy()
     if len(members) * max(len(pool), 1) > config.max_pairs:
         raise UserError(f"task {task.name}: {len(members):,} people x {len(pool):,} products is above "
                         f"max_pairs {config.max_pairs:,} in {CONFIG_FILE.name}; narrow the audience or "
