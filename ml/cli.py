@@ -33,7 +33,8 @@ def _model(name: str) -> None:
 
 
 def train_repurchase(activate: bool = True, out: Console | None = None) -> tuple[object, object, Path]:
-    """Train, activate (unless told not to), score and write the report; what `make demo` runs."""
+    """Train, activate (unless told not to, or unless it loses to a baseline), score and write the
+    report; what `make demo` runs."""
     from ml import repurchase as rp
     from ml.report import write_report
     from orchestration.warehouse import Warehouse
@@ -45,10 +46,13 @@ def train_repurchase(activate: bool = True, out: Console | None = None) -> tuple
         task = progress.add_task("", total=None)
         training = rp.train(wh, progress=lambda text: progress.update(task, description=text))
         scoring = None
-        if activate:
+        if activate and not training.warnings:  # only a version that beats its baselines goes live
             progress.update(task, description="scoring")
             rp.activate(wh, training.version)
             scoring = rp.score(wh)
+        elif activate:
+            training.warnings.append(f"version {training.version} is not made active; "
+                                     f"`oa ml activate repurchase {training.version}` to use it anyway")
     path = write_report(training, wh.settings.home / "reports", scoring)
     return training, scoring, path
 
@@ -70,7 +74,7 @@ def print_training(training, scoring, path: Path, out: Console | None = None) ->
     out.print(f"repurchase report: {path}", soft_wrap=True)
 
 
-def train_recommend(out: Console | None = None, tasks: list[str] | None = None):
+def train_recommend(out: Console | None = None, tasks: list[str] | None = None, activate: bool = True):
     """Train the recommender, run the tasks (all, or those named) and write the report."""
     from ml import recommend as rc
     from ml.report import write_recommend_report
@@ -82,7 +86,8 @@ def train_recommend(out: Console | None = None, tasks: list[str] | None = None):
     with Progress(SpinnerColumn(), TextColumn("[bold]recommend[/bold] {task.description}"),
                   TimeElapsedColumn(), console=out) as progress:
         task = progress.add_task("", total=None)
-        training = rc.train(wh, config, progress=lambda text: progress.update(task, description=text))
+        training = rc.train(wh, config, progress=lambda text: progress.update(task, description=text),
+                            activate=activate)
         results = run_tasks(wh, config, tasks, lambda text: progress.update(task, description=text))
     return training, results, write_recommend_report(training, wh.settings.home / "reports", results)
 
@@ -133,7 +138,7 @@ def train_cmd(model: Annotated[str, typer.Argument(help="repurchase or recommend
     """Train a new version, validate it against the baselines and write its report."""
     _model(model)
     if model == "recommend":
-        print_recommend(*train_recommend())
+        print_recommend(*train_recommend(activate=activate))
     else:
         print_training(*train_repurchase(activate))
 

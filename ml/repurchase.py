@@ -211,7 +211,9 @@ def train(wh, config: RepurchaseConfig | None = None, progress=None) -> Training
     for role in ("train", "validate"):
         _check_size(df, role, config.model)
     train_df, valid = df[df["cutoff_role"] == "train"], df[df["cutoff_role"] == "validate"]
-    vocabulary = {name: sorted(str(v) for v in train_df[name].dropna().unique()) for name in CATEGORICAL}
+    # the booster takes at most 255 categories: the 254 most frequent, the rest as missing
+    vocabulary = {name: sorted(str(v) for v in train_df[name].dropna().value_counts().index[:254])
+                  for name in CATEGORICAL}
     X, y = matrix(train_df, vocabulary), train_df["label"].astype(int).to_numpy()
     Xv, yv = matrix(valid, vocabulary), valid["label"].astype(int).to_numpy()
     s = config.model

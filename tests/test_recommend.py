@@ -147,3 +147,14 @@ def test_an_unknown_task_pool_in_the_config_names_the_line(tmp_path):
     with pytest.raises(rc.ConfigErrors, match=r"recommend.yml:3: tasks\[0\].top: Input should be less "
                                               "than or equal to 10"):
         rc.load_config(tmp_path / "recommend.yml")
+
+
+def test_nobody_buying_twice_is_a_clear_message():
+    import datetime as dt
+
+    people = np.array([f"p{i}" for i in range(5)])
+    p = rc.Purchases(people=people, items=np.array(["a", "b"]), person=np.arange(5),
+                     item=np.array([0, 1, 0, 1, 0]),
+                     at=np.array(["2026-06-01"] * 5, dtype="datetime64[us]"), as_of=dt.date(2026, 6, 30))
+    with pytest.raises(rc.DataTooSmall, match="nobody bought on two different occasions"):
+        rc.leave_last_out(p)

@@ -32,9 +32,11 @@ purchases as (
 ),
 
 reference as (
-    select
-        {% if cfg.as_of %}cast('{{ cfg.as_of }}' as date){% else %}max(purchase_date){% endif %} as t
-    from purchases
+    {%- if cfg.as_of %}
+    select cast('{{ cfg.as_of }}' as date) as t  -- one row, whatever the purchases
+    {%- else %}
+    select max(purchase_date) as t from purchases
+    {%- endif %}
 ),
 
 steps as (

@@ -23,8 +23,8 @@ def _metrics_md(metrics: dict) -> str:
 
 @dg.asset(key=["ml", "repurchase_model"], deps=[FEATURES], group_name="ml",
           description="A new repurchase model version: trained on the train cutoffs, validated on the "
-                      "later one against a recency/frequency heuristic and BG/NBD, made active, with "
-                      "its HTML report.")
+                      "later one against a recency/frequency heuristic and BG/NBD, made active when it "
+                      "beats both, with its HTML report.")
 def repurchase_model(context: dg.AssetExecutionContext,
                      warehouse: WarehouseResource) -> dg.MaterializeResult:
     from ml import repurchase as rp
@@ -32,7 +32,9 @@ def repurchase_model(context: dg.AssetExecutionContext,
 
     wh = warehouse.get()
     training = rp.train(wh, progress=context.log.info)
-    rp.activate(wh, training.version)
+    activated = not training.warnings  # a version that loses to a baseline does not go live
+    if activated:
+        rp.activate(wh, training.version)
     path = write_report(training, wh.settings.home / "reports")
     for w in training.warnings:
         context.log.warning(w)
@@ -40,6 +42,7 @@ def repurchase_model(context: dg.AssetExecutionContext,
     figures = charts(training)
     return dg.MaterializeResult(metadata={
         "version": dg.MetadataValue.int(training.version),
+        "activated": dg.MetadataValue.bool(activated),
         "auc": dg.MetadataValue.float(m["auc"]),
         "pr_auc": dg.MetadataValue.float(m["pr_auc"]),
         "bgnbd_auc": dg.MetadataValue.float(training.metrics["bgnbd"]["auc"]),
