@@ -152,6 +152,13 @@ def test_the_model_beats_both_baselines_and_scores_everyone(signal_engines, engi
     [(low_top, high_rest)] = wh.query(f"select min(case when decile = 1 then probability end), max(case "
                                       f"when decile > 1 then probability end) from {rp.SCORES_TABLE}")
     assert low_top >= high_rest
+    assert scoring.warnings == []
+    # purchases grew past drift_warning since training: scoring says so
+    with wh.connect() as conn:
+        wh.execute(conn, f"update {rp.VERSIONS_TABLE} set purchases = purchases / 2 where model = "
+                         "'repurchase' and version = %s", [training.version])
+    [drift] = rp.score(wh).warnings
+    assert drift.startswith("purchases grew 10") and f"since version {training.version}" in drift
     path = write_report(training, tmp_path, scoring)
     html = path.read_text()
     assert "Against the baselines" in html and "bgnbd" in html and "vegaEmbed" in html
