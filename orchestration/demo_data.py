@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from orchestration.raw_tables import (
+    ARROW_TYPES,
     CHANNELS,
     EVENT_TYPES,
     GENDERS,
@@ -401,10 +402,11 @@ def _timestamps(us: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(us, dtype=np.int64).view("datetime64[us]"))
 
 
-def _doubles(values: np.ndarray) -> pa.Array:
-    """float64 array; NaN becomes null."""
+def _money(values: np.ndarray) -> pa.Array:
+    """Amounts already rounded to the fen, as the contract's exact decimal; NaN becomes null.
+    Arrow rounds each double to the nearest fen, so 49.9 is written as 49.90, not 49.899999..."""
     values = np.asarray(values, dtype=np.float64)
-    return pa.array(values, mask=np.isnan(values))
+    return pa.array(values, mask=np.isnan(values)).cast(ARROW_TYPES["decimal"])
 
 
 def _floor_seconds(us: np.ndarray) -> np.ndarray:
@@ -597,7 +599,7 @@ def _products(config: DemoConfig, calendar: _Calendar) -> _Catalogue:
             _take(name, order),
             _take(_text(CATEGORIES), category[order]),
             _take(brand_arr, brand[order]),
-            pa.array(_nice_prices(raw_price)[order]),
+            _money(_nice_prices(raw_price)[order]),
             _take(_text(SEASONS), season[order]),
             _timestamps(listed_us[order]),
         ],
@@ -892,7 +894,7 @@ def _orders_table(users: _Users, orders: _Orders) -> pa.Table:
             _timestamps(orders.at_us),
             _take(_text(CHANNELS), orders.channel),
             _take(_text(ORDER_STATUSES), orders.status),
-            pa.array(orders.total),
+            _money(orders.total),
         ],
         schema=arrow_schema(RAW_TABLES["orders"]),
     )
@@ -906,8 +908,8 @@ def _order_items_table(orders: _Orders, catalogue: _Catalogue) -> pa.Table:
             order_id,
             _take(catalogue.item_id, orders.item),
             pa.array(orders.quantity),
-            pa.array(orders.unit_price),
-            pa.array(orders.amount),
+            _money(orders.unit_price),
+            _money(orders.amount),
         ],
         schema=arrow_schema(RAW_TABLES["order_items"]),
     )
@@ -1242,7 +1244,7 @@ def _behavior_events_table(rng: np.random.Generator, users: _Users, orders: _Ord
             _take(values, offset[ev.obj] + ev.obj_index),
             item,
             pa.array(ev.count.astype(np.int64)),
-            _doubles(ev.amount),
+            _money(ev.amount),
         ],
         schema=arrow_schema(RAW_TABLES["behavior_events"]),
     )

@@ -6,12 +6,22 @@ and the documentation, so a column is declared once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Literal
 
 import pyarrow as pa
 
-ColumnType = Literal["text", "integer", "double", "date", "timestamp"]
+ColumnType = Literal["text", "integer", "double", "decimal", "date", "timestamp"]
+
+# Money: a "decimal" column holds CNY exactly, as DECIMAL(18, 2) on DuckDB and NUMERIC(18, 2) on
+# PostgreSQL: fen (cents) exactly and up to 16 digits of yuan. A double cannot hold 0.10, so four
+# lines summing to 200.00 would come to 199.99999999999997 and miss a 200 breakpoint.
+MONEY_PRECISION = 18
+MONEY_SCALE = 2
+_CENT = Decimal(1).scaleb(-MONEY_SCALE)
+_MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
 
 RAW_SCHEMA = "raw"
 QUARANTINE_TABLE = "raw_quarantine"
@@ -137,7 +147,7 @@ RAW_TABLES: dict[str, RawTable] = {
                 _c("name", "text", "Product name.", nullable=False),
                 _c("category", "text", "Level-1 category."),
                 _c("brand", "text", "Brand name."),
-                _c("price", "double", "List price in CNY.", min_value=0),
+                _c("price", "decimal", "List price in CNY.", min_value=0),
                 _c("season", "text", "Season the product is sold for.", allowed=SEASONS),
                 _c("listed_at", "timestamp", "When the product was listed.", not_in_future=True),
             ),
@@ -154,7 +164,7 @@ RAW_TABLES: dict[str, RawTable] = {
                 _c("channel", "text", "Sales channel.", nullable=False, allowed=CHANNELS),
                 _c("status", "text", "paid, refunded or cancelled.", nullable=False,
                    allowed=ORDER_STATUSES),
-                _c("total_amount", "double", "Amount paid in CNY.", nullable=False, min_value=0),
+                _c("total_amount", "decimal", "Amount paid in CNY.", nullable=False, min_value=0),
             ),
         ),
         RawTable(
@@ -166,8 +176,8 @@ RAW_TABLES: dict[str, RawTable] = {
                 _c("order_id", "text", "Order the line belongs to.", nullable=False),
                 _c("item_id", "text", "Product bought.", nullable=False),
                 _c("quantity", "integer", "Units bought.", nullable=False, min_value=1),
-                _c("unit_price", "double", "Price per unit in CNY.", nullable=False, min_value=0),
-                _c("amount", "double", "Line amount in CNY.", nullable=False, min_value=0),
+                _c("unit_price", "decimal", "Price per unit in CNY.", nullable=False, min_value=0),
+                _c("amount", "decimal", "Line amount in CNY.", nullable=False, min_value=0),
             ),
         ),
         RawTable(
@@ -189,7 +199,7 @@ RAW_TABLES: dict[str, RawTable] = {
                 _c("object_value", "text", "The object acted on (product name, category...)."),
                 _c("item_id", "text", "Product id when the object is a product."),
                 _c("event_count", "integer", "How many times.", nullable=False, min_value=1),
-                _c("amount", "double", "Money involved in CNY.", min_value=0),
+                _c("amount", "decimal", "Money involved in CNY.", min_value=0),
             ),
         ),
         RawTable(
@@ -244,6 +254,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "text": pa.string(),
     "integer": pa.int64(),
     "double": pa.float64(),
+    "decimal": pa.decimal128(MONEY_PRECISION, MONEY_SCALE),
     "date": pa.date32(),
     "timestamp": pa.timestamp("us"),
 }
@@ -253,3 +264,31 @@ def arrow_schema(table: RawTable) -> pa.Schema:
     """The Arrow/Parquet schema of a raw table, straight from the contract."""
     return pa.schema([pa.field(c.name, ARROW_TYPES[c.type], nullable=c.nullable)
                       for c in table.columns])
+
+
+def to_decimal(value: str | int | float | Decimal) -> Decimal:
+    """The exact value of a decimal (money) column at MONEY_SCALE, or ValueError saying why not.
+
+    Text and decimals are taken exactly, so "199.99" never passes through a float and a value
+    with more decimals than the scale is an error rather than silently rounded. A float has no
+    exact cents to keep (0.1 is 0.1000000000000000055...), so it is rounded to the scale from its
+    shortest repr, half away from zero as both engines round: what a Parquet double was meant to say.
+    """
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("is not a number")
+        exact = Decimal(repr(value))
+    else:
+        try:
+            exact = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError("is not a number") from None
+        if not exact.is_finite():
+            raise ValueError("is not a number")
+    rounded = exact.quantize(_CENT, rounding=ROUND_HALF_UP) if abs(exact) < _MONEY_LIMIT else exact
+    if abs(rounded) >= _MONEY_LIMIT:
+        raise ValueError(f"is too large: at most {MONEY_PRECISION - MONEY_SCALE} digits before "
+                         "the decimal point")
+    if rounded != exact and not isinstance(value, float):
+        raise ValueError(f"has more than {MONEY_SCALE} decimals")
+    return rounded

@@ -97,7 +97,7 @@ def test_zero_users_writes_empty_tables(tmp_path: Path) -> None:
 # --- the raw contract --------------------------------------------------------------------------
 
 ARROW = {"text": pa.string(), "integer": pa.int64(), "double": pa.float64(),
-         "date": pa.date32(), "timestamp": pa.timestamp("us")}
+         "decimal": pa.decimal128(18, 2), "date": pa.date32(), "timestamp": pa.timestamp("us")}
 
 
 @pytest.mark.parametrize("name", list(RAW_TABLES))

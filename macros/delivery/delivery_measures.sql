@@ -15,7 +15,7 @@
     cast(sum(case when is_clicked then 1 else 0 end) as bigint) as clicked,
     cast(sum(case when is_unsubscribed then 1 else 0 end) as bigint) as unsubscribed,
     cast(sum(case when is_converted then 1 else 0 end) as bigint) as converted,
-    cast(sum(conversion_amount) as {{ type_double() }}) as conversion_amount
+    cast(sum(conversion_amount) as {{ type_money() }}) as conversion_amount
 {%- endmacro %}
 
 {% macro delivery_rates() -%}

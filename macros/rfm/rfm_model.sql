@@ -117,7 +117,7 @@ measures as (
         one_id,
         {{ dbt.datediff('max(ordered_date)', as_of, 'day') }} as recency_days,
         count(distinct order_id) as frequency,
-        sum(total_amount) as monetary
+        cast(sum(total_amount) as {{ type_money() }}) as monetary
     from transactions
     group by one_id
 ),

@@ -20,6 +20,7 @@ from orchestration.segments.spec import (
     Limit,
     TagLeaf,
     Threshold,
+    as_date,
 )
 
 DIALECTS = {"duckdb": "duckdb", "postgres": "postgres", "spark": "spark", "trino": "trino",
@@ -120,7 +121,7 @@ def _tag(leaf: TagLeaf, ctx: _Context) -> exp.Expression:
     if tag_type == "date":
         day = exp.cast(col, "DATE")
         if op == "between":
-            lo, hi = (dt.date.fromisoformat(str(v)) for v in leaf.value)
+            lo, hi = (as_date(v) for v in leaf.value)  # validated: both dates (source._check_between)
             e = exp.Between(this=day, low=_lit(lo), high=_lit(hi))
         elif op == "last_days":
             e = exp.and_(exp.GT(this=day, expression=_lit(ctx.today - dt.timedelta(days=leaf.value))),
@@ -231,8 +232,11 @@ def _behavior_ctes(ctx: _Context) -> list[tuple[str, exp.Select]]:
             if k in ctx.behavior_amounts:
                 sums.append((f"amount{k}", "behavior_amount"))
             for name, source in sums:
-                # DOUBLE sums: 8 bytes per aggregate where DuckDB sums integers into 128-bit ones
-                value = exp.cast(_col(source, None), "DOUBLE")
+                # counts as DOUBLE sums: 8 bytes per aggregate where DuckDB sums integers into 128-bit
+                # ones; amounts stay DECIMAL, exact (as doubles 52.16 + 32.23 + 65.10 + 50.51 < 200)
+                value = _col(source, None)
+                if source == "behavior_count":
+                    value = exp.cast(value, "DOUBLE")
                 columns.append(exp.alias_(exp.func("SUM", exp.Case().when(_and(test), value)), name))
                 test = [t.copy() for t in test]
         query = (exp.select(*columns).from_(ctx.relations.table("fct_behaviors")).where(scope)

@@ -67,7 +67,7 @@ final as (
         coalesce(r.is_failed_receipt, 0) = 1 and l.status = 'sent' as is_failed_receipt,
         coalesce(r.is_unsubscribed, 0) = 1 and l.status = 'sent' as is_unsubscribed,
         coalesce(c.orders_after, 0) > 0 as is_converted,
-        coalesce(c.amount_after, 0) as conversion_amount
+        cast(coalesce(c.amount_after, 0) as {{ type_money() }}) as conversion_amount
     from log as l
     left join receipt_flags as r
         on r.destination = l.destination and r.idempotency_key = l.idempotency_key

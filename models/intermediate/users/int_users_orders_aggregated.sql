@@ -22,10 +22,13 @@ order_facts as (
         count(case when {{ in_last_days('ordered_date', 30) }} then 1 end) as orders_30d,
         count(case when {{ in_last_days('ordered_date', 90) }} then 1 end) as orders_90d,
         count(case when {{ in_last_days('ordered_date', 365) }} then 1 end) as orders_365d,
-        sum(total_amount) as spend_total,
-        coalesce(sum(case when {{ in_last_days('ordered_date', 30) }} then total_amount end), 0) as spend_30d,
-        coalesce(sum(case when {{ in_last_days('ordered_date', 90) }} then total_amount end), 0) as spend_90d,
-        coalesce(sum(case when {{ in_last_days('ordered_date', 365) }} then total_amount end), 0) as spend_365d,
+        cast(sum(total_amount) as {{ type_money() }}) as spend_total,
+        cast(coalesce(sum(case when {{ in_last_days('ordered_date', 30) }} then total_amount end), 0)
+            as {{ type_money() }}) as spend_30d,
+        cast(coalesce(sum(case when {{ in_last_days('ordered_date', 90) }} then total_amount end), 0)
+            as {{ type_money() }}) as spend_90d,
+        cast(coalesce(sum(case when {{ in_last_days('ordered_date', 365) }} then total_amount end), 0)
+            as {{ type_money() }}) as spend_365d,
         count(distinct ordered_date) as purchase_days
     from paid
     group by one_id
@@ -94,7 +97,7 @@ final as (
         f.spend_90d,
         f.spend_365d,
         f.purchase_days,
-        f.spend_total / f.orders_total as avg_order_value,
+        {{ money_average('f.spend_total', 'f.orders_total') }} as avg_order_value,
         coalesce(r.refunds_365d, 0) as refunds_365d,
         fc.favourite_category,
         fb.favourite_brand,

@@ -36,7 +36,7 @@ grained as (
         object_value,
         item_id,
         cast(sum(event_count) as bigint) as behavior_count,
-        sum(amount) as behavior_amount,
+        cast(sum(amount) as {{ type_money() }}) as behavior_amount,
         count(*) as source_events
     from resolved
     group by one_id, occurred_at, event_type, channel, object_attribute, object_value, item_id

@@ -32,7 +32,7 @@ counted as (
                      'delivered', 'opened', 'clicked', 'unsubscribed', 'converted'] -%}
         coalesce(m.{{ c }}, 0) as {{ c }},
         {% endfor -%}
-        coalesce(m.conversion_amount, 0) as conversion_amount
+        cast(coalesce(m.conversion_amount, 0) as {{ type_money() }}) as conversion_amount
     from runs as r
     left join per_run as m on m.delivery_run_id = r.delivery_run_id
 ),

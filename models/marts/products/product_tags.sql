@@ -37,7 +37,7 @@ final as (
         p.season,
         p.listed_at,
         coalesce(s.sales_90d, 0) as sales_90d,
-        coalesce(s.sales_amount_90d, 0) as sales_amount_90d,
+        cast(coalesce(s.sales_amount_90d, 0) as {{ type_money() }}) as sales_amount_90d,
         coalesce(s.buyers_90d, 0) as buyers_90d,
         coalesce(v.views_30d, 0) as views_30d
     from products as p

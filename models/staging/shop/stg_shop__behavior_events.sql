@@ -15,7 +15,7 @@ final as (
         coalesce(nullif(trim(object_value), ''), '') as object_value,
         nullif(trim(item_id), '') as item_id,
         event_count,
-        amount
+        cast(amount as {{ type_money() }}) as amount
     from source
 )
 

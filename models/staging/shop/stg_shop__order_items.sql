@@ -8,8 +8,8 @@ final as (
         trim(order_id) as order_id,
         trim(item_id) as item_id,
         quantity,
-        unit_price,
-        amount
+        cast(unit_price as {{ type_money() }}) as unit_price,
+        cast(amount as {{ type_money() }}) as amount
     from source
 )
 

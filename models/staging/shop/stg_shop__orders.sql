@@ -11,7 +11,7 @@ final as (
         channel,
         status,
         status = 'paid' as is_paid,
-        total_amount
+        cast(total_amount as {{ type_money() }}) as total_amount
     from source
 )
 

@@ -8,7 +8,7 @@ final as (
         trim(name) as item_name,
         nullif(trim(category), '') as category,
         nullif(trim(brand), '') as brand,
-        price,
+        cast(price as {{ type_money() }}) as price,
         season,
         listed_at,
         cast(listed_at as date) as listed_date
