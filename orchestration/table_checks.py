@@ -1,4 +1,8 @@
-"""Run a raw table's Great Expectations suite over what is loaded in the warehouse."""
+"""Run a raw table's Great Expectations suite over what is loaded in the warehouse.
+
+The checks agree with ``oa load``'s: "not in the future" is measured in ``OA_TIMEZONE`` (raw
+timestamps are wall-clock times there) and keys are compared trimmed, as staging reads them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from orchestration.raw_tables import RAW_SCHEMA, RawTable
-from orchestration.validation import UNIQUE, build_suite, run_suite
+from orchestration.validation import UNIQUE, build_suite, local_now, run_suite, show_value
 from orchestration.warehouse import Warehouse, qident, qualified
 
 EXAMPLES = 10
@@ -36,7 +40,7 @@ def validate_table(warehouse: Warehouse, table: RawTable, batch_rows: int = 500_
     outcome = TableValidation(table=table.name)
     if not warehouse.table_exists(RAW_SCHEMA, table.name):
         return outcome
-    suite = build_suite(table, include_unique=False)
+    suite = build_suite(table, now=local_now(warehouse.settings.timezone), include_unique=False)
     cols = ", ".join(qident(c) for c in table.column_names)
     seen = 0
     for frame in warehouse.iter_batches(f"select {cols} from {qualified(RAW_SCHEMA, table.name)}",
@@ -55,14 +59,26 @@ def validate_table(warehouse: Warehouse, table: RawTable, batch_rows: int = 500_
             outcome.examples.append(f"{table.key}={key!r}: " + "; ".join(failures.by_row[row]))
         seen += len(frame)
     outcome.rows = seen
-    key = qident(table.key)
+    _check_keys(warehouse, table, outcome)
+    return outcome
+
+
+def _check_keys(warehouse: Warehouse, table: RawTable, outcome: TableValidation) -> None:
+    """Blank and duplicated keys, compared trimmed like the loader and staging do."""
+    key = f"trim({qident(table.key)})"
+    source = qualified(RAW_SCHEMA, table.name)
+    blank = int(warehouse.query(f"select count(*) from {source} where {key} = ''")[0][0])
+    if blank:
+        outcome.failing_rows += blank
+        outcome.by_expectation["key_not_blank"] = blank
+        if len(outcome.examples) < EXAMPLES:
+            outcome.examples.append(f"{table.key}: blank once spaces are trimmed ({blank} rows)")
     dupes = warehouse.query(
-        f"select {key}, count(*) from {qualified(RAW_SCHEMA, table.name)} "
+        f"select {key}, count(*) from {source} where {key} <> '' "
         f"group by {key} having count(*) > 1 order by {key}")
     if dupes:
         n = sum(int(c) for _, c in dupes)
         outcome.failing_rows += n
         outcome.by_expectation[UNIQUE] = n
         for value, count in dupes[: max(0, EXAMPLES - len(outcome.examples))]:
-            outcome.examples.append(f"{table.key}={value!r}: {UNIQUE} ({count} rows)")
-    return outcome
+            outcome.examples.append(f"{table.key}={show_value(value)}: {UNIQUE} ({count} rows)")

@@ -34,8 +34,10 @@ def link(n: int, left: str, right: str) -> dict:
             "right_id": rv, "source": "test", "observed_at": TS}
 
 
-def load(target, tmp_path: Path, table: str, rows: list[dict], name: str, mode="append") -> None:
-    load_file(target.warehouse, table, _write(tmp_path / f"{name}.csv", table, rows), mode=mode)
+def load(target, tmp_path: Path, table: str, rows: list[dict], name: str, mode="append",
+         force: bool = False) -> None:
+    load_file(target.warehouse, table, _write(tmp_path / f"{name}.csv", table, rows), mode=mode,
+              force=force)
 
 
 def resolve(target) -> dict[str, str]:
@@ -96,7 +98,7 @@ def test_one_id_is_stable_as_clusters_grow_merge_and_split(target, tmp_path):
     assert merged["member_id:M9"] == z, "an untouched cluster keeps its id"
 
     # split: the link goes away; the bigger part keeps A's id, the other part gets a new one
-    load(target, tmp_path, "identity_links", [], "l2", mode="replace")
+    load(target, tmp_path, "identity_links", [], "l2", mode="replace", force=True)
     split = resolve(target)
     assert split["member_id:M1"] == split["member_id:M3"] == a
     assert split["member_id:M2"] == split["email:b@x.cn"]
