@@ -18,15 +18,25 @@ the file, the line and the field.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from orchestration.segments.spec import as_date
 from orchestration.settings import PROJECT_ROOT
 from orchestration.warehouse import qident
-from orchestration.yaml_files import FileErrors, Problem, line_of, read_yaml, suggest, validate_model
+from orchestration.yaml_files import (
+    FileErrors,
+    Problem,
+    field_of,
+    line_of,
+    read_yaml,
+    suggest,
+    validate_model,
+)
 
 POOL_DIR = PROJECT_ROOT / "ml" / "pools"
 CATALOGUE = PROJECT_ROOT / "seeds" / "product_tag_catalogue.csv"
@@ -115,26 +125,35 @@ def _compile(node: Node, loc: tuple, tags: dict[str, TagInfo], report, params: l
     column = f"p.{qident(node.tag)}"
     if op in ("in", "not_in"):
         if not isinstance(value, list) or not value or \
-                not all(isinstance(v, str | int | float) for v in value):
+                not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in value):
             report((*loc, op), f"{op} takes a list of values, e.g. [skincare, beauty]")
             return "false"
         params.extend(str(v) for v in value)
         marks = ", ".join(["%s"] * len(value))
         return f"{column} in ({marks})" if op == "in" else f"({column} is null or {column} not in ({marks}))"
     if op in ("equals", "contains"):
-        if not isinstance(value, str | int | float):
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
             report((*loc, op), f"{op} takes one value")
             return "false"
         params.append(str(value) if op == "equals" else f"%{value}%")
         return f"{column} = %s" if op == "equals" else f"{column} like %s"
-    if info.tag_type == "numeric" and (isinstance(value, bool) or not isinstance(value, int | float)):
+    if info.tag_type == "numeric" and not _is_number(value):
         report((*loc, op), f"{node.tag} is numeric; {op} takes a number")
         return "false"
     if info.tag_type == "date":
-        params.append(str(value))
+        day = as_date(value)
+        if day is None:  # checked here: the warehouse's cast would fail at the first query
+            report((*loc, op), f"{node.tag} is a date; {op} takes a date written YYYY-MM-DD, not {value!r}")
+            return "false"
+        params.append(day.isoformat())
         return f"cast({column} as date) {SQL_OPS[op]} cast(%s as date)"
     params.append(value)
     return f"{column} {SQL_OPS[op]} %s"
+
+
+def _is_number(value: Any) -> bool:
+    """A finite number (not a boolean): infinity would reach the SQL as a parameter it cannot compare."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_pools(folder: Path = POOL_DIR, catalogue: Path = CATALOGUE) -> dict[str, CompiledPool]:
@@ -151,8 +170,6 @@ def load_pools(folder: Path = POOL_DIR, catalogue: Path = CATALOGUE) -> dict[str
             continue
 
         def report(loc, message, path=path, lines=lines):
-            from orchestration.yaml_files import field_of
-
             problems.append(Problem(path, line_of(lines, loc), field_of(loc), message))
 
         if path.stem != pool.name:

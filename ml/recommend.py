@@ -32,6 +32,7 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -39,12 +40,21 @@ import pyarrow as pa
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
-from ml.pools import CompiledPool, load_pools, pool_items
+from ml.pools import POOL_DIR, CompiledPool, load_pools, pool_items
 from orchestration.errors import UserError
 from orchestration.settings import PROJECT_ROOT
-from orchestration.yaml_files import FileErrors, read_yaml, validate_model
+from orchestration.yaml_files import (
+    FileErrors,
+    Problem,
+    field_of,
+    line_of,
+    read_yaml,
+    suggest,
+    validate_model,
+)
 
 CONFIG_FILE = PROJECT_ROOT / "ml" / "recommend.yml"
+AUDIENCE_DIR = PROJECT_ROOT / "audiences"  # (as segments.source has it; not imported, to stay light)
 MODEL = "recommend"
 SCHEMA = "ml"
 RECOMMENDATIONS_TABLE = f"{SCHEMA}.recommendations"
@@ -55,19 +65,26 @@ SEED = 20_240_601
 
 class Task(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    audience: str
-    pool: str
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    audience: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    pool: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     top: int = Field(5, ge=1, le=10)
+
+
+# a hyper-parameter grid: each value fits one more model, so a handful; finite, and EASE's
+# lambda above 0 (the regularised Gram matrix must be invertible)
+Grid = Field(min_length=1, max_length=10)
+Lambdas = Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Grid]
+Shrinks = Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Grid]
 
 
 class RecommendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     purchase_type: str = "purchase"
-    lookback_days: int = Field(365, ge=30)
+    lookback_days: int = Field(365, ge=30, le=36_500)
     as_of: dt.date | None = None
-    ease_lambdas: list[float] = Field(default_factory=lambda: [50.0, 200.0, 800.0], min_length=1)
-    cosine_shrinks: list[float] = Field(default_factory=lambda: [0.0, 10.0, 50.0], min_length=1)
+    ease_lambdas: Lambdas = Field(default_factory=lambda: [50.0, 200.0, 800.0])
+    cosine_shrinks: Shrinks = Field(default_factory=lambda: [0.0, 10.0, 50.0])
     max_pairs: int = Field(50_000_000_000, ge=1)
     """A task refuses an audience x pool larger than this (the manual's 50 billion)."""
     evaluation_users: int = Field(20_000, ge=100)
@@ -79,9 +96,37 @@ class ConfigErrors(FileErrors):
     pass
 
 
-def load_config(path: Path = CONFIG_FILE) -> RecommendConfig:
+def load_config(path: Path = CONFIG_FILE, pool_dir: Path = POOL_DIR,
+                audience_dir: Path = AUDIENCE_DIR) -> RecommendConfig:
+    """ml/recommend.yml, checked: its values, and tasks with distinct names that name a pool of
+    `pool_dir` and an audience of `audience_dir`; ConfigErrors lists every problem at its line.
+    The references are checked here, not when a task runs, so that a typo fails before the
+    training it would otherwise follow."""
     data, lines = read_yaml(path, ConfigErrors, "a mapping of recommendation settings")
-    return validate_model(RecommendConfig, data, path, lines, ConfigErrors)
+    config = validate_model(RecommendConfig, data, path, lines, ConfigErrors)
+    pools = {p.stem for p in pool_dir.glob("*.yml")}
+    audiences = {p.stem for p in [*audience_dir.glob("*.yml"), *audience_dir.glob("*.yaml")]}
+    problems: list[Problem] = []
+    first: dict[str, int] = {}
+
+    def report(i: int, key: str, message: str) -> None:
+        loc = ("tasks", i, key)
+        problems.append(Problem(path, line_of(lines, loc), field_of(loc), message))
+
+    for i, task in enumerate(config.tasks):
+        if task.name in first:
+            report(i, "name", f"task {task.name!r} appears twice (first at line {first[task.name]}); "
+                              "task names are unique")
+        first.setdefault(task.name, line_of(lines, ("tasks", i, "name")))
+        if task.pool not in pools:
+            report(i, "pool", f"unknown pool {task.pool!r}{suggest(task.pool, pools)}; the pools are "
+                              "ml/pools/<name>.yml")
+        if task.audience not in audiences:
+            report(i, "audience", f"unknown audience {task.audience!r}{suggest(task.audience, audiences)}; "
+                                  "the audiences are audiences/<name>.yml")
+    if problems:
+        raise ConfigErrors(problems)
+    return config
 
 
 class DataTooSmall(UserError):

@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import pickle
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ml import bgnbd
 from orchestration.errors import ConfigError, UserError
+from orchestration.settings import PROJECT_ROOT
+from orchestration.yaml_files import FileErrors, Problem, line_of, read_yaml, validate_model
 
 FEATURES = ("avg_amount", "max_amount", "min_amount", "total_amount", "purchase_count", "purchases_7d",
             "purchases_30d", "purchases_90d", "days_since_first", "days_since_last", "purchase_days",
@@ -60,17 +63,42 @@ class RepurchaseConfig(BaseModel):
     purchase_type: str = "purchase"
     horizon_days: int = Field(30, ge=15, le=90)
     as_of: dt.date | None = None
-    lookback_days: int = Field(365, ge=30)
+    lookback_days: int = Field(365, ge=30, le=36_500)
     training_cutoffs: int = Field(3, ge=1, le=12)
     model: ModelSettings = ModelSettings()
 
 
 PROPERTIES = "models/marts/ml/_ml__models.yml"
+FEATURES_MODEL = "ml_repurchase_features"
+
+
+class PropertiesErrors(FileErrors, ConfigError):
+    """Problems of the properties file that holds meta.repurchase, each at its line."""
+
+
+def check_properties(path: Path = PROJECT_ROOT / PROPERTIES) -> RepurchaseConfig:
+    """meta.repurchase as written in the properties file, checked at its lines. dbt reads the
+    file with a loader that lets a duplicate key silently win, and the manifest keeps no lines;
+    so the file is checked first, with the project's loader."""
+    data, lines = read_yaml(path, PropertiesErrors, "a dbt properties file (version: 2, models: [...])")
+    models = data.get("models")
+    found = [i for i, m in enumerate(models if isinstance(models, list) else [])
+             if isinstance(m, dict) and m.get("name") == FEATURES_MODEL]
+    if not found:
+        raise PropertiesErrors([Problem(path, line_of(lines, ("models",)), "models",
+                                        f"no model named {FEATURES_MODEL}; it holds meta.repurchase")])
+    section = models[found[0]]
+    for key in ("config", "meta", "repurchase"):
+        section = section.get(key) if isinstance(section, dict) else None
+    at = ("models", found[0], "config", "meta", "repurchase")
+    return validate_model(RepurchaseConfig, section or {}, path, lines, PropertiesErrors, at)
 
 
 def load_config(manifest: dict | None = None) -> RepurchaseConfig:
-    """meta.repurchase of ml_repurchase_features, from the dbt manifest."""
+    """meta.repurchase of ml_repurchase_features, from the dbt manifest (the properties file is
+    checked first, when the manifest is the project's)."""
     if manifest is None:
+        check_properties()  # before importing dagster-dbt, which takes seconds
         from orchestration.dbt_project import ensure_manifest
 
         manifest = json.loads(ensure_manifest().read_text())
@@ -199,12 +227,12 @@ def train(wh, config: RepurchaseConfig | None = None, progress=None) -> Training
     cutoff, store the version (not yet active), and return what was measured."""
     import time
 
+    config = config or load_config()  # a configuration error before seconds of importing sklearn
     from sklearn.calibration import CalibratedClassifierCV, calibration_curve
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.inspection import permutation_importance
 
     started = time.perf_counter()
-    config = config or load_config()
     step = progress or (lambda text: None)
     step("reading features")
     df = read_features(wh, ("train", "validate"))
@@ -259,6 +287,8 @@ def train(wh, config: RepurchaseConfig | None = None, progress=None) -> Training
 
 # -- versions -------------------------------------------------------------------------------------
 def ensure_tables(wh, conn) -> None:
+    if wh.reader:  # a read-only handle finds them or reports them missing; it creates nothing
+        return
     txt, ts, dbl = wh.sql_type("text"), wh.sql_type("timestamp"), wh.sql_type("double")
     wh.execute(conn, f"create schema if not exists {SCHEMA}")
     wh.execute(conn, f"create table if not exists {VERSIONS_TABLE} (model {txt}, version integer, "

@@ -8,21 +8,22 @@ import csv
 import datetime as dt
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
-import yaml
-
 from orchestration.errors import UserError
 from orchestration.segments.spec import (
     ID_TYPES,
+    MAX_DAYS,
     MAX_SET_DEPTH,
     MAX_VALUES,
     OPS_BY_TYPE,
     Audience,
     Condition,
     Operand,
+    as_date,
 )
 from orchestration.segments.uploads import Upload, UploadError, read_upload
 from orchestration.settings import PROJECT_ROOT
@@ -31,6 +32,7 @@ from orchestration.yaml_files import (
     Problem,
     field_of,
     line_of,
+    load_yaml,
     read_yaml,
     suggest,
     validate_model,
@@ -64,8 +66,8 @@ class Catalog:
             with (root / "seeds" / name).open(newline="", encoding="utf-8") as f:
                 return list(csv.DictReader(f))
 
-        rfm = yaml.safe_load((root / "models/marts/rfm/_rfm__models.yml").read_text())
-        aipl = yaml.safe_load((root / "models/marts/aipl/_aipl__models.yml").read_text())
+        rfm, _ = load_yaml(root / "models/marts/rfm/_rfm__models.yml")
+        aipl, _ = load_yaml(root / "models/marts/aipl/_aipl__models.yml")
         aipl_node = next(m for m in aipl["models"] if m["name"] == "aipl_daily")
         # the id columns of user_tags filter like text tags ("has a mobile": is_not_null)
         ids = {name: "text" for name in ID_TYPES if name != "one_id"}
@@ -90,8 +92,8 @@ class Catalog:
 def _task_names(path: Path) -> set[str]:
     """The task names of ml/recommend.yml (the file itself is checked by `oa ml`)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        data, _ = load_yaml(path)
+    except UserError:
         return set()
     tasks = data.get("tasks") if isinstance(data, dict) else None
     return {t["name"] for t in tasks or [] if isinstance(t, dict) and isinstance(t.get("name"), str)}
@@ -115,7 +117,7 @@ def _check(cond: Condition, loc: tuple, catalog: Catalog, report, uploads=None) 
             report(here + (leaf.op,), f"operator {leaf.op!r} does not apply to {tag_type} tag "
                                        f"{leaf.name!r} (use {', '.join(allowed)})")
             return
-        _check_value(leaf, tag_type, here + (leaf.op,), report)
+        _check_value(leaf, tag_type, here + (leaf.op,), report, catalog.delimiters.get(leaf.name) or ",")
     elif kind == "behavior":
         leaf, here = cond.behavior, (*loc, "behavior")
         key = "did" if leaf.did else "did_not"
@@ -162,22 +164,25 @@ def _check(cond: Condition, loc: tuple, catalog: Catalog, report, uploads=None) 
             uploads(leaf, here)
 
 
-def _check_value(leaf, tag_type: str, loc: tuple, report) -> None:
+def _check_value(leaf, tag_type: str, loc: tuple, report, delimiter: str = ",") -> None:
+    """The operator's value fits the tag's type, so compiling cannot fail on it: numbers are
+    finite, dates exist, `between` runs low to high, windows stay within MAX_DAYS, and a
+    multi-value condition names single elements."""
     op, value = leaf.op, leaf.value
     if op in ("is_null", "is_not_null", "this_week", "this_month"):
         if value not in (True, None):
             report(loc, f"{op} takes no value (write {op}: true)")
         return
     if op == "between":
-        if not (isinstance(value, list) and len(value) == 2):
-            report(loc, "between takes two values: [low, high]")
+        _check_between(value, tag_type, loc, report)
         return
     if op in ("last_days", "before_days_ago"):
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            report(loc, f"{op} takes a whole number of days >= 1")
+        if not (_is_int(value) and 1 <= value <= MAX_DAYS):
+            report(loc, f"{op} takes a whole number of days from 1 to {MAX_DAYS:,} (a hundred years), "
+                        f"not {value!r}")
         return
     if op in ("=", "!=", ">", ">=", "<", "<="):
-        if not isinstance(value, int | float) or isinstance(value, bool):
+        if not _is_number(value):
             report(loc, f"{op} on a numeric tag takes a number, not {value!r}")
         return
     values = leaf.values()
@@ -185,6 +190,51 @@ def _check_value(leaf, tag_type: str, loc: tuple, report) -> None:
         report(loc, f"{len(values)} values; a condition takes at most {MAX_VALUES}")
     if any(not isinstance(v, str | int | float) or isinstance(v, bool) for v in values):
         report(loc, "values must be strings or numbers")
+    elif op in ("contains_any", "contains_all"):
+        _check_elements(values, leaf.name, delimiter, loc, report)
+
+
+def _check_between(value, tag_type: str, loc: tuple, report) -> None:
+    if not (isinstance(value, list) and len(value) == 2):
+        report(loc, "between takes two values: [low, high]")
+        return
+    if tag_type == "date":
+        low, high = (as_date(v) for v in value)
+        if low is None or high is None:
+            bad = value[0] if low is None else value[1]
+            report(loc, f"between on a date tag takes two dates written YYYY-MM-DD, not {bad!r}")
+            return
+    else:
+        low, high = value
+        if not (_is_number(low) and _is_number(high)):
+            bad = high if _is_number(low) else low
+            report(loc, f"between on a numeric tag takes two numbers, not {bad!r}")
+            return
+    if low > high:
+        report(loc, f"between runs from low to high; [{value[0]}, {value[1]}] is reversed: "
+                    f"write [{value[1]}, {value[0]}]")
+
+
+def _check_elements(values: list, tag: str, delimiter: str, loc: tuple, report) -> None:
+    """Each value is one element of the tag's list: one holding the delimiter would match two
+    neighbouring elements as if they were one (`app,mini_program`)."""
+    for v in values:
+        text = str(v)
+        if text == "":
+            report(loc, f"an empty value matches no element of {tag}")
+        elif delimiter in text:
+            parts = ", ".join(p.strip() for p in text.split(delimiter))
+            report(loc, f"value {text!r} holds {tag}'s delimiter {delimiter!r}; write each element "
+                        f"as its own list item: [{parts}]")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 @dataclass
@@ -204,9 +254,9 @@ def _load(path: Path, catalog: Catalog) -> _Loaded:
         problems.append(Problem(path, line_of(lines, loc), field_of(loc), message))
 
     def read(leaf, loc: tuple) -> None:
-        target = (path.parent / leaf.file).resolve()
-        try:
-            uploads[(leaf.file, leaf.id_type)] = read_upload(leaf.file, target, leaf.id_type)
+        try:  # resolved in the audience file's folder, and confined to it, by read_upload
+            uploads[(leaf.file, leaf.id_type)] = read_upload(leaf.file, path.parent / leaf.file,
+                                                             leaf.id_type, path.parent)
         except UploadError as exc:
             where = f" ({leaf.file}:{exc.line})" if exc.line else ""
             report(loc + ("file",), f"{exc}{where}")

@@ -37,6 +37,11 @@ from orchestration.yaml_files import suggest
 ID_TYPES = ("one_id", "member_id", "mobile", "email", "openid", "unionid", "imei", "idfa",
             "oaid")
 MAX_VALUES = 200
+MAX_DAYS = 36_500
+"""A relative date window on a tag (last_days, before_days_ago) reaches back at most a hundred
+years: beyond it the date arithmetic leaves the calendar, and no customer data is that old."""
+MAX_BEHAVIOR_DAYS = 3660
+"""A behaviour window's last_days: ten years of events is already a scan of the whole table."""
 
 TEXT_OPS = ("equals", "not_equals", "contains", "not_contains", "starts_with", "ends_with",
             "not_starts_with", "not_ends_with")
@@ -122,7 +127,7 @@ class Threshold(Strict):
     model_config = ConfigDict(json_schema_extra=_threshold_schema)
 
     op: Literal["=", "!=", ">", ">=", "<", "<="]
-    value: float
+    value: float = Field(allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -136,7 +141,7 @@ class Threshold(Strict):
 class Window(Strict):
     """Relative (last_days) or absolute (between two dates), both inclusive of their end."""
 
-    last_days: int | None = Field(default=None, ge=1, le=3660)
+    last_days: int | None = Field(default=None, ge=1, le=MAX_BEHAVIOR_DAYS)
     between: tuple[dt.date, dt.date] | None = None
 
     @model_validator(mode="after")
@@ -160,7 +165,7 @@ class BehaviorLeaf(Strict):
     channels: list[str] | None = None
     object_attribute: str | None = None
     object_values: list[str] | None = Field(default=None, max_length=MAX_VALUES)
-    last_days: int | None = Field(default=None, ge=1, le=3660)
+    last_days: int | None = Field(default=None, ge=1, le=MAX_BEHAVIOR_DAYS)
     between: tuple[dt.date, dt.date] | None = None
     count: Threshold | None = None
     amount: Threshold | None = None
@@ -206,6 +211,21 @@ class RfmLeaf(Strict):
         if self.min_scores == {}:
             raise ValueError("min_scores needs at least one of r, f, m")
         return self
+
+
+def as_date(value: Any) -> dt.date | None:
+    """A date written in YAML (unquoted, or a quoted ISO date), or None for anything else; a
+    date-time is not a date (the compiler compares days)."""
+    if isinstance(value, dt.datetime):
+        return None
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _stage(value: Any) -> Any:
@@ -376,10 +396,15 @@ class Condition(Strict):
             raise ValueError("each condition is exactly one of "
                              f"{', '.join(k.rstrip('_') for k in CONDITION_KINDS)}; "
                              f"got {', '.join(names) or 'none'}")
-        for key in ("all", "any"):
-            if getattr(self, key) == []:
-                raise ValueError(f"{key}: needs at least one condition")
         return self
+
+    @field_validator("all", "any")
+    @classmethod
+    def _not_empty(cls, value: list[Condition] | None, info: ValidationInfo) -> list[Condition] | None:
+        # an empty all: is true for everyone and an empty any: for no one: never what was meant
+        if value == []:
+            raise ValueError(f"{info.field_name}: needs at least one condition")
+        return value
 
     def walk(self, path: tuple = ("where",)):
         """(path, condition) of this condition and every one below it, parents first; a path
