@@ -34,9 +34,10 @@ from urllib.parse import urlencode
 import requests
 
 from connectors.base import ID_FORMS, Capabilities, Member, Outcome, TransientError
-from connectors.http import HttpConnector, send
+from connectors.http import HttpConnector, RefusedRequest, clean, reply_excerpt, send
 
 SIGNATURE_HEADER = "X-QA-Hmac-Signature"
+ECHO_CHARS = 64  # of a peer's value quoted back in an error
 WIRE_ID_TYPES = {
     "one_id": "ONEID", "mobile": "MOBILE", "email": "EMAIL", "taobao_id": "TAOBAO_ID",
     "taobao_nick": "TAOBAO_NICK", "alipay_id": "ALIPAY_ID", "weibo_id": "WEIBO_ID_ORG",
@@ -44,6 +45,7 @@ WIRE_ID_TYPES = {
     "unionid": "UNION_ID", "openid": "OPEN_ID", "member_id": "MEMBER_ID",
 }
 _SPACE = re.compile(r"\s+")
+_SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII only: int() also takes "١٢", "1_2" and 4,000 digits
 
 
 def sign(secret: str, timestamp: str, nonce: str) -> str:
@@ -52,6 +54,20 @@ def sign(secret: str, timestamp: str, nonce: str) -> str:
         return ""
     message = _SPACE.sub("", "".join(sorted([secret, str(timestamp), str(nonce)])))
     return hmac.new(secret.encode("utf-8"), message.encode("utf-8"), sha256).hexdigest()
+
+
+def signature_matches(secret: str, timestamp: str, nonce: str, signature: str | None) -> bool:
+    """Whether `signature` is the contract's signature of the request. Never with an empty secret:
+    its signature is the empty string, which anyone can send."""
+    if not secret or not signature:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, nonce).encode(),
+                               signature.encode("utf-8", "replace"))
+
+
+def unix_seconds(timestamp: str) -> int | None:
+    """A request's `timestamp` as unix seconds: at most 12 ASCII digits, or None."""
+    return int(timestamp) if _SECONDS.fullmatch(timestamp) else None
 
 
 def new_nonce() -> str:
@@ -76,21 +92,21 @@ class SignatureVerifier:
         now = time.time() if now is None else now
         if not timestamp or not nonce:
             raise SignatureError("missing timestamp or nonce in the query string")
-        try:
-            ts = int(timestamp)
-        except ValueError:
-            raise SignatureError(f"timestamp {timestamp!r} is not unix seconds") from None
+        if not self.secret:
+            raise SignatureError("no secret to check the signature with")
+        ts = unix_seconds(timestamp)
+        if ts is None:
+            raise SignatureError(f"timestamp {timestamp[:ECHO_CHARS]!r} is not unix seconds")
         if abs(now - ts) > self.max_skew_s:
             raise SignatureError(f"timestamp {ts} is {abs(now - ts):.0f} s from now "
                                  f"(at most {self.max_skew_s:.0f} s)")
-        expected = sign(self.secret, timestamp, nonce)
-        if not hmac.compare_digest(expected.encode(), (signature or "").encode("utf-8", "replace")):
+        if not signature_matches(self.secret, timestamp, nonce, signature):
             raise SignatureError("signature does not match")
         for old, expires in list(self._seen.items()):
             if now > expires:
                 del self._seen[old]
         if nonce in self._seen:
-            raise SignatureError(f"nonce {nonce} was already used (replay)")
+            raise SignatureError(f"nonce {nonce[:ECHO_CHARS]} was already used (replay)")
         # kept while its timestamp is still accepted
         self._seen[nonce] = ts + self.max_skew_s
 
@@ -104,6 +120,8 @@ class WebhookSettings:
     batch_size: int = 1
     concurrency: int = 4
     webhook_id: str = ""
+    allow_private_network: bool = False
+    """Connect even where the URL's host resolves to a link-local or metadata address."""
 
 
 class WebhookConnector(HttpConnector):
@@ -147,21 +165,24 @@ class WebhookConnector(HttpConnector):
             headers["Idempotency-Key"] = batch[0].key
         separator = "&" if "?" in self.settings.url else "?"
         url = f"{self.settings.url}{separator}{urlencode({'timestamp': timestamp, 'nonce': nonce})}"
-        reply = send(self.session, "POST", url, "webhook", self.settings.timeout_s, data=body,
-                     headers=headers)
+        try:
+            reply = send(self.session, "POST", url, "webhook", self.settings.timeout_s, data=body,
+                         headers=headers)
+        except RefusedRequest as exc:  # a redirect or a forbidden address: refused, never followed
+            return [Outcome(m.key, False, exc.code, str(exc)) for m in batch]
         return self._outcomes(batch, reply)
 
     def _outcomes(self, batch: list[Member], reply: requests.Response) -> list[Outcome]:
         status = reply.status_code
         if status >= 400:
-            text = reply.text[:200]
+            text = reply_excerpt(reply)
             return [Outcome(m.key, False, f"HTTP {status}", text) for m in batch]
         try:
             answer = reply.json()
             code = str(answer["code"])
         except (ValueError, KeyError, TypeError):
             raise TransientError(f"HTTP {status} with a body that is not the contract's JSON "
-                                 f"{{\"code\": \"OK\"}}: {reply.text[:120]!r}") from None
+                                 f"{{\"code\": \"OK\"}}: {reply_excerpt(reply)}") from None
         request_id = str(answer.get("requestId") or "")
         if code == "OK":
             return [Outcome(m.key, True, "OK", external_id=request_id) for m in batch]
@@ -174,7 +195,8 @@ class WebhookConnector(HttpConnector):
                     out.append(Outcome(m.key, False, "MISSING", "the PARTIAL reply does not name it"))
                 else:
                     ok = str(r.get("code")) == "OK"
-                    out.append(Outcome(m.key, ok, str(r.get("code")), str(r.get("message") or "")))
+                    out.append(Outcome(m.key, ok, clean(str(r.get("code")), 64),
+                                       clean(str(r.get("message") or ""), 300)))
             return out
-        message = str(answer.get("message") or "")
-        return [Outcome(m.key, False, code, message) for m in batch]
+        message = clean(str(answer.get("message") or ""), 300)
+        return [Outcome(m.key, False, clean(code, 64), message) for m in batch]

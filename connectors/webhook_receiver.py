@@ -3,7 +3,8 @@
 It checks the signature (when it has the secret), accepts one message or an array of them,
 acts on each idempotency key (``callback_params.msg_key``) once and answers a repeat with OK
 without acting again, and keeps what it accepted in memory and, optionally, in a JSON-lines
-file. `make demo` runs one as the CRM; the tests run it behind a fault-injecting proxy. It is
+file. `make demo` runs one as the CRM; the tests run it behind a fault-injecting proxy, or
+slowed down (`delay_s`, the time a real system takes to act) to kill a sender mid-run. It is
 also the smallest correct implementation to copy into a first-party system.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,10 +34,13 @@ class ReceiverState:
 
 class WebhookReceiver:
     def __init__(self, secret: str = "", port: int = 0, journal: Path | None = None,
-                 host: str = "127.0.0.1", refuse: Callable[[dict], str | None] | None = None) -> None:
-        """`refuse(message)` may return an error code for a message the system will not take."""
+                 host: str = "127.0.0.1", refuse: Callable[[dict], str | None] | None = None,
+                 delay_s: float = 0.0) -> None:
+        """`refuse(message)` may return an error code for a message the system will not take;
+        `delay_s` is how long each request takes before the receiver acts and answers."""
         self.state = ReceiverState()
         self.refuse = refuse
+        self.delay_s = delay_s
         self.verifier = SignatureVerifier(secret) if secret else None
         self.journal = journal
         self.http = JsonServer(self.handle, host, port, name="oa-webhook-receiver")
@@ -52,6 +57,7 @@ class WebhookReceiver:
         self.http.stop()
 
     def handle(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict]:
+        """One request: stats (GET), or messages (POST) checked, acted on once per key, answered."""
         if method == "GET" and urlparse(path).path.endswith("/stats"):
             with self.state.lock:
                 return 200, {"accepted": len(self.state.accepted), "requests": self.state.requests,
@@ -74,6 +80,8 @@ class WebhookReceiver:
             payload = json.loads(body)
         except ValueError:
             return 400, {"code": "BAD_REQUEST", "message": "body is not JSON", "requestId": ""}
+        if self.delay_s:
+            time.sleep(self.delay_s)
         messages = payload if isinstance(payload, list) else [payload]
         results, fresh = [], []
         with self.state.lock:
@@ -112,14 +120,14 @@ def main() -> None:
     GET /stats answers how many messages it accepted."""
     import argparse
     import os
-    import time
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--secret-env", default="", help="variable holding the shared secret")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="time each request takes")
     args = parser.parse_args()
     receiver = WebhookReceiver(secret=os.environ.get(args.secret_env, "") if args.secret_env else "",
-                               port=args.port).start()
+                               port=args.port, delay_s=args.delay_ms / 1000).start()
     print(receiver.url, flush=True)
     try:
         while True:

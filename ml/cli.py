@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from orchestration.errors import UserError
 
@@ -166,7 +167,7 @@ def pools_cmd() -> None:
     for col in ("pool", "products", "description"):
         table.add_column(col)
     for name, pool in load_pools().items():
-        table.add_row(name, f"{len(pool_items(wh, pool)):,}", pool.description)
+        table.add_row(name, f"{len(pool_items(wh, pool)):,}", Text(pool.description))
     console.print(table)
 
 

@@ -25,6 +25,7 @@ import time
 
 from connectors.ads.common import AudienceSync, compact
 from connectors.base import Capabilities, Member, Outcome, TransientError
+from connectors.http import reply_excerpt
 
 DEFAULT_BASE_URL = "https://api.baidu.com/json/feed/v1"
 CROWD_TYPES = {("idfa", "raw"): 1, ("imei", "raw"): 2, ("mobile", "md5"): 4, ("idfa", "md5"): 5,
@@ -65,7 +66,7 @@ class BaiduAdsConnector(AudienceSync):
         answer = self.json_of(reply)
         header = answer.get("header") if isinstance(answer, dict) else None
         if not isinstance(header, dict) or not isinstance(header.get("status"), int):
-            raise TransientError(f"Baidu: a reply without header.status: {reply.text[:120]!r}")
+            raise TransientError(f"Baidu: a reply without header.status: {reply_excerpt(reply)}")
         failures = header.get("failures") or []
         message = "; ".join(f"{f.get('code')}: {f.get('message')}" for f in failures if isinstance(f, dict))
         status = header["status"]

@@ -32,7 +32,7 @@ from typing import Any
 import requests
 
 from connectors.base import Member, Outcome, TransientError
-from connectors.http import HttpConnector, send
+from connectors.http import HttpConnector, RefusedRequest, reply_excerpt, send
 from orchestration.errors import ConfigError
 
 
@@ -53,6 +53,8 @@ class AdSettings:
     options: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 30.0
     concurrency: int = 4
+    allow_private_network: bool = False
+    """Connect even where the platform's host resolves to a link-local or metadata address."""
 
 
 class AudienceSync(HttpConnector):
@@ -91,8 +93,16 @@ class AudienceSync(HttpConnector):
     def request(self, method: str, path: str, **kwargs) -> requests.Response:
         """One HTTP request; transport failures, 429 and 5xx raise TransientError (unless
         `retry=` names other statuses)."""
+        return self.send(method, self.url(path), self.platform, **kwargs)
+
+    def send(self, method: str, url: str, who: str, **kwargs) -> requests.Response:
+        """One request to `url` (connectors.http.send); a redirect or a forbidden address stops the
+        run: the destination's endpoint is wrong, and no retry will help."""
         assert self.session is not None
-        return send(self.session, method, self.url(path), self.platform, self.settings.timeout_s, **kwargs)
+        try:
+            return send(self.session, method, url, who, self.settings.timeout_s, **kwargs)
+        except RefusedRequest as exc:
+            raise self.config_error(f"the request ({exc})") from None
 
     def json_of(self, reply: requests.Response) -> Any:
         """The reply's JSON; a reply that is not JSON may be a proxy's error page: retried."""
@@ -100,7 +110,7 @@ class AudienceSync(HttpConnector):
             return reply.json()
         except ValueError:
             raise TransientError(f"{self.platform}: HTTP {reply.status_code} with a body that is "
-                                 f"not JSON: {reply.text[:120]!r}") from None
+                                 f"not JSON: {reply_excerpt(reply)}") from None
 
     def config_error(self, what: str) -> PlatformConfigError:
         return PlatformConfigError(f"destination {self.settings.destination}: {self.platform} "

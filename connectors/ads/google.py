@@ -35,7 +35,7 @@ import threading
 from connectors.ads.common import AudienceSync
 from connectors.ads.meta import e164
 from connectors.base import Capabilities, Member, Outcome, TransientError
-from connectors.http import RETRY_STATUSES, send
+from connectors.http import RETRY_STATUSES
 from connectors.identifiers import hashed
 
 DEFAULT_BASE_URL = "https://googleads.googleapis.com/v26"
@@ -94,10 +94,10 @@ class GoogleAdsConnector(AudienceSync):
             if stale is not None and self._token != stale:
                 return
             s = self.settings.secrets
-            reply = send(self.session, "POST", self.settings.options["token_url"], "Google OAuth",
-                         self.settings.timeout_s,
-                         data={"grant_type": "refresh_token", "client_id": s["client_id"],
-                               "client_secret": s["client_secret"], "refresh_token": s["refresh_token"]})
+            reply = self.send("POST", self.settings.options["token_url"], "Google OAuth",
+                              data={"grant_type": "refresh_token", "client_id": s["client_id"],
+                                    "client_secret": s["client_secret"],
+                                    "refresh_token": s["refresh_token"]})
             answer = self.json_of(reply)
             token = answer.get("access_token") if isinstance(answer, dict) else None
             if reply.status_code != 200 or not token:

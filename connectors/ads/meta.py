@@ -32,6 +32,7 @@ import phonenumbers
 
 from connectors.ads.common import AudienceSync, compact
 from connectors.base import Capabilities, Member, Outcome, TransientError
+from connectors.http import reply_excerpt
 from connectors.identifiers import IdError, hashed, normalise
 
 DEFAULT_BASE_URL = "https://graph.facebook.com/v23.0"
@@ -114,7 +115,7 @@ class MetaAdsConnector(AudienceSync):
             return self.sent(members, note)
         if not isinstance(error, dict):
             raise TransientError(f"Meta: HTTP {reply.status_code} without an error object: "
-                                 f"{reply.text[:120]!r}")
+                                 f"{reply_excerpt(reply)}")
         code, message = error.get("code"), str(error.get("message") or "")
         if code in RATE_LIMIT_CODES or error.get("is_transient"):
             raise TransientError(f"Meta rate limit {code}: {message}", regain_seconds(reply))

@@ -32,6 +32,7 @@ import zipfile
 
 from connectors.ads.common import AudienceSync
 from connectors.base import Capabilities, Member, Outcome, TransientError
+from connectors.http import reply_excerpt
 
 DEFAULT_BASE_URL = "https://ad.oceanengine.com/open_api"
 DATA_TYPES = {
@@ -96,7 +97,7 @@ class OceanEngineConnector(AudienceSync):
             raise self.config_error(f"the access token (HTTP {reply.status_code})")
         answer = self.json_of(reply)
         if not isinstance(answer, dict) or not isinstance(answer.get("code"), int):
-            raise TransientError(f"Ocean Engine: a reply without the envelope's code: {reply.text[:120]!r}")
+            raise TransientError(f"Ocean Engine: a reply without the envelope's code: {reply_excerpt(reply)}")
         code = answer["code"]
         if code in AUTH_CODES:
             raise self.config_error(f"the access token (code {code}: {answer.get('message')})")

@@ -26,6 +26,7 @@ import time
 
 from connectors.ads.common import AudienceSync
 from connectors.base import Capabilities, Member, Outcome, TransientError
+from connectors.http import reply_excerpt
 from connectors.identifiers import hashed, normalise
 
 DEFAULT_BASE_URL = "https://api.e.qq.com/v1.3"
@@ -76,7 +77,7 @@ class TencentAdsConnector(AudienceSync):
         answer = self.json_of(reply)
         code = answer.get("code") if isinstance(answer, dict) else None
         if not isinstance(code, int):
-            raise TransientError(f"Tencent Ads: a reply without the envelope's code: {reply.text[:120]!r}")
+            raise TransientError(f"Tencent Ads: a reply without the envelope's code: {reply_excerpt(reply)}")
         message = str(answer.get("message_cn") or answer.get("message") or "")
         if code == 0:
             data = answer.get("data") or {}

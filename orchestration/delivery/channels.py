@@ -10,12 +10,13 @@ from connectors.ads import baidu, google, meta, oceanengine, tencent
 from connectors.ads.common import AdSettings
 from connectors.base import Capabilities, Connector
 from connectors.files import FileConnector, FileSettings
+from connectors.http import pooled_session
 from connectors.identifiers import IdError, check_aes_key, encrypt_aes
 from connectors.kafka import KafkaConnector, KafkaSettings
 from connectors.sms import SmsConnector, SmsSettings
 from connectors.smtp import SmtpConnector, SmtpSettings
 from connectors.webhook import WebhookConnector, WebhookSettings
-from orchestration.delivery.spec import Destination, EmailBlock
+from orchestration.delivery.spec import Destination, EmailBlock, folder_outside
 from orchestration.errors import ConfigError
 
 CONNECTORS: dict[str, type[Connector]] = {
@@ -77,7 +78,7 @@ def _ad_settings(d: Destination, run: dict, environ) -> AdSettings:
     return AdSettings(destination=d.name, base_url=b.base_url or BASE_URLS[d.channel],
                       account_id=str(getattr(b, account)), audience_id=str(getattr(b, audience)),
                       secrets=secrets, options=options, timeout_s=b.timeout_s,
-                      concurrency=d.concurrency)
+                      concurrency=d.concurrency, allow_private_network=d.allow_private_network)
 
 
 def _env(name: str, destination: str, environ) -> str:
@@ -111,14 +112,14 @@ def connector_for(d: Destination, run: dict, home: Path, folder: Path, environ=N
         secret = _env(w.secret_env, d.name, environ) if w.secret_env else ""
         return WebhookConnector(WebhookSettings(url=url, secret=secret, params=dict(w.params),
                                                 timeout_s=w.timeout_s, batch_size=d.batch_size,
-                                                concurrency=d.concurrency, webhook_id=d.name),
+                                                concurrency=d.concurrency, webhook_id=d.name,
+                                                allow_private_network=d.allow_private_network),
                                 task_id=run["run_id"])
     if d.channel == "file":
         block = d.file_block
-        target = Path(block.folder)
-        target = (target if target.is_absolute() else home / target) / d.name
-        return FileConnector(FileSettings(folder=target, format=block.format, id_form=d.id_form),
-                             run["run_id"])
+        target = output_folder(d, block.folder, home, environ)
+        return FileConnector(FileSettings(folder=target, format=block.format, id_form=d.id_form,
+                                          spreadsheet_safe=block.spreadsheet_safe), run["run_id"])
     if d.channel == "kafka":
         k = d.kafka
         client: dict[str, str] = {"security.protocol": k.security_protocol}
@@ -143,20 +144,35 @@ def connector_for(d: Destination, run: dict, home: Path, folder: Path, environ=N
             username=_env(e.username_env, d.name, environ) if e.username_env else None,
             password=_env(e.password_env, d.name, environ) if e.password_env else None))
     if d.channel == "sms":
-        return SmsConnector(sms_settings(d, home, environ), run["run_id"])
+        sms = SmsConnector(sms_settings(d, home, environ), run["run_id"])
+        sms.session.close()  # a guarded session, private networks as the destination allows
+        sms.session = pooled_session(1, d.allow_private_network)
+        return sms
     if d.channel in BASE_URLS:
         return CONNECTORS[d.channel](_ad_settings(d, run, environ))
     raise ConfigError(f"destination {d.name}: no connector for channel {d.channel!r}")
 
 
+def output_folder(d: Destination, folder: str, home: Path, environ=None) -> Path:
+    """`folder/<destination>` (folder relative to OA_HOME, or absolute), symbolic links resolved;
+    ConfigError unless it lies inside OA_HOME or a folder OA_EXPORT_ROOTS names. The destination
+    file was checked when loaded; this checks again where a link may since lead elsewhere."""
+    environ = os.environ if environ is None else environ
+    base = Path(folder)
+    target = (base if base.is_absolute() else home / base) / d.name
+    problem = folder_outside(target, home.resolve(), environ)
+    if problem:
+        raise ConfigError(f"destination {d.name}: {problem}")
+    return target.resolve()
+
+
 def sms_settings(d: Destination, home: Path, environ=None) -> SmsSettings:
     environ = os.environ if environ is None else environ
     m, files = d.sms, d.sms.phone_files
-    folder = Path(files.folder)
     return SmsSettings(
         base_url=m.base_url or _env(m.base_url_env, d.name, environ), platform_name=m.platform_name,
         sign_name=m.sign_name, template_code=m.template_code, template_params=dict(m.template_params),
-        phone_folder=(folder if folder.is_absolute() else home / folder) / d.name,
+        phone_folder=output_folder(d, files.folder, home, environ),
         phone_base_url=(files.base_url or _env(files.base_url_env, d.name, environ)).rstrip("/")
         + f"/{d.name}",
         destination=d.name, success_code=m.success_code, timeout_s=m.timeout_s,

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
@@ -73,7 +74,7 @@ def run_deliveries(names: list[str], dry_run: bool = False, force: bool = False,
     print_summaries(summaries, out)
     for s in summaries:
         if s.error:
-            out.print(f"[yellow]{s.destination}[/yellow]: {s.error}", soft_wrap=True)
+            out.print(f"[yellow]{s.destination}[/yellow]: {escape(s.error)}", soft_wrap=True)
     if errors:
         raise UserError("\n".join(errors))
     return summaries
@@ -108,7 +109,7 @@ def print_summaries(summaries: list, out: Console | None = None) -> None:
             for col in ("op", "one_id", "id", "variables"):
                 preview.add_column(col)
             for row in s.preview:
-                preview.add_row(row["op"], row["one_id"], row["id"], row["variables"])
+                preview.add_row(*(escape(str(row[k])) for k in ("op", "one_id", "id", "variables")))
             out.print(preview)
 
 
@@ -142,30 +143,48 @@ def status(
     from orchestration.delivery.engine import dead_letters, runs
     from orchestration.warehouse import Warehouse
 
-    wh = Warehouse()
+    wh = Warehouse(reader=True)
     rows = runs(wh, destination, limit)
     table = Table(title="Delivery runs" + (f" of {destination}" if destination else ""),
                   caption="held back: suppressed, capped or skipped; see delivery.delivery_log")
     cols = ("started", "destination", "v", "status", "sent", "failed", "held back", "pending")
-    for col in cols:
-        table.add_column(col, justify="left" if col in cols[:4] else "right")
+    for col in cols:  # a status whole: "interrupted" must never read "interrupt…"
+        table.add_column(col, justify="left" if col in cols[:4] else "right", no_wrap=col == "status",
+                         min_width=len("interrupted") if col == "status" else None)
+    colours = {"succeeded": "green", "partial": "yellow", "stopped": "red", "interrupted": "red"}
     for r in rows:
         held = r["suppressed"] + r["capped"] + r["skipped"]
-        table.add_row(f"{r['started_at']:%m-%d %H:%M}", r["destination"], str(r["audience_version"]),
-                      r["status"] + ("" if r["trigger"] == "manual" else f" ({r['trigger']})"),
+        colour = colours.get(r["status"], "cyan")
+        table.add_row(f"{r['started_at']:%m-%d %H:%M}", escape(r["destination"]), str(r["audience_version"]),
+                      f"[{colour}]{escape(r['status'])}[/{colour}]"
+                      + ("" if r["trigger"] == "manual" else f" ({escape(r['trigger'])})"),
                       *(f"{n:,}" for n in (r["sent"], r["failed"], held, r["pending"])))
     console.print(table)
+    for r in rows:
+        if r["status"] == "interrupted":
+            console.print(_interrupted(r), soft_wrap=True)
     names = [destination] if destination else sorted({r["destination"] for r in rows})
     latest = {}
     for r in rows:  # newest first: each destination's latest run, and what it said
         latest.setdefault(r["destination"], r)
     for name in names:
-        if name in latest and latest[name]["error"]:
-            console.print(f"[yellow]{name}[/yellow] ({latest[name]['status']}): {latest[name]['error']}",
-                          soft_wrap=True)
+        if name in latest and latest[name]["error"] and latest[name]["status"] != "interrupted":
+            # the error quotes peers' replies and files' text: printed as text, never as markup
+            console.print(f"[yellow]{escape(name)}[/yellow] ({escape(latest[name]['status'])}): "
+                          f"{escape(latest[name]['error'])}", soft_wrap=True)
         n = dead_letters(wh, name)
         if n:
-            console.print(f"{name}: {n:,} dead letter(s); send them again with `oa deliver replay {name}`")
+            console.print(f"{escape(name)}: {n:,} dead letter(s); send them again with "
+                          f"`oa deliver replay {escape(name)}`")
+
+
+def _interrupted(r: dict) -> str:
+    """What a user needs about a run whose process died: what it had done, and how to go on."""
+    beat = f"{r['heartbeat_at']:%Y-%m-%d %H:%M:%S} UTC" if r["heartbeat_at"] else "never"
+    owner = f"process {r['pid']} on {escape(str(r['host']))}" if r["pid"] is not None else "its process"
+    return (f"[red]{escape(r['destination'])}[/red]: run {escape(r['run_id'])} was interrupted ({owner} "
+            f"is gone; last heartbeat {beat}) after {r['sent']:,} sent, {r['failed']:,} failed; "
+            f"{r['pending']:,} pending. Resume it with `{escape(r['resume'])}`")
 
 
 @deliver_app.command("replay")
@@ -217,7 +236,7 @@ def suppress_list() -> None:
     table = Table(title="Suppression list")
     for col in ("channel", "id type", "reason", "ids", "latest"):
         table.add_column(col, justify="right" if col == "ids" else "left")
-    for channel, id_type, reason, n, latest in summary(Warehouse()):
+    for channel, id_type, reason, n, latest in summary(Warehouse(reader=True)):
         table.add_row(channel, id_type, reason, f"{n:,}",
                       f"{latest:%Y-%m-%d %H:%M}" if isinstance(latest, dt.datetime) else str(latest))
     console.print(table)
@@ -236,11 +255,18 @@ def receive(
     from orchestration.settings import load_settings
 
     dests = _destinations()
-    server = ReceiptServer(dests, load_settings().home, port=port, host=host).start()
+    try:
+        server = ReceiptServer(dests, load_settings().home, port=port, host=host).start()
+    except OSError as exc:  # the port is taken, the address is not this machine's, OA_HOME is read-only
+        raise UserError(f"cannot start the receipt endpoint on {host}:{port}: {exc}; choose another "
+                        "--port or --host, or make OA_HOME writable") from None
+    for warning in server.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     names = ", ".join(server.names) or "none (no destination has receipts: or an e-mail channel)"
     console.print(f"receipts at {server.url}/<destination>, unsubscribe links at "
                   f"{server.url.removesuffix('/receipts')}/unsubscribe/<destination>, for {names}; "
-                  "Ctrl-C to stop", soft_wrap=True)
+                  f"bodies up to {server.http.max_body:,} bytes (OA_RECEIPT_MAX_BYTES); Ctrl-C to stop",
+                  soft_wrap=True)
     try:
         while True:
             time.sleep(3600)
@@ -270,4 +296,4 @@ def poll_cmd() -> None:
     console.print(f"SMS reports: {t['delivered']:,} delivered, {t['failed']:,} failed "
                   f"({t['timed_out']:,} of them without a report in 72 h), {t['waiting']:,} still waiting")
     for e in errors:
-        console.print(f"[yellow]not read, tried again at the next poll:[/yellow] {e}", soft_wrap=True)
+        console.print(f"[yellow]not read, tried again at the next poll:[/yellow] {escape(e)}", soft_wrap=True)

@@ -9,11 +9,14 @@ carry the batch number they will be sent in.
 
 Sending reads the pending rows, sends batches through the connector on `concurrency` threads
 under the rate limit and the retry policy, and commits the outcomes every 2 seconds: the log
-rows, the destination's state and the dead letters together. A run that dies (kill -9, a lost
-connection) leaves its unacknowledged rows pending; the next `deliver` resumes it before anything
-else, with the same keys and batches, so it sends exactly what was not yet acknowledged. A
-receiver that keeps the keys it processed sees every change once even when an acknowledgement
-was lost in flight.
+rows, the destination's state, the dead letters and the run's counts together, so the run row
+never says less than the log. The run row also names its process (pid, host) and a heartbeat
+refreshed at every commit and at least every 2 seconds while batches wait on retries: `runs`
+reports a `running` run whose process is gone as `interrupted`, with the command that resumes
+it. A run that dies (kill -9, a lost connection) leaves its unacknowledged rows pending; the next
+`deliver` resumes it before anything else, with the same keys and batches, so it sends exactly
+what was not yet acknowledged. A receiver that keeps the keys it processed sees every change
+once even when an acknowledgement was lost in flight.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -50,6 +53,12 @@ PLAN = "oa_delivery_plan"
 MESSAGE_CHANNELS = ("webhook", "email", "sms")
 RESULTS = "oa_delivery_results"
 FLUSH_SECONDS = 2.0
+# a running run owned by another host (where its pid cannot be checked) whose heartbeat is older
+# than this is reported interrupted; its process beats every FLUSH_SECONDS while sending, but
+# opening a channel or a platform's last step (a publish) may take a few minutes of retries
+# without a beat. On the run's own host the heartbeat's age does not matter: its pid does.
+STALE_SECONDS = 300.0
+PID_START_SLACK = dt.timedelta(seconds=1)  # /proc/stat's btime is whole seconds
 FETCH_ROWS = 100_000
 PREVIEW_ROWS = 10
 Progress = Callable[[str, int, int], None]
@@ -73,6 +82,11 @@ class RunSummary:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _owner() -> tuple[int, str]:
+    """This process, as a run row names its owner."""
+    return os.getpid(), socket.gethostname()
 
 
 class _DryRun(Exception):
@@ -223,11 +237,12 @@ def _plan(wh: Warehouse, conn, dests: Destinations, d: Destination, version: int
                      f"(select id_value from {PLAN} where op = 'remove' and status = 'skipped')", [d.name])
     wh.execute(conn, f"""
         insert into {store.RUNS} (run_id, destination, channel, audience, audience_version, mode,
-            id_type, id_form, trigger, status, {', '.join(store.RUN_COUNTS)}, started_at)
+            id_type, id_form, trigger, status, {', '.join(store.RUN_COUNTS)}, started_at, pid, host,
+            heartbeat_at)
         values (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'running',
-                {', '.join(['%s'] * len(store.RUN_COUNTS))}, %s)""",
+                {', '.join(['%s'] * len(store.RUN_COUNTS))}, %s, %s, %s, %s)""",
                [run_id, d.name, d.channel, d.audience, version, d.mode, id_type, d.id_form, trigger,
-                *[counts[k] for k in store.RUN_COUNTS], now])
+                *[counts[k] for k in store.RUN_COUNTS], now, *_owner(), now])
     wh.execute(conn, f"drop table {PLAN}")
     return counts
 
@@ -290,9 +305,21 @@ def _refused_whole(r: _BatchResult) -> str:
     return f"every member refused with {first.code}: {first.message}"[:300]
 
 
+def _beat(wh: Warehouse, conn, run_id: str, sent: int = 0, failed: int = 0) -> None:
+    """The run row follows the log: the outcomes just recorded move from pending to sent or
+    failed, and the heartbeat says the owner is alive. Call it in the transaction that records
+    them, so the row never counts what the log does not hold."""
+    wh.execute(conn, f"update {store.RUNS} set sent = sent + %s, failed = failed + %s, "
+                     "pending = pending - %s, heartbeat_at = %s where run_id = %s",
+               [sent, failed, sent + failed, _now(), run_id])
+
+
 def _flush(wh: Warehouse, conn, d: Destination, run: dict, results: list[_BatchResult]) -> None:
-    """Record outcomes in one transaction: log rows, the destination's state, dead letters."""
+    """Record outcomes in one transaction: log rows, the destination's state, dead letters and
+    the run's counts; with nothing to record, only the heartbeat."""
     if not results:
+        with wh.transaction(conn):
+            _beat(wh, conn, run["run_id"])
         return
     now = _now()
     cols: dict[str, list] = {k: [] for k in ("idempotency_key", "one_id", "id_value", "op", "variables",
@@ -343,6 +370,7 @@ def _flush(wh: Warehouse, conn, d: Destination, run: dict, results: list[_BatchR
             from {RESULTS} r join {store.LOG} l on l.run_id = %s and l.idempotency_key = r.idempotency_key
             where r.status = 'failed'""", [run["run_id"], d.name, run["id_type"], now, run["run_id"]])
         wh.execute(conn, f"drop table {RESULTS}")
+        _beat(wh, conn, run["run_id"], cols["status"].count("sent"), cols["status"].count("failed"))
 
 
 def _clean(text: str) -> str:
@@ -404,6 +432,28 @@ def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path, folder
             in_flight: set[Future] = set()
             windows = _pending_windows(wh, conn, run["run_id"], d.batch_size)
 
+            def tick() -> None:
+                """Every FLUSH_SECONDS: record the batches that finished, or at least beat."""
+                nonlocal in_flight, last_flush
+                if time.monotonic() - last_flush < FLUSH_SECONDS:
+                    return
+                finished = {f for f in in_flight if f.done()}
+                in_flight -= finished
+                collect(finished)
+                _flush(wh, conn, d, run, buffered)
+                buffered.clear()
+                last_flush = time.monotonic()
+
+            def drain(limit: int) -> None:
+                """Wait until at most `limit` batches are in flight; batches may sit in retry
+                backoff for minutes, so the wait wakes up to record and beat."""
+                nonlocal in_flight
+                while len(in_flight) > limit:
+                    finished, in_flight = wait(in_flight, timeout=FLUSH_SECONDS,
+                                               return_when=FIRST_COMPLETED)
+                    collect(finished)
+                    tick()
+
             def collect(futures) -> None:
                 nonlocal done, stopped
                 for f in futures:
@@ -428,22 +478,13 @@ def _send_run(wh: Warehouse, conn, d: Destination, run: dict, home: Path, folder
             for batch_no, rows in windows:
                 if stopped:
                     break
-                while len(in_flight) >= d.concurrency * 2:
-                    finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    collect(finished)
+                drain(d.concurrency * 2 - 1)
                 if stopped:
                     break
                 in_flight.add(pool.submit(_send_batch, connector, prepare, run["id_type"], backoff,
                                           limiter, batch_no, rows))
-                if time.monotonic() - last_flush >= FLUSH_SECONDS:
-                    finished = {f for f in in_flight if f.done()}
-                    in_flight -= finished
-                    collect(finished)
-                    _flush(wh, conn, d, run, buffered)
-                    buffered.clear()
-                    last_flush = time.monotonic()
-            finished, _ = wait(in_flight)
-            collect(finished)
+                tick()
+            drain(0)
         _flush(wh, conn, d, run, buffered)
         buffered.clear()
         if errors:
@@ -477,12 +518,23 @@ def _recount(wh: Warehouse, conn, run_id: str) -> dict[str, int]:
     return {s: found.get(s, 0) for s in ("pending", "sent", "failed", "suppressed", "capped", "skipped")}
 
 
+def _claim(wh: Warehouse, conn, run_id: str) -> None:
+    """Make this process the run's owner, and its counts the log's: a resumed run's row was
+    left by a process that died, or by a version that wrote counts only at the end."""
+    with wh.transaction(conn):
+        counts = _recount(wh, conn, run_id)
+        wh.execute(conn, f"update {store.RUNS} set status = 'running', pid = %s, host = %s, "
+                         "heartbeat_at = %s, sent = %s, failed = %s, pending = %s where run_id = %s",
+                   [*_owner(), _now(), counts["sent"], counts["failed"], counts["pending"], run_id])
+
+
 def _finish_run(wh: Warehouse, conn, run_id: str, status: str, error: str) -> dict[str, int]:
     with wh.transaction(conn):
         counts = _recount(wh, conn, run_id)
+        now = _now()
         wh.execute(conn, f"update {store.RUNS} set status = %s, error = %s, finished_at = %s, "
-                         "sent = %s, failed = %s, pending = %s where run_id = %s",
-                   [status, error or None, _now(), counts["sent"], counts["failed"], counts["pending"],
+                         "heartbeat_at = %s, sent = %s, failed = %s, pending = %s where run_id = %s",
+                   [status, error or None, now, now, counts["sent"], counts["failed"], counts["pending"],
                     run_id])
         row = wh.execute(conn, f"select {', '.join(store.RUN_COUNTS)} from {store.RUNS} where run_id = %s",
                          [run_id])[0]
@@ -513,10 +565,8 @@ def _bound_memory(wh: Warehouse, conn) -> None:
     (OA_DELIVERY_MEMORY_LIMIT, default 512MB) and spills past it, so memory stays flat as the
     audience grows."""
     if wh.engine == "duckdb":
-        limit = os.environ.get("OA_DELIVERY_MEMORY_LIMIT", "512MB")
-        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit, re.I):
-            raise UserError(f"OA_DELIVERY_MEMORY_LIMIT={limit!r}: give a size such as 512MB or 2GB")
-        wh.execute(conn, f"set memory_limit = '{limit}'")
+        # checked by the settings; a parameter all the same, never text in the statement
+        wh.execute(conn, "set memory_limit = %s", [wh.settings.delivery_memory_limit])
 
 
 def _latest_version(wh: Warehouse, conn, audience: str) -> int:
@@ -544,7 +594,7 @@ def deliver(dests: Destinations, name: str, *, wh: Warehouse | None = None, dry_
     """Resume the destination's unfinished runs, then deliver the audience's latest version
     (unless that version was delivered already and `force` is off)."""
     wh = wh or Warehouse()
-    d = dests.get(name)
+    d = dests.get(name) if dry_run else dests.ready(name, environ)  # credentials before any run
     summaries: list[RunSummary] = []
     with wh.session() as conn:
         _bound_memory(wh, conn)
@@ -580,6 +630,7 @@ def _execute(wh: Warehouse, conn, dests: Destinations, d: Destination, run_id: s
              environ, resumed: bool = False) -> RunSummary:
     started = time.perf_counter()
     run = _run_row(wh, conn, run_id)
+    _claim(wh, conn, run_id)
     try:
         status, error = _send_run(wh, conn, d, run, wh.settings.home, dests.folder, progress, environ)
     except UserError as exc:  # e.g. a missing credential or topic: the run waits, resumable
@@ -640,7 +691,7 @@ def replay(dests: Destinations, name: str, *, wh: Warehouse | None = None,
            progress: Progress | None = None, environ=None) -> RunSummary | None:
     """Send the destination's dead letters again, with their keys, as a run of their own."""
     wh = wh or Warehouse()
-    d = dests.get(name)
+    d = dests.ready(name, environ)  # credentials before a replay run is recorded
     with wh.session() as conn:
         with wh.transaction(conn):
             store.ensure_tables(wh, conn)
@@ -686,25 +737,78 @@ def replay(dests: Destinations, name: str, *, wh: Warehouse | None = None,
             counts[store.RUN_COUNTS.index("planned")] = int(n)
             wh.execute(conn, f"""
                 insert into {store.RUNS} (run_id, destination, channel, audience, audience_version,
-                    mode, id_type, id_form, trigger, status, {', '.join(store.RUN_COUNTS)}, started_at)
+                    mode, id_type, id_form, trigger, status, {', '.join(store.RUN_COUNTS)}, started_at,
+                    pid, host, heartbeat_at)
                 values (%s, %s, %s, %s, %s, %s, %s, %s, 'replay', 'running',
-                        {', '.join(['%s'] * len(store.RUN_COUNTS))}, %s)""",
+                        {', '.join(['%s'] * len(store.RUN_COUNTS))}, %s, %s, %s, %s)""",
                        [run_id, d.name, d.channel, source["audience"], source["audience_version"],
-                        source["mode"], source["id_type"], d.id_form, *counts, _now()])
+                        source["mode"], source["id_type"], d.id_form, *counts, _now(), *_owner(), _now()])
         return _execute(wh, conn, dests, d, run_id, progress, environ)
 
 
 def runs(wh: Warehouse, destination: str | None = None, limit: int = 50) -> list[dict]:
-    """The latest runs, newest first, with their counts and the open dead letters."""
+    """The latest runs, newest first, with their counts. A `running` run whose process is gone
+    is `interrupted`; `resume` holds the command that resumes an unfinished run."""
     cols = ("run_id", "destination", "channel", "audience", "audience_version", "mode", "trigger",
             "status", *store.RUN_COUNTS, "started_at", "finished_at", "error")
     with wh.connect() as conn:
         store.ensure_tables(wh, conn)
+        if not wh.table_exists(store.SCHEMA, "delivery_runs", conn):  # a reader, before any delivery
+            return []
         where = "where destination = %s" if destination else ""
-        rows = wh.execute(conn, f"select {', '.join(cols)} from {store.RUNS} {where} "
-                                f"order by started_at desc limit {int(limit)}",
+        rows = wh.execute(conn, f"select {', '.join(cols)}, {store.run_owner_select(wh, conn)} "
+                                f"from {store.RUNS} {where} order by started_at desc limit {int(limit)}",
                           [destination] if destination else [])
-    return [dict(zip(cols, r, strict=True)) for r in rows]
+    cols += tuple(name for name, _ in store.RUN_OWNER)
+    out, now = [dict(zip(cols, r, strict=True)) for r in rows], _now()
+    for r in out:
+        if r["status"] == "running" and not _owner_alive(r["pid"], r["host"], r["heartbeat_at"], now):
+            r["status"] = "interrupted"
+        r["resume"] = f"oa deliver {r['destination']}" if r["status"] in ("interrupted", "stopped") else ""
+    return out
+
+
+def _owner_alive(pid: int | None, host: str | None, heartbeat_at: dt.datetime | None,
+                 now: dt.datetime) -> bool:
+    """Whether a running run's process still sends it. On this host: its pid is alive and that
+    process started before the run's last heartbeat (a process that started later has the pid
+    of an owner that died), however old the heartbeat, since opening a channel or a publish may
+    take minutes without one. On another host: its heartbeat is within STALE_SECONDS."""
+    if heartbeat_at is None:
+        return False
+    if pid is not None and host == socket.gethostname():
+        return _pid_alive(int(pid), heartbeat_at)
+    return (now - heartbeat_at).total_seconds() <= STALE_SECONDS
+
+
+def _pid_alive(pid: int, heartbeat_at: dt.datetime) -> bool:
+    """A process that exists, is no zombie (a killed child its parent has not reaped), and
+    started no later than the heartbeat its owner wrote (the same clock: the same host)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        pass
+    try:  # after the ")" that ends the command come field 3 (state) ... field 22 (starttime)
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        state, ticks = fields[0], int(fields[19])  # starttime: clock ticks after boot
+    except (OSError, IndexError, ValueError):  # no /proc (not Linux): kill(0) has answered
+        return True
+    if state in ("Z", "X"):
+        return False
+    started = _started_at(ticks)
+    return started is None or started <= heartbeat_at + PID_START_SLACK
+
+
+def _started_at(ticks: int) -> dt.datetime | None:
+    """A process's start (UTC) from its starttime in clock ticks after boot, or None."""
+    try:
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return dt.datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), dt.UTC).replace(tzinfo=None)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def dead_letters(wh: Warehouse, destination: str) -> int:

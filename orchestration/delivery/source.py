@@ -1,15 +1,37 @@
 """Reading destinations/: each file checked on its own and against the audiences, the tag
-catalogue and its channel's capabilities; every error names the file, the line and the field."""
+catalogue and its channel's capabilities; every error names the file, the line and the field.
+
+A destination file is written by whoever may open a pull request, so loading it also refuses
+what would let it act beyond sending its audience: e-mail templates that do more than print
+variables, template files outside destinations/ (absolute, `..`, symbolic links), and endpoints
+on link-local or cloud-metadata addresses. Credentials live in the environment, so they are
+checked when a delivery starts (`Destinations.ready`), before a run is planned: a missing or
+malformed one leaves no run behind."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestration.delivery.spec import CHANNELS, Destination, Policies
+from pydantic import BaseModel
+
+from orchestration.delivery.spec import (
+    CHANNELS,
+    ENDPOINT_FIELDS,
+    HOST_FIELDS,
+    SERVER_LIST_FIELDS,
+    Destination,
+    Policies,
+    endpoint_problem,
+    host_problem,
+    servers_problem,
+)
 from orchestration.errors import UserError
 from orchestration.segments.source import Project, load_project
 from orchestration.segments.spec import ID_TYPES
+from orchestration.segments.uploads import OutsideFolder, confined_path
 from orchestration.settings import PROJECT_ROOT
 from orchestration.yaml_files import (
     FileErrors,
@@ -36,12 +58,27 @@ class Destinations:
     paths: dict[str, Path]
     policies: Policies
     audiences: Project
+    lines: dict[str, dict[tuple, int]] = field(default_factory=dict)
+    """Each destination's YAML lines by field path, for errors found after loading."""
 
     def get(self, name: str) -> Destination:
         if name not in self.destinations:
             raise UserError(f"no destination {name!r} in {self.folder}"
                             f"{suggest(name, self.destinations)}")
         return self.destinations[name]
+
+    def ready(self, name: str, environ: Mapping[str, str] | None = None) -> Destination:
+        """The destination, once every environment variable it names is set and well formed
+        (endpoints http(s) and not link-local, an AES key of 16 characters, no line breaks in a
+        secret); DestinationErrors names each variable and the file:line that names it. Call it
+        before planning a run, so that a missing credential leaves no run behind."""
+        d = self.get(name)
+        lines = self.lines.get(name, {})
+        problems = [Problem(self.paths[name], line_of(lines, loc), field_of(loc), message)
+                    for loc, message in credential_problems(d, os.environ if environ is None else environ)]
+        if problems:
+            raise DestinationErrors(problems)
+        return d
 
     def id_type(self, name: str) -> str:
         d = self.destinations[name]
@@ -52,34 +89,112 @@ class Destinations:
 
 
 def _check_email(d: Destination, folder: Path, report) -> None:
-    """The templates parse, and name only the member's variables, email and unsubscribe_url."""
+    """The template files lie inside `folder`; the templates parse, use only variables, allowed
+    filters and if/else (connectors.smtp.template_problems), and name only the member's
+    variables, email and unsubscribe_url."""
     import jinja2
 
-    from connectors.smtp import TEMPLATE_NAMES, undeclared
+    from connectors.smtp import TEMPLATE_NAMES, template_problems, undeclared
     from orchestration.delivery.channels import email_templates
     from orchestration.errors import ConfigError
 
     e = d.email
+    for name, file in (("html_file", e.html_file), ("text_file", e.text_file)):
+        try:
+            if file is not None:
+                confined_path(folder, file)
+        except OutsideFolder as exc:
+            report(("email", name), f"template file {exc}")
+            return
     try:
         html, text = email_templates(e, folder)
     except ConfigError as exc:
         report(("email", "html_file" if e.html_file else "text_file"), str(exc))
         return
     known = set(d.variables) | set(TEMPLATE_NAMES)
-    for field, source, is_html in (("subject", e.subject, False),
-                                   ("html_file" if e.html_file else "html", html, True),
-                                   ("text_file" if e.text_file else "text", text, False)):
+    for name, source, is_html, file in (("subject", e.subject, False, None),
+                                        ("html_file" if e.html_file else "html", html, True, e.html_file),
+                                        ("text_file" if e.text_file else "text", text, False, e.text_file)):
         if source is None:
             continue
+        where = f"{file} line" if file else "template line"
         try:
-            names = undeclared(source, is_html)
+            problems, names = template_problems(source, is_html), undeclared(source, is_html)
         except jinja2.TemplateSyntaxError as exc:
-            report(("email", field), f"template error on its line {exc.lineno}: {exc.message}")
+            report(("email", name), f"{where} {exc.lineno}: template error: {exc.message}")
             continue
-        for name in sorted(names - known):
-            report(("email", field), f"the template uses {{{{ {name} }}}}, which is neither a variable "
-                                     f"of this destination nor one of {', '.join(TEMPLATE_NAMES)}"
-                                     f"{suggest(name, known)}")
+        for line, message in problems:
+            report(("email", name), f"{where} {line}: {message}; a template may use only variables "
+                                    "({{ name }}), filters with literal arguments, and if/else")
+        for var in sorted(names - known) if not problems else ():
+            report(("email", name), f"the template uses {{{{ {var} }}}}, which is neither a variable "
+                                    f"of this destination nor one of {', '.join(TEMPLATE_NAMES)}"
+                                    f"{suggest(var, known)}")
+
+
+def _settings(model: BaseModel, loc: tuple = ()) -> Iterator[tuple[tuple, object]]:
+    """(field path, value) of every setting of a block, nested blocks included."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield from _settings(value, (*loc, name))
+        else:
+            yield (*loc, name), value
+
+
+def _endpoint_problem(loc: tuple, value: str, allow_private_network: bool) -> str | None:
+    """Why an endpoint setting (a URL, an SMTP host, Kafka brokers) is refused, or None. The SMS
+    phone files' address is not one: the platform fetches from it, this process never does."""
+    name = loc[-1]
+    if "phone_files" in loc:
+        return None
+    if name in ENDPOINT_FIELDS:
+        return endpoint_problem(value, allow_private_network)
+    if name in HOST_FIELDS:
+        return host_problem(value.strip(), allow_private_network)
+    if name in SERVER_LIST_FIELDS:
+        return servers_problem(value, allow_private_network)
+    return None
+
+
+def endpoint_problems(d: Destination) -> Iterator[tuple[tuple, str]]:
+    """(field path, message) for each endpoint written in the file that is no http(s) URL or
+    names a link-local or cloud-metadata host."""
+    block = getattr(d, d.channel)
+    for loc, value in _settings(block, (d.channel,)) if block is not None else ():
+        problem = _endpoint_problem(loc, value, d.allow_private_network) if isinstance(value, str) else None
+        if problem:
+            yield loc, problem
+
+
+def credential_problems(d: Destination, environ: Mapping[str, str]) -> Iterator[tuple[tuple, str]]:
+    """(field path, message) for each environment variable the destination names that is unset,
+    holds a control character, or (an endpoint, an AES key) is malformed. Values are never shown."""
+    from connectors.identifiers import IdError, check_aes_key
+
+    block = getattr(d, d.channel)
+    named = list(_settings(block, (d.channel,))) if block is not None else []
+    named.append((("aes_key_env",), d.aes_key_env))
+    for loc, variable in named:
+        if not loc[-1].endswith("_env") or not isinstance(variable, str):
+            continue
+        value = environ.get(variable, "")
+        if not value:
+            yield loc, (f"the environment variable {variable} is not set "
+                        f"(export {variable}=... before delivering)")
+            continue
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            yield loc, f"the environment variable {variable} holds a control character (a line break?)"
+            continue
+        problem = _endpoint_problem((*loc[:-1], loc[-1].removesuffix("_env")), value,
+                                    d.allow_private_network)
+        if loc == ("aes_key_env",):
+            try:
+                check_aes_key(value)
+            except IdError as exc:
+                problem = str(exc)
+        if problem:
+            yield loc, f"the environment variable {variable}: {problem}"
 
 
 def destination_files(folder: Path = DESTINATION_DIR) -> list[Path]:
@@ -98,6 +213,7 @@ def load_destinations(folder: Path = DESTINATION_DIR, audiences: Project | None 
     problems: list[Problem] = []
     destinations: dict[str, Destination] = {}
     paths: dict[str, Path] = {}
+    all_lines: dict[str, dict[tuple, int]] = {}
     for path in destination_files(folder):
         try:
             data, lines = read_yaml(path, DestinationErrors, "a mapping with name, audience and channel")
@@ -148,6 +264,8 @@ def load_destinations(folder: Path = DESTINATION_DIR, audiences: Project | None 
             for name in sorted(set(d.variables) - used):
                 report(("variables", name), f"variable {name!r} is defined but no webhook parameter "
                                             f"uses ${{{name}}}")
+        for loc, message in endpoint_problems(d):
+            report(loc, message)
         if d.email is not None:
             _check_email(d, path.parent, report)
         for var, spec in d.variables.items():
@@ -156,6 +274,7 @@ def load_destinations(folder: Path = DESTINATION_DIR, audiences: Project | None 
                        f"unknown tag {spec.tag!r}{suggest(spec.tag, audiences.catalog.tags)}")
         destinations.setdefault(d.name, d)
         paths.setdefault(d.name, path)
+        all_lines.setdefault(d.name, lines)
     policies = Policies()
     policy_path = folder / POLICIES_FILE
     if policy_path.exists():
@@ -182,4 +301,4 @@ def load_destinations(folder: Path = DESTINATION_DIR, audiences: Project | None 
     if problems:
         raise DestinationErrors(problems)
     return Destinations(folder=folder, destinations=destinations, paths=paths, policies=policies,
-                        audiences=audiences)
+                        audiences=audiences, lines=all_lines)

@@ -28,10 +28,19 @@ file, a log or the warehouse. Files whose name starts with ``_`` are not destina
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from connectors.http import METADATA_ADDRESSES
+from orchestration.settings import PROJECT_ROOT
 
 AD_CHANNELS = ("tencent_ads", "ocean_engine", "baidu_ads", "meta_ads", "google_ads")
 CHANNELS = ("webhook", "file", "kafka", "email", "sms", *AD_CHANNELS)
@@ -50,6 +59,138 @@ CRONS = {"hourly": "0 * * * *", "daily": "30 3 * * *", "weekly": "30 3 * * 1",
          "monthly": "30 3 1 * *"}
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+ENDPOINT_FIELDS = ("url", "base_url", "token_url")
+"""Settings (and, with `_env`, variables) that hold a URL this process connects to."""
+HOST_FIELDS = ("smtp_host",)
+SERVER_LIST_FIELDS = ("bootstrap_servers",)
+METADATA_NAMES = frozenset({"metadata", "metadata.google.internal", "metadata.goog",
+                            "metadata.tencentyun.com", "instance-data", "instance-data.ec2.internal"})
+EXPORT_ROOTS_VARIABLE = "OA_EXPORT_ROOTS"
+"""Absolute folders (separated by os.pathsep) outside OA_HOME that file and SMS phone-file
+destinations may write into; set by whoever runs the installation, never by a project file."""
+
+
+def _home(environ: Mapping[str, str] | None = None) -> Path:
+    """OA_HOME as the settings read it (orchestration/settings.py), symbolic links resolved."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("OA_HOME") or PROJECT_ROOT / ".openaudience").expanduser().resolve()
+
+
+def export_roots(environ: Mapping[str, str] | None = None) -> tuple[list[Path], list[str]]:
+    """The folders OA_EXPORT_ROOTS allows (resolved), and its entries that are not absolute."""
+    env = os.environ if environ is None else environ
+    roots, wrong = [], []
+    for entry in (env.get(EXPORT_ROOTS_VARIABLE) or "").split(os.pathsep):
+        if entry.strip():
+            path = Path(entry.strip()).expanduser()
+            roots.append(path.resolve()) if path.is_absolute() else wrong.append(entry)
+    return roots, wrong
+
+
+def folder_outside(path: Path, home: Path, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why an output folder (absolute; resolved here, symbolic links followed) may not be written,
+    or None: it must lie inside `home` (OA_HOME) or a folder OA_EXPORT_ROOTS names."""
+    try:
+        real = path.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symbolic link loop
+        return f"{path} is not a usable folder ({exc})"
+    roots, wrong = export_roots(environ)
+    if real.is_relative_to(home) or any(real.is_relative_to(root) for root in roots):
+        return None
+    shown = f"{path}" if real == path else f"{path} (which leads to {real})"
+    hint = (f"; {EXPORT_ROOTS_VARIABLE} has {', '.join(map(repr, wrong))}, which is not an absolute "
+            "folder" if wrong else "")
+    return (f"the folder {shown} is outside OA_HOME ({home}); write inside OA_HOME, or let whoever "
+            f"runs OpenAudience add the folder to {EXPORT_ROOTS_VARIABLE} (absolute folders separated "
+            f"by {os.pathsep!r}){hint}")
+
+
+def _output_folder(value: str) -> str:
+    """A file destination's (or SMS phone files') folder: relative to OA_HOME without `..`, or
+    absolute inside OA_HOME or an OA_EXPORT_ROOTS folder. Symbolic links are followed again when
+    a delivery writes (orchestration.delivery.channels)."""
+    if not value.strip() or any(ord(c) < 32 for c in value):
+        raise ValueError(f"folder {value[:80]!r} is not a usable folder name")
+    path = Path(value)
+    if ".." in path.parts:
+        raise ValueError(f"folder {value} climbs out with '..'; give a folder inside OA_HOME "
+                         "(relative to it), or an absolute folder")
+    if path.is_absolute():
+        problem = folder_outside(path, _home())
+        if problem:
+            raise ValueError(problem)
+    return value
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address a host names literally, in every spelling a resolver accepts (`2852039166`,
+    `0xa9.0xfe.0xa9.0xfe`, `::ffff:169.254.169.254`), or None for a name."""
+    host = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[0-9a-fA-FxX.]+", host):
+            return None
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        return ip.ipv4_mapped or ip.sixtofour or ip
+    return ip
+
+
+def host_problem(host: str, allow_private_network: bool = False) -> str | None:
+    """Why this process must not connect to `host`, or None. Refused: link-local addresses and
+    cloud metadata services, where a destination file could read the machine's credentials
+    (server-side request forgery), unless the file sets allow_private_network. Loopback and
+    private networks stay allowed: a CRM in the same network is common. Names are checked here
+    as written; the HTTP connectors check the addresses a name resolves to when they connect
+    (connectors.http), and never follow a redirect."""
+    if not host:
+        return "it names no host"
+    if allow_private_network:
+        return None
+    name = host.strip("[]").rstrip(".").lower()
+    ip = _address(name)
+    if name in METADATA_NAMES or ip in METADATA_ADDRESSES:
+        what = "a cloud metadata service"
+    elif ip is not None and ip.is_link_local:
+        what = "a link-local address"
+    else:
+        return None
+    return (f"the host {host} is {what}; a destination may not reach it unless its file sets "
+            "allow_private_network: true")
+
+
+def endpoint_problem(url: str, allow_private_network: bool = False) -> str | None:
+    """Why `url` is no endpoint this process may call, or None. The message shows the scheme and
+    the host, never the rest, which may hold a token."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+    except ValueError:
+        return "it is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        shown = f"{parts.scheme}:" if parts.scheme else "no scheme"
+        return f"it must start with http:// or https:// (it has {shown})"
+    return host_problem(host, allow_private_network)
+
+
+def servers_problem(servers: str, allow_private_network: bool = False) -> str | None:
+    """Why a `host:port,host:port` list holds a server this process must not reach, or None."""
+    for server in servers.split(","):
+        server = server.strip().split("://", 1)[-1]
+        try:
+            host = urlsplit("//" + server).hostname or ""
+        except ValueError:
+            return f"{server!r} is not host:port"
+        problem = host_problem(host, allow_private_network)
+        if problem:
+            return problem
+    return None
 
 
 class Strict(BaseModel):
@@ -112,6 +253,10 @@ class WebhookBlock(Strict):
                              "one of them")
         if self.url is not None and not re.match(r"https?://", self.url):
             raise ValueError(f"url {self.url!r} must start with http:// or https://")
+        if self.receipts is not None and self.secret_env is None:
+            raise ValueError("receipts: needs secret_env: (the variable holding the shared secret): "
+                             "the endpoint takes only receipts signed with it, or anyone could post "
+                             "unsubscribes and complaints")
         return self
 
     def uses(self) -> set[str]:
@@ -122,8 +267,13 @@ class WebhookBlock(Strict):
 
 class FileBlock(Strict):
     folder: str = "exports"
-    """Where run folders go: relative to OA_HOME, or absolute."""
+    """Where run folders go: relative to OA_HOME, or absolute inside OA_HOME or OA_EXPORT_ROOTS."""
     format: Literal["csv", "parquet"] = "csv"
+    spreadsheet_safe: bool = True
+    """CSV of raw ids: an id a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets
+    a leading `'`; false writes ids exactly, for a consumer that is no spreadsheet."""
+
+    _folder = field_validator("folder")(_output_folder)
 
 
 class KafkaBlock(Strict):
@@ -197,12 +347,14 @@ class EmailBlock(Strict):
 
 class PhoneFiles(Strict):
     folder: str = "sms_files"
-    """Where the phone files are written: relative to OA_HOME, or absolute."""
+    """Where the phone files are written: relative to OA_HOME, or absolute inside OA_HOME or
+    OA_EXPORT_ROOTS."""
     base_url: str | None = None
     base_url_env: str | None = None
     """Where the platform fetches them (a bucket or an HTTP server over `folder`)."""
 
     _names = field_validator("base_url_env")(_env_name)
+    _folder = field_validator("folder")(_output_folder)
 
     @model_validator(mode="after")
     def _check(self) -> PhoneFiles:
@@ -355,6 +507,10 @@ class Destination(Strict):
     retries: Retries = Retries()
     breaker_failures: int = Field(5, ge=1, le=1000)
     """Consecutive batches failing after every retry that stop the run (the rest stays pending)."""
+    allow_private_network: bool = False
+    """Let the channel's endpoints be link-local or cloud-metadata addresses (169.254.0.0/16,
+    fe80::/10, metadata.google.internal, ...), which are refused otherwise: as written in the file
+    or the variable, and as a host name resolves when an HTTP channel connects."""
     variables: dict[str, Variable] = Field(default_factory=dict)
     """Per-member values from user_tags: ${name} in webhook params, {{ name }} in e-mail templates."""
     webhook: WebhookBlock | None = None

@@ -1,7 +1,9 @@
 """The delivery tables in the warehouse (schema `delivery`), written by the sync engine and read
 by the dbt delivery models:
 
-- delivery_runs: one row per run (a destination, an audience version, a mode) with its counts;
+- delivery_runs: one row per run (a destination, an audience version, a mode) with its counts,
+  written with every commit of outcomes, and the process that owns it (pid, host, heartbeat_at),
+  so that `oa deliver status` can tell a run that is sending from one whose process died;
 - delivery_log: one row per member change per run: idempotency key, status (pending, sent,
   failed, suppressed, capped, skipped), the rule that stopped it, attempts, error, sent_at;
 - delivery_state: the ids each destination holds now (acknowledged adds minus removes), which
@@ -31,9 +33,13 @@ SPOOL_OFFSETS = qualified(SCHEMA, "receipt_spool_offsets")
 RUN_COUNTS = ("planned", "suppressed", "capped", "skipped", "missing_id", "already_sent", "sent",
               "failed", "pending")
 SUPPRESSION_REASONS = ("unsubscribe", "t_reply", "complaint", "blacklist", "consent", "bounce")
+# who sends a run: added to warehouses made before they existed, so declared once here
+RUN_OWNER = (("pid", "integer"), ("host", "text"), ("heartbeat_at", "timestamp"))
 
 
 def ensure_tables(wh: Warehouse, conn) -> None:
+    if wh.reader:  # a read-only handle finds them or reports them missing; it creates nothing
+        return
     txt, big = wh.sql_type("text"), wh.sql_type("integer")
     ts = wh.sql_type("timestamp")
     counts = ",\n".join(f"            {c} {big} not null default 0" for c in RUN_COUNTS)
@@ -55,6 +61,7 @@ def ensure_tables(wh: Warehouse, conn) -> None:
             finished_at {ts},
             error {txt}
         )""")
+    _add_missing_columns(wh, conn, "delivery_runs", RUN_OWNER)
     wh.execute(conn, f"""
         create table if not exists {LOG} (
             run_id {txt} not null,
@@ -136,3 +143,27 @@ def ensure_tables(wh: Warehouse, conn) -> None:
             ("suppression_list_id", SUPPRESSION, "id_type, id_value"),
         ):
             wh.execute(conn, f"create index if not exists {name} on {table} ({cols})")
+
+
+def _columns(wh: Warehouse, conn, table: str) -> set[str]:
+    return {r[0] for r in wh.execute(conn, "select column_name from information_schema.columns "
+                                           "where table_schema = %s and table_name = %s", [SCHEMA, table])}
+
+
+def run_owner_select(wh: Warehouse, conn) -> str:
+    """The run owner's columns as a select list, null where the warehouse lacks them: a reader
+    (`oa deliver status`) migrates nothing, and may meet a warehouse from before them."""
+    have = _columns(wh, conn, "delivery_runs")
+    return ", ".join(qident(name) if name in have else f"cast(null as {wh.sql_type(kind)}) as {qident(name)}"
+                     for name, kind in RUN_OWNER)
+
+
+def _add_missing_columns(wh: Warehouse, conn, table: str, columns: tuple[tuple[str, str], ...]) -> None:
+    """Columns added since a table was first made, for warehouses that have it already. The
+    catalogue is asked first: on PostgreSQL even `add column if not exists` takes the table's
+    exclusive lock, which would queue behind a delivery writing its run."""
+    have = _columns(wh, conn, table)
+    for name, kind in columns:
+        if name not in have:  # `if not exists`: another process may add it at the same moment
+            wh.execute(conn, f"alter table {qualified(SCHEMA, table)} add column if not exists "
+                             f"{qident(name)} {wh.sql_type(kind)}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from sqlglot import exp
 
+from connectors.spreadsheet import neutralise
 from orchestration.errors import UserError
 from orchestration.segments.compiler import Relations, describe, explain_query, to_sql
 from orchestration.segments.engine import MEMBERS, latest, ready_sql
@@ -64,7 +65,9 @@ class Diff:
 def project_at(rev: str) -> tuple[Project, tempfile.TemporaryDirectory]:
     """The audiences/ folder as it was at git revision `rev`, loaded (uploads included)."""
     try:
-        archive = subprocess.run(["git", "archive", "--format=tar", rev, "audiences"],
+        # the revision comes from the user: after --end-of-options git never reads it as an option
+        # (`--against=--output=FILE` would otherwise make git archive write FILE)
+        archive = subprocess.run(["git", "archive", "--format=tar", "--end-of-options", rev, "audiences"],
                                  cwd=PROJECT_ROOT, capture_output=True, check=True).stdout
     except FileNotFoundError:
         raise UserError("git is not installed; --against needs it") from None
@@ -152,10 +155,12 @@ def explain(wh: Warehouse, project: Project, name: str, one_id: str, today: dt.d
 
 # -- export ---------------------------------------------------------------------------------------
 def export(wh: Warehouse, project: Project, name: str, out: Path, id_type: str | None = None,
-           hash_name: str = "none", version: int | None = None) -> tuple[int, int, int]:
+           hash_name: str = "none", version: int | None = None, raw: bool = False) -> tuple[int, int, int]:
     """Write a built version's ids to CSV (one column, `<id type>` or `<id type>_<hash>`).
     Returns (version, rows written, members without that id). Written to a temporary file and
-    renamed, so a failed export leaves no half file."""
+    renamed, so a failed export leaves no half file. The file is for people, who open it in a
+    spreadsheet: a text id that would run as a formula gets a leading `'` (see
+    connectors/spreadsheet.py) unless `raw`, for a machine that reads the ids exactly."""
     audience = project.audience(name)
     id_type = id_type or audience.id_type
     if hash_name not in HASHES:
@@ -186,7 +191,8 @@ def export(wh: Warehouse, project: Project, name: str, out: Path, id_type: str |
             writer = csv.writer(f)
             writer.writerow([header])
             for value in ids:
-                writer.writerow([digest(value.encode()).hexdigest() if digest else value])
+                cell = digest(str(value).encode()).hexdigest() if digest else value
+                writer.writerow([cell if raw else neutralise(cell)])
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
