@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -38,6 +40,42 @@ def dbt_args(command: str, select: str | None = None, as_of: str | None = None,
     return args
 
 
+@contextmanager
+def holding_warehouse() -> Iterator[None]:
+    """For a dbt run: on DuckDB, hold the warehouse's writer lock from before dbt opens the file
+    until it is done (waiting with a message while another process holds it), so no reader or
+    writer of ours slips in between; on PostgreSQL, refuse at once with our message when the
+    server cannot be reached, instead of dbt's error after its start-up."""
+    from orchestration import locks
+    from orchestration.settings import load_settings
+    from orchestration.warehouse import Warehouse
+
+    settings = load_settings()
+    if settings.target != "duckdb":
+        with Warehouse(settings).session():
+            pass
+        yield
+        return
+    with locks.exclusive(settings.duckdb_path, settings.lock_wait, what="to build"):
+        with Warehouse(settings).session():  # and wait out a process that skips our lock file
+            pass
+        yield
+        locks.note_write()
+
+
+def release_dbt_duckdb() -> None:
+    """Close the DuckDB instance dbt-duckdb keeps open in this process after an in-process run,
+    so the file is whole on disk and this process can open it again with its own settings."""
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:
+        return
+    env = DuckDBConnectionManager._ENV
+    if env is not None:
+        env.close()
+        DuckDBConnectionManager._ENV = None
+
+
 def run_dbt_build(select: str | None = None, as_of: str | None = None,
                   console: Console | None = None,
                   extra_vars: dict[str, str] | None = None) -> BuildOutcome:
@@ -45,7 +83,7 @@ def run_dbt_build(select: str | None = None, as_of: str | None = None,
 
     apply_environment()
     console = console or Console()
-    with Progress(TextColumn("[bold]dbt build"), BarColumn(), MofNCompleteColumn(),
+    with holding_warehouse(), Progress(TextColumn("[bold]dbt build"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console) as progress:
         task = progress.add_task("", total=None)
@@ -58,8 +96,11 @@ def run_dbt_build(select: str | None = None, as_of: str | None = None,
             elif name == "NodeFinished":
                 progress.advance(task)
 
-        result = dbtRunner(callbacks=[on_event]).invoke(
-            [*dbt_args("build", select, as_of, extra_vars), "--quiet"])
+        try:
+            result = dbtRunner(callbacks=[on_event]).invoke(
+                [*dbt_args("build", select, as_of, extra_vars), "--quiet"])
+        finally:
+            release_dbt_duckdb()
     outcome = BuildOutcome(success=bool(result.success))
     if result.exception is not None:
         outcome.failures.append(str(result.exception))

@@ -7,12 +7,15 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,6 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from ml.cli import ml_app
 from orchestration.delivery.cli import deliver_app, suppress_app
@@ -106,26 +110,28 @@ def load(
     mode: Annotated[str, typer.Option(help="append or replace.")] = "append",
     quarantine: Annotated[bool, typer.Option(
         "--quarantine", help="Load the good rows; park bad rows in raw.raw_quarantine.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Let --mode replace empty the table with a file of no rows.")] = False,
 ) -> None:
     """Validate a file against the raw table's contract and load it in one transaction."""
-    result = _load_one(table, file, mode, quarantine)
+    result = _load_one(table, file, mode, quarantine, force)
     console.print(f"[green]loaded[/green] {result.rows_loaded:,} rows into raw.{table}"
                   + (f", [yellow]{result.rows_quarantined:,} quarantined[/yellow] "
                      "(see raw.raw_quarantine)" if result.rows_quarantined else ""))
 
 
-def _load_one(table: str, file: Path, mode: str, quarantine: bool):
+def _load_one(table: str, file: Path, mode: str, quarantine: bool, force: bool = False):
     from orchestration.loading import format_report, load_file
     from orchestration.warehouse import Warehouse
 
     warehouse = Warehouse()
     with _progress() as progress:
         task = progress.add_task(f"loading {table}", total=None)
-        result = load_file(warehouse, table, file, mode=mode, quarantine=quarantine,
+        result = load_file(warehouse, table, file, mode=mode, quarantine=quarantine, force=force,
                            progress=lambda n: progress.advance(task, n))
         progress.update(task, total=result.rows_read, completed=result.rows_read)
-    if result.rows_quarantined:
-        console.print(format_report(result, "csv" if file.suffix != ".parquet" else "parquet"))
+    if result.rows_quarantined:  # the file's values: printed as they are, never as markup
+        console.print(format_report(result), markup=False, highlight=False)
     return result
 
 
@@ -134,27 +140,38 @@ def load_dir(
     folder: Annotated[Path, typer.Argument(help="Folder with <table>.parquet or <table>.csv files.")],
     mode: Annotated[str, typer.Option(help="append or replace.")] = "replace",
     quarantine: Annotated[bool, typer.Option("--quarantine")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Let --mode replace empty a table with a file of no rows.")] = False,
 ) -> None:
-    """Load every raw table file found in a folder (e.g. the demo data)."""
-    counts = _load_folder(folder, mode, quarantine)
+    """Load every raw table file found in a folder (e.g. the demo data), all or none."""
+    counts = _load_folder(folder, mode, quarantine, force)
     _print_counts(f"Loaded from {folder}", counts)
 
 
-def _load_folder(folder: Path, mode: str, quarantine: bool) -> dict[str, int]:
+def _load_folder(folder: Path, mode: str, quarantine: bool, force: bool = False) -> dict[str, int]:
+    """One transaction for the whole folder: a refused file leaves every table as it was."""
+    from orchestration.loading import format_report, load_files
     from orchestration.raw_tables import LOAD_ORDER
+    from orchestration.warehouse import Warehouse
 
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder")
-    counts: dict[str, int] = {}
+    files = []
     for name in LOAD_ORDER:
-        for suffix in (".parquet", ".csv"):
-            path = folder / f"{name}{suffix}"
-            if path.exists():
-                counts[name] = _load_one(name, path, mode, quarantine).rows_loaded
-                break
-    if not counts:
+        found = [folder / f"{name}{s}" for s in (".parquet", ".csv", ".csv.gz")
+                 if (folder / f"{name}{s}").exists()]
+        if found:
+            files.append((name, found[0]))
+    if not files:
         raise UserError(f"{folder}: no raw table files (expected e.g. customers.parquet)")
-    return counts
+    with _progress() as progress:
+        tasks = {name: progress.add_task(f"loading {name}", total=None) for name, _ in files}
+        results = load_files(Warehouse(), files, mode=mode, quarantine=quarantine, force=force,
+                             progress=lambda name, n: progress.advance(tasks[name], n))
+    for result in results:
+        if result.rows_quarantined:
+            console.print(format_report(result), markup=False, highlight=False)
+    return {result.table: result.rows_loaded for result in results}
 
 
 @app.command("build")
@@ -308,7 +325,7 @@ def write_rfm_report(name: str, out: Path | None = None) -> Path:
     from orchestration.warehouse import Warehouse
 
     with console.status(f"analysing RFM model {name}"):
-        page = report.rfm_page(analyse_rfm(Warehouse(), name))
+        page = report.rfm_page(analyse_rfm(Warehouse(reader=True), name))
     return report.write(page, _report_path(out, f"rfm_{report.slug(name)}.html"))
 
 
@@ -329,7 +346,7 @@ def write_aipl_report(name: str, start: dt.date, end: dt.date, out: Path | None 
     from orchestration.warehouse import Warehouse
 
     with console.status(f"analysing AIPL model {name}"):
-        page = report.aipl_page(analyse_aipl(Warehouse(), name, start, end))
+        page = report.aipl_page(analyse_aipl(Warehouse(reader=True), name, start, end))
     return report.write(page, _report_path(out, f"aipl_{report.slug(name)}_{start}_{end}.html"))
 
 
@@ -350,7 +367,7 @@ def write_pivot_report(tags: list[str], exclude_null: bool = False, out: Path | 
     from orchestration.warehouse import Warehouse
 
     with console.status(f"pivoting {len(tags)} tag(s)"):
-        page = report.pivot_page(pivot_tags(Warehouse(), tags, exclude_null), exclude_null)
+        page = report.pivot_page(pivot_tags(Warehouse(reader=True), tags, exclude_null), exclude_null)
     return report.write(page, _report_path(out, f"pivot_{report.slug('_'.join(tags))}.html"))
 
 
@@ -373,7 +390,7 @@ def write_audience_report(name: str, version: int | None = None, rfm_model: str 
     from orchestration.warehouse import Warehouse
 
     with console.status(f"analysing audience {name}"):
-        page = report.audience_page(analyse_audience(Warehouse(), name, version, rfm_model))
+        page = report.audience_page(analyse_audience(Warehouse(reader=True), name, version, rfm_model))
     return report.write(page, _report_path(out, f"audience_{report.slug(name)}.html"))
 
 
@@ -461,7 +478,7 @@ def audience_count(name: Name, as_of: AsOf = None) -> None:
 
     project = _project()
     audience = project.audience(name)
-    members, with_id = count_members(Warehouse(), project, name, _as_of(as_of))
+    members, with_id = count_members(Warehouse(reader=True), project, name, _as_of(as_of))
     console.print(f"{name}: {members:,} members; {with_id:,} with {audience.id_type} "
                   f"({members - with_id:,} dropped for a missing {audience.id_type})"
                   + (f"; limit keeps at most {audience.limit.size:,}" if audience.limit else ""))
@@ -477,13 +494,25 @@ def audience_preview(
     from orchestration.segments.review import preview
     from orchestration.warehouse import Warehouse
 
-    df = preview(Warehouse(), _project(), name, _as_of(as_of), rows)
+    df = preview(Warehouse(reader=True), _project(), name, _as_of(as_of), rows)
     table = Table(title=f"{name}: {len(df)} member(s) shown")
     for col in df.columns:
         table.add_column(str(col), overflow="fold")
     for row in df.itertuples(index=False):
-        table.add_row(*("" if v is None or v != v else str(v) for v in row))
+        table.add_row(*(Text(_cell(v)) for v in row))
     console.print(table)
+
+
+def _cell(value) -> str:
+    """A table cell for any value pandas hands back: None, NaN, NA and NaT are empty."""
+    import pandas as pd
+
+    try:
+        if pd.isna(value):
+            return ""
+    except (TypeError, ValueError):  # lists, arrays: not a missing scalar
+        pass
+    return str(value)
 
 
 @audience_app.command("build")
@@ -536,7 +565,7 @@ def audience_list() -> None:
 
     project = _project()
     built: dict[str, dict] = {}
-    for v in versions(Warehouse()):
+    for v in versions(Warehouse(reader=True)):
         built.setdefault(v["audience"], v)
     table = Table(title=f"{len(project.order)} audience(s) in audiences/")
     for col in ("audience", "kind", "id type", "refresh", "owner", "version", "size", "built at",
@@ -551,7 +580,7 @@ def audience_list() -> None:
         else:
             status = "[green]current[/green]"
         table.add_row(name, (a.set_op or "where") + (" + limit" if a.limit else ""), a.id_type,
-                      a.refresh, a.owner, str(b["version"]) if b else "",
+                      Text(a.refresh), Text(a.owner), str(b["version"]) if b else "",
                       f"{b['size']:,}" if b else "", f"{b['built_at']:%Y-%m-%d %H:%M}" if b else "",
                       status)
     console.print(table)
@@ -568,7 +597,7 @@ def audience_diff(
     from orchestration.segments.review import diff
     from orchestration.warehouse import Warehouse
 
-    d = diff(Warehouse(), _project(), name, _as_of(as_of), against)
+    d = diff(Warehouse(reader=True), _project(), name, _as_of(as_of), against)
     if d.definition_diff:
         console.print(d.definition_diff, highlight=False, markup=False)
     console.print(f"{name}: {d.before} → working tree: [green]+{d.added:,}[/green] "
@@ -591,7 +620,7 @@ def audience_explain(
     from orchestration.warehouse import Warehouse
 
     project = _project()
-    lines = explain(Warehouse(), project, name, one_id, _as_of(as_of))
+    lines = explain(Warehouse(reader=True), project, name, one_id, _as_of(as_of))
     for line in lines:
         mark = "[green]✓ true [/green]" if line.value else "[red]✗ false[/red]"
         console.print(f"{mark} {'  ' * line.depth}{escape(line.text)}", highlight=False)
@@ -607,12 +636,15 @@ def audience_export(
     id_type: Annotated[str | None, typer.Option(help="Id to export; default: the audience's.")] = None,
     hash_: Annotated[str, typer.Option("--hash", help="none, md5 or sha256 (hex of the value).")] = "none",
     version: Annotated[int | None, typer.Option(help="A kept version; default: the latest.")] = None,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="Ids exactly as stored, for machines: no leading ' on ids a spreadsheet "
+                      "would run as formulas (=, +, -, @).")] = False,
 ) -> None:
     """Write a built version's ids to a CSV file."""
     from orchestration.segments.review import export
     from orchestration.warehouse import Warehouse
 
-    v, written, missing = export(Warehouse(), _project(), name, out, id_type, hash_, version)
+    v, written, missing = export(Warehouse(reader=True), _project(), name, out, id_type, hash_, version, raw)
     console.print(f"{name} version {v}: {written:,} id(s) written to {out}"
                   + (f"; {missing:,} member(s) without that id left out" if missing else ""),
                   soft_wrap=True)
@@ -674,15 +706,24 @@ def bench_deliveries(
 
 
 def main() -> None:
+    """Run `oa`; turn every failure a user can cause into one message and exit code 2."""
+    argv = sys.argv[1:]
+    if "--wait" in argv[: argv.index("--") if "--" in argv else len(argv)]:
+        argv.remove("--wait")  # accepted anywhere: `oa deliver crm --wait`, `oa --wait load ...`
+        os.environ["OA_LOCK_WAIT"] = "forever"
+    from orchestration.locks import forget_writes
+
+    forget_writes()
     try:
-        app(standalone_mode=False)
+        app(args=argv, standalone_mode=False)
+        _publish_snapshot()
     except ValidationFailed as exc:
-        err.print(f"[red]rejected:[/red] {exc}")
+        err.print(f"[red]rejected:[/red] {escape(str(exc))}", highlight=False)
         if exc.report:
             err.print(exc.report, highlight=False, markup=False)
         sys.exit(2)
     except UserError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
@@ -694,7 +735,37 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if "Exit" in names:
             sys.exit(exc.exit_code)
+        missing = _missing_relation(exc)
+        if missing:
+            err.print(f"[red]error:[/red] {escape(missing)}", highlight=False)
+            sys.exit(2)
         raise
+
+
+def _publish_snapshot() -> None:
+    """After a command that wrote the embedded warehouse, refresh the snapshot readers use while
+    another command holds the file."""
+    from orchestration.locks import wrote
+    from orchestration.settings import load_settings
+
+    if wrote():
+        from orchestration.warehouse import publish_snapshot
+
+        publish_snapshot(load_settings())
+
+
+def _missing_relation(exc: Exception) -> str | None:
+    """The message for a command run before the warehouse has what it reads (an empty
+    warehouse, a model not built yet): DuckDB's catalog error or PostgreSQL's undefined table."""
+    kind = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if kind in ("CatalogException", "UndefinedTable", "InvalidSchemaName"):
+        match = re.search(r'(?:Table with name|Schema with name|relation|schema) "?([\w.]+)"? does not exist',
+                          text)
+        what = f"table {match.group(1)}" if match else "a table this command reads"
+        return (f"the warehouse has no {what} yet: load data and build first "
+                "(`make demo`, or `oa load ...` then `oa build`)")
+    return None
 
 
 if __name__ == "__main__":

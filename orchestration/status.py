@@ -22,7 +22,7 @@ def collect(warehouse: Warehouse) -> dict[str, dict[str, int | None]]:
 
 
 def print_status(console: Console) -> None:
-    warehouse = Warehouse()
+    warehouse = Warehouse(reader=True)
     console.print(f"[bold]Warehouse[/bold]: {warehouse.settings.describe()}")
     if warehouse.engine == "duckdb" and not warehouse.settings.duckdb_path.exists():
         console.print("Nothing loaded yet: run `make demo`, or `oa load TABLE FILE`.")

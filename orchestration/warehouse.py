@@ -1,31 +1,46 @@
 """Warehouse access for the Python side (loading, checks, status): DuckDB or PostgreSQL.
 
 dbt owns the models; this module only creates and fills the raw layer and reads results.
-Connections are short-lived because an embedded DuckDB file admits one writing process at a time.
+
+Connections are short-lived because an embedded DuckDB file admits one writing process at a
+time. Processes agree on it through the lock file of `orchestration.locks`: a writer waits for
+it with a message naming the holder (``OA_LOCK_WAIT``; ``oa --wait`` waits as long as it
+takes); a reader (``Warehouse(..., reader=True)``) does not wait but reads the snapshot the last
+writing command published (``publish_snapshot``). See docs/architecture.md, "Concurrent use".
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import os
+import shutil
+import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from orchestration import locks
+from orchestration.errors import ConfigError, UserError
+from orchestration.locks import WarehouseBusy
 from orchestration.raw_tables import QUARANTINE_TABLE, RAW_SCHEMA, RAW_TABLES, RawTable
 from orchestration.settings import Settings, load_settings
 
 _SQL_TYPES = {
     "duckdb": {"text": "VARCHAR", "integer": "BIGINT", "double": "DOUBLE", "date": "DATE",
-               "timestamp": "TIMESTAMP"},
+               "timestamp": "TIMESTAMP", "decimal": "DECIMAL(18,2)"},  # raw_tables.MONEY_*
     "postgres": {"text": "TEXT", "integer": "BIGINT", "double": "DOUBLE PRECISION",
-                 "date": "DATE", "timestamp": "TIMESTAMP"},
+                 "date": "DATE", "timestamp": "TIMESTAMP", "decimal": "NUMERIC(18,2)"},
 }
 
 LOAD_HISTORY_TABLE = "load_history"
+_LOCK_CONFLICT = "Could not set lock"
 
 
 def qident(name: str) -> str:
@@ -40,9 +55,12 @@ def qualified(schema: str, table: str) -> str:
 class Warehouse:
     """A thin handle on the configured warehouse."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, reader: bool = False) -> None:
+        """`reader`: this handle only reads; on DuckDB it opens the file read-only and, while
+        another process writes, reads the published snapshot instead of waiting."""
         self.settings = settings or load_settings()
         self.engine = self.settings.target
+        self.reader = reader
 
     # -- connections -------------------------------------------------------------------------
     @contextmanager
@@ -55,28 +73,99 @@ class Warehouse:
     def session(self, read_only: bool = False) -> Iterator[Any]:
         """A connection for work in several transactions, each opened with `transaction`."""
         if self.engine == "duckdb":
-            import duckdb
+            with self._duckdb(read_only or self.reader) as conn:
+                yield conn
+            return
+        conn = self._open_pg()
+        try:
+            yield conn
+        finally:
+            conn.close()
 
-            path = self.settings.duckdb_path
-            if read_only and not path.exists():
-                raise FileNotFoundError(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = duckdb.connect(str(path), read_only=read_only)
+    @contextmanager
+    def _duckdb(self, read_only: bool) -> Iterator[Any]:
+        """The DuckDB file under our lock: exclusive to write; shared to read, or the snapshot
+        while another process writes."""
+        path, settings = self.settings.duckdb_path, self.settings
+        if read_only and not path.exists():
+            raise UserError(f"there is no warehouse at {path} yet: run `make demo`, or load data with "
+                            "`oa load TABLE FILE` and build it with `oa build`")
+        if not read_only:
+            with locks.exclusive(path, settings.lock_wait):
+                conn = self._connect(path, read_only=False)
+                locks.note_write()
+                try:
+                    yield conn
+                finally:
+                    conn.close()
+            return
+        snapshot = settings.snapshot_path
+        fallback = settings.read_snapshot and snapshot.exists()
+        with locks.shared(path, settings.lock_wait, fallback) as writer:
+            if writer is None:
+                conn = self._connect(path, read_only=True, snapshot=snapshot if fallback else None)
+            else:
+                conn = self._read_snapshot(snapshot, writer)
             try:
-                # the same budget dbt gets (profiles.yml); big loads spill to disk past it
-                conn.execute(f"set memory_limit = '{self.settings.duckdb_memory_limit}'")
-                conn.execute("set preserve_insertion_order = false")
                 yield conn
             finally:
                 conn.close()
-        else:
-            import psycopg2
 
-            conn = psycopg2.connect(self.settings.pg_dsn())
+    def _config(self) -> dict[str, Any]:
+        # the same budget dbt gets (profiles.yml); big loads spill to disk past it. Passed as
+        # configuration, never formatted into SQL.
+        return {"memory_limit": self.settings.duckdb_memory_limit, "preserve_insertion_order": False}
+
+    def _read_snapshot(self, snapshot, writer: str) -> Any:
+        import duckdb
+
+        at = dt.datetime.fromtimestamp(snapshot.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
+        locks.say(f"note: the warehouse is in use by {writer}; reading its snapshot of {at}")
+        try:
+            return duckdb.connect(str(snapshot), read_only=True, config=self._config())
+        except duckdb.Error as exc:
+            raise UserError(f"the warehouse is in use by {writer} and its snapshot {snapshot} cannot be "
+                            f"read ({str(exc).splitlines()[0]}); try again when it is done") from None
+
+    def _connect(self, path, read_only: bool, snapshot=None) -> Any:
+        """duckdb.connect, waiting while a process that does not take our lock file holds the
+        file (a DuckDB shell, a notebook); a reader then reads the snapshot if there is one."""
+        import duckdb
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        while True:
             try:
-                yield conn
-            finally:
-                conn.close()
+                return duckdb.connect(str(path), read_only=read_only, config=self._config())
+            except duckdb.IOException as exc:
+                if _LOCK_CONFLICT not in str(exc):
+                    first = str(exc).splitlines()[0]
+                    raise UserError(f"the warehouse file {path} cannot be opened ({first}); "
+                                    "check OA_DUCKDB_PATH") from None
+                holder = locks.holder_from_duckdb(str(exc))
+            except duckdb.Error as exc:
+                raise ConfigError(f"the warehouse file {path} cannot be opened: {str(exc).splitlines()[0]}; "
+                                  "check OA_DUCKDB_PATH and OA_DUCKDB_MEMORY_LIMIT") from None
+            if snapshot is not None:
+                return self._read_snapshot(snapshot, holder)
+            waited, limit = time.monotonic() - started, self.settings.lock_wait
+            if limit is not None and waited >= limit:
+                raise WarehouseBusy(f"the warehouse {path} is in use by {holder}; wait for it to finish, "
+                                    "or rerun with --wait to queue behind it")
+            locks.say(f"waiting for the warehouse: it is in use by {holder} (Ctrl-C to stop)")
+            time.sleep(locks.POLL_S)
+
+    def _open_pg(self) -> Any:
+        import psycopg2
+
+        try:
+            return psycopg2.connect(self.settings.pg_dsn(), connect_timeout=10)
+        except psycopg2.OperationalError as exc:
+            reason = (str(exc).strip().splitlines() or ["no answer"])[-1]
+            where = self.settings.describe().removeprefix("postgres ")
+            raise ConfigError(f"cannot connect to PostgreSQL at {where}: {reason}; check OA_PG_DSN "
+                              "or PGHOST, PGPORT, PGUSER, PGPASSWORD, "
+                              "PGDATABASE, and that the server is running") from None
 
     @contextmanager
     def transaction(self, conn: Any) -> Iterator[Any]:
@@ -233,6 +322,40 @@ class Warehouse:
         buf.seek(0)
         with conn.cursor() as cur:
             cur.copy_expert(f"copy {target_sql} ({cols}) from stdin with (format csv)", buf)
+
+
+def publish_snapshot(settings: Settings) -> bool:
+    """Copy the embedded warehouse to its read snapshot, for readers while a writer holds it.
+
+    Done under the writer lock (so nobody writes or reads the live file meanwhile), after a
+    checkpoint (so the file holds every commit and there is no WAL to copy), into a temporary
+    file that is then renamed over the snapshot: a reader sees the old snapshot or the new one.
+    False when another process holds the warehouse now (it publishes when it is done) or
+    snapshots are off (OA_READ_SNAPSHOT=off).
+    """
+    import duckdb
+
+    path, snapshot = settings.duckdb_path, settings.snapshot_path
+    if settings.target != "duckdb" or not settings.read_snapshot or not path.exists():
+        return False
+    try:
+        with locks.exclusive(path, wait=0, what="to publish its snapshot"):
+            conn = duckdb.connect(str(path))
+            try:
+                conn.execute("checkpoint")
+            finally:
+                conn.close()
+            fd, tmp = tempfile.mkstemp(dir=snapshot.parent, prefix=snapshot.name + ".", suffix=".tmp")
+            os.close(fd)
+            try:
+                shutil.copyfile(path, tmp)
+                snapshot.with_name(snapshot.name + ".wal").unlink(missing_ok=True)
+                os.replace(tmp, snapshot)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+    except (locks.WarehouseBusy, duckdb.Error):
+        return False  # another process has it now (one that skips our lock file, say)
+    return True
 
 
 def _is_duckdb(conn: Any) -> bool:

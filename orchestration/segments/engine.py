@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 from sqlglot import exp
@@ -30,7 +30,7 @@ from orchestration.segments.compiler import (
     to_sql,
 )
 from orchestration.segments.source import Project
-from orchestration.warehouse import Warehouse, qident, qualified
+from orchestration.warehouse import Warehouse, WarehouseBusy, qident, qualified
 
 MEMBERS = qualified(AUDIENCE_SCHEMA, MEMBERS_TABLE)
 VERSIONS = qualified(AUDIENCE_SCHEMA, VERSIONS_TABLE)
@@ -60,6 +60,8 @@ class BuildReport:
 
 
 def ensure_tables(wh: Warehouse, conn) -> None:
+    if wh.reader:  # a read-only handle finds them or reports them missing; it creates nothing
+        return
     txt, big = wh.sql_type("text"), wh.sql_type("integer")
     ts, day = wh.sql_type("timestamp"), wh.sql_type("date")
     wh.execute(conn, f"create schema if not exists {qident(AUDIENCE_SCHEMA)}")
@@ -109,6 +111,9 @@ def stage_uploads(wh: Warehouse, conn, project: Project, requirements: list[Requ
         if wh.execute(conn, f"select count(*) from {UPLOADS} where upload = %s", [req.name])[0][0]:
             continue
         upload = by_digest[req.name]
+        if wh.reader:
+            raise UserError(f"the upload list {upload.file} is not in the warehouse snapshot this command "
+                            "reads while another process writes; try again when it is done")
         n = len(upload.ids)
         wh.insert_arrow(conn, UPLOADS, pa.table({
             "upload": pa.array([upload.digest] * n), "id_type": pa.array([upload.id_type] * n),
@@ -360,10 +365,36 @@ def latest(wh: Warehouse, name: str) -> dict | None:
     return rows[0] if rows else None
 
 
+def _stage_for_reader(wh: Warehouse, project: Project, requirements: list[Requirement]) -> None:
+    """A reading command whose audience reads an upload list not staged yet stages it first, if
+    it can have the warehouse now; while another process writes it is refused instead of waiting."""
+    uploads = [req for req in requirements if req.kind == "upload"]
+    if not uploads:
+        return
+    with wh.connect() as conn:
+        staged = (wh.table_exists(AUDIENCE_SCHEMA, UPLOADS_TABLE, conn) and {
+            r[0] for r in wh.execute(conn, f"select distinct upload from {UPLOADS}")})
+    missing = [req for req in uploads if not staged or req.name not in staged]
+    if not missing:
+        return
+    writer = Warehouse(replace(wh.settings, lock_wait=0))  # a small write: no queueing for it
+    try:
+        with writer.connect() as conn:
+            ensure_tables(writer, conn)
+            stage_uploads(writer, conn, project, missing)
+    except WarehouseBusy:
+        by_digest = {u.digest: u.file for u in project.uploads.values()}
+        files = ", ".join(sorted(by_digest.get(req.name, req.name) for req in missing))
+        raise UserError(f"the upload list {files} is not in the warehouse yet, and another process "
+                        "writes it now; try again when it is done (or `oa audience build` it)") from None
+
+
 def ready_sql(wh: Warehouse, project: Project, name: str, today: dt.date) -> str:
     """An audience's live query for this warehouse, its inputs checked and its uploads loaded:
     for counting, previewing and diffing without saving a version."""
     compiled = project.compile(name, today)
+    if wh.reader:
+        _stage_for_reader(wh, project, compiled.requirements)
     with wh.connect() as conn:
         ensure_tables(wh, conn)
         check_inputs(wh, conn, compiled.requirements, set())

@@ -9,9 +9,11 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 
 from orchestration.analysis.catalog import Catalog
 from orchestration.analysis.metadata import chart_metadata
+from orchestration.build import holding_warehouse
 from orchestration.dbt_project import DBT_PROJECT, ensure_manifest
 from orchestration.raw_tables import RAW_SCHEMA
 from orchestration.resources import WarehouseResource
+from orchestration.warehouse import publish_snapshot
 
 TABLE_MATERIALIZATIONS = {"table", "incremental", "seed", "connected_components"}
 
@@ -55,8 +57,9 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     dbt process writes it; then each table gets its row count, and the RFM models and
     aipl_daily their charts (PNG).
     """
-    invocation = dbt.cli(["build"], context=context)
-    events = list(invocation.stream())
+    with holding_warehouse():  # another process may hold the embedded file: wait for it
+        invocation = dbt.cli(["build"], context=context)
+        events = list(invocation.stream())
     nodes = invocation.manifest["nodes"]
     relations: dict[str, tuple[str, str]] = {}
     for event in events:
@@ -67,6 +70,7 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                 relations[node["unique_id"]] = (node["schema"], node["alias"])
     wh = warehouse.get()
     counts = wh.row_counts(list(relations.values())) if relations else {}
+    publish_snapshot(wh.settings)  # readers see this build while the next writer holds the file
     catalog = Catalog(invocation.manifest)
     for event in events:
         unique_id = event.metadata.get("unique_id") if hasattr(event, "metadata") else None

@@ -1,0 +1,66 @@
+"""What every hostile-input test asserts: the command was refused with exit code 2 and a message
+that names the thing, printed without a traceback, and nothing in the warehouse changed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+
+from orchestration.warehouse import Warehouse, qualified
+
+
+def assert_refused(done: subprocess.CompletedProcess, *needles: str) -> str:
+    """The command exited 2, printed no traceback, and its output holds every needle."""
+    out = (done.stdout or "") + (done.stderr or "")
+    assert done.returncode == 2, f"exit {done.returncode}, expected 2:\n{out[-4000:]}"
+    assert "Traceback" not in out, out[-4000:]
+    for needle in needles:
+        assert needle in out, f"{needle!r} not in the output:\n{out[-4000:]}"
+    return out
+
+
+def table_counts(wh: Warehouse, schemas: Iterable[str] | None = None) -> dict[str, int]:
+    """Row counts of every table of the warehouse (or of `schemas`), by schema.table: compare the
+    counts before and after a refused command to prove it wrote nothing."""
+    if wh.engine == "duckdb" and not wh.settings.duckdb_path.exists():
+        return {}
+    rows = wh.query(
+        "select table_schema, table_name from information_schema.tables "
+        "where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema')")
+    wanted = set(schemas) if schemas is not None else None
+    out = {}
+    with wh.connect(read_only=wh.engine == "duckdb") as conn:
+        for schema, table in sorted(rows):
+            if wanted is None or schema in wanted:
+                sql = f"select count(*) from {qualified(schema, table)}"
+                out[f"{schema}.{table}"] = int(wh.execute(conn, sql)[0][0])
+    return out
+
+
+def oa_in_process(args: Iterable[str], env: Mapping[str, str], monkeypatch,
+                  capsys) -> subprocess.CompletedProcess:
+    """`oa ARGS` through the script's entry point (`cli.main`) in this process, with `env` as its
+    whole OA_/PG environment: one import for many commands. A traceback would surface here as
+    the exception itself. Whatever a command exports to the environment is undone."""
+    from orchestration import cli
+
+    args = list(args)
+    with monkeypatch.context() as m:
+        for key in [k for k in os.environ if k.startswith(("OA_", "PG"))]:
+            m.delenv(key)
+        for key in ("OA_TARGET", "OA_DUCKDB_PATH", "OA_DUCKDB_MEMORY_LIMIT", "OA_TIMEZONE", "OA_LOCK_WAIT",
+                    "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"):
+            m.delenv(key, raising=False)  # recorded, so what a command exports is undone
+        for key, value in env.items():
+            m.setenv(key, value)
+        m.setattr(sys, "argv", ["oa", *args])
+        capsys.readouterr()
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+    return subprocess.CompletedProcess(["oa", *args], code, captured.out, captured.err)
