@@ -46,6 +46,9 @@ WIRE_ID_TYPES = {
 }
 _SPACE = re.compile(r"\s+")
 _SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII only: int() also takes "١٢", "1_2" and 4,000 digits
+# The signature ignores white space, so a nonce must have none: "n0nce" and "n0nce " would sign
+# alike and pass a replay check that compares them as strings.
+_NONCE = re.compile(r"[0-9A-Za-z_-]{1,128}")
 
 
 def sign(secret: str, timestamp: str, nonce: str) -> str:
@@ -59,7 +62,8 @@ def sign(secret: str, timestamp: str, nonce: str) -> str:
 def signature_matches(secret: str, timestamp: str, nonce: str, signature: str | None) -> bool:
     """Whether `signature` is the contract's signature of the request. Never with an empty secret:
     its signature is the empty string, which anyone can send."""
-    if not secret or not signature:
+    if not secret or not signature or not _NONCE.fullmatch(nonce or "") \
+            or not _SECONDS.fullmatch(timestamp or ""):
         return False
     return hmac.compare_digest(sign(secret, timestamp, nonce).encode(),
                                signature.encode("utf-8", "replace"))

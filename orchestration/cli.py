@@ -711,9 +711,10 @@ def main() -> None:
     if "--wait" in argv[: argv.index("--") if "--" in argv else len(argv)]:
         argv.remove("--wait")  # accepted anywhere: `oa deliver crm --wait`, `oa --wait load ...`
         os.environ["OA_LOCK_WAIT"] = "forever"
-    from orchestration.locks import forget_writes
+    from orchestration import locks
 
-    forget_writes()
+    locks.forget_writes()
+    locks.keep_until_done()  # a command that wrote keeps the warehouse until its snapshot is out
     try:
         app(args=argv, standalone_mode=False)
         _publish_snapshot()
@@ -740,6 +741,8 @@ def main() -> None:
             err.print(f"[red]error:[/red] {escape(missing)}", highlight=False)
             sys.exit(2)
         raise
+    finally:
+        locks.release_kept()
 
 
 def _publish_snapshot() -> None:

@@ -29,6 +29,8 @@ from orchestration.errors import UserError
 
 _guard = threading.Lock()
 _held: dict[str, list[int]] = {}  # lock file -> [fd, depth] held exclusively by this process
+_taking: dict[str, threading.Lock] = {}  # one thread of this process takes a lock file at a time
+_keep = False  # hold a writer lock, once taken, until release_kept() (one command per process)
 _said: set[str] = set()
 _wrote = False  # this process wrote an embedded warehouse (the CLI then publishes its snapshot)
 POLL_S = 0.2
@@ -71,7 +73,7 @@ def command_of(argv: list[str]) -> str:
     the options and paths after it (they may hold secrets)."""
     if argv and os.path.basename(argv[0]).startswith("python") and len(argv) > 1:
         argv = argv[2:] if argv[1] == "-m" else argv[1:]
-    if not argv:
+    if not argv or argv[0].startswith("-"):  # python -c '…': the code is nobody's business
         return "python"
     words = [os.path.basename(argv[0])]
     for word in argv[1:4]:
@@ -102,7 +104,7 @@ def _holder(path: Path) -> str:
         text = path.read_text(errors="replace").strip()
     except OSError:
         text = ""
-    return text or "another process"
+    return text or "other commands reading it"
 
 
 def _acquire(fd: int, mode: int, path: Path, wait: float | None, what: str) -> None:
@@ -122,7 +124,7 @@ def _acquire(fd: int, mode: int, path: Path, wait: float | None, what: str) -> N
                 + (f" (waited {waited:.0f} s)" if waited >= 1 else "")
                 + "; wait for it to finish, or rerun with --wait to queue behind it")
         say(f"waiting for the warehouse ({what}): it is in use by {holder} "
-            + ("(Ctrl-C to stop)" if wait is None else f"(up to {wait:.0f} s; Ctrl-C to stop)"))
+            + ("(Ctrl-C to stop)" if wait is None else f"(up to {wait:g} s; Ctrl-C to stop)"))
         time.sleep(POLL_S)
 
 
@@ -132,36 +134,71 @@ def holds(db: Path) -> bool:
         return str(lock_file(db)) in _held
 
 
-@contextmanager
-def exclusive(db: Path, wait: float | None, what: str = "to write") -> Iterator[None]:
-    """Hold the writer lock of `db` for the block (re-entrant within this process)."""
-    path = lock_file(db)
+def keep_until_done() -> None:
+    """From now on, a writer lock this process takes is kept when its block ends, until
+    `release_kept()`: a command that wrote keeps the warehouse until it has published its
+    snapshot, so no writer that queued behind it slips in before the snapshot is whole."""
+    global _keep
+    _keep = True
+
+
+def release_kept() -> None:
+    """Let go of every writer lock kept by `keep_until_done` (and stop keeping)."""
+    global _keep
+    _keep = False
+    with _guard:
+        for key, entry in list(_held.items()):
+            if entry[1] == 0:
+                del _held[key]
+                _release(entry[0])
+
+
+def _release(fd: int) -> None:
+    try:
+        os.ftruncate(fd, 0)  # nobody holds it now: the next waiter must not name us
+    except OSError:
+        pass
+    os.close(fd)  # closing the descriptor releases the flock
+
+
+def _enter(path: Path, wait: float | None, what: str) -> str:
+    """Take the writer lock of a lock file, or one more level of the one this process holds."""
     key = str(path)
     with _guard:
-        entry = _held.get(key)
-        if entry is not None:
-            entry[1] += 1
-    if entry is None:
+        taking = _taking.setdefault(key, threading.Lock())
+    with taking:  # another thread of ours taking it meanwhile would wait on our own lock
+        with _guard:
+            entry = _held.get(key)
+            if entry is not None:
+                entry[1] += 1
+                return key
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             _acquire(fd, fcntl.LOCK_EX, path, wait, what)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"PID {os.getpid()} ({command_of(sys.argv)})".encode(), 0)
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"PID {os.getpid()} ({command_of(sys.argv)})".encode(), 0)
         with _guard:
             _held[key] = [fd, 1]
+    return key
+
+
+@contextmanager
+def exclusive(db: Path, wait: float | None, what: str = "to write") -> Iterator[None]:
+    """Hold the writer lock of `db` for the block (re-entrant within this process)."""
+    key = _enter(lock_file(db), wait, what)
     try:
         yield
     finally:
         with _guard:
             entry = _held[key]
             entry[1] -= 1
-            if entry[1] == 0:
+            if entry[1] == 0 and not _keep:
                 del _held[key]
-                os.close(entry[0])  # closing the descriptor releases the flock
+                _release(entry[0])
 
 
 @contextmanager

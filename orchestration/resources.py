@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import dagster as dg
@@ -18,8 +19,18 @@ class WarehouseResource(dg.ConfigurableResource):
 
     target: str = ""
 
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """A step that wrote the embedded warehouse publishes its read snapshot when it ends."""
+        from orchestration import locks
+        from orchestration.warehouse import publish_snapshot
+
+        if locks.wrote():
+            publish_snapshot(self.get().settings)
+            locks.forget_writes()
+
     def get(self) -> Warehouse:
         settings = load_settings()
         if self.target and self.target != settings.target:
             settings = load_settings(dict(os.environ, OA_TARGET=self.target))
-        return Warehouse(settings)
+        # a scheduled run queues behind whatever holds the embedded warehouse, however long
+        return Warehouse(dataclasses.replace(settings, lock_wait=None))

@@ -61,6 +61,7 @@ class Warehouse:
         self.settings = settings or load_settings()
         self.engine = self.settings.target
         self.reader = reader
+        self._read_from: str | None = None  # "live" or "snapshot": one command reads one of them
 
     # -- connections -------------------------------------------------------------------------
     @contextmanager
@@ -99,13 +100,26 @@ class Warehouse:
                 finally:
                     conn.close()
             return
+        if locks.holds(path):  # this process writes it: DuckDB allows one configuration per file
+            with self._duckdb(read_only=False) as conn:
+                yield conn
+            return
         snapshot = settings.snapshot_path
-        fallback = settings.read_snapshot and snapshot.exists()
+        if self._read_from == "snapshot":  # stay on it: a mix of two states could disagree
+            conn = self._read_snapshot(snapshot, None)
+            try:
+                yield conn
+            finally:
+                conn.close()
+            return
+        # a handle that read the live file waits for a writer rather than switch to an older state
+        fallback = settings.read_snapshot and snapshot.exists() and self._read_from is None
         with locks.shared(path, settings.lock_wait, fallback) as writer:
             if writer is None:
                 conn = self._connect(path, read_only=True, snapshot=snapshot if fallback else None)
             else:
                 conn = self._read_snapshot(snapshot, writer)
+            self._read_from = "snapshot" if writer is not None or self._read_from == "snapshot" else "live"
             try:
                 yield conn
             finally:
@@ -116,11 +130,14 @@ class Warehouse:
         # configuration, never formatted into SQL.
         return {"memory_limit": self.settings.duckdb_memory_limit, "preserve_insertion_order": False}
 
-    def _read_snapshot(self, snapshot, writer: str) -> Any:
+    def _read_snapshot(self, snapshot, writer: str | None) -> Any:
+        """The read snapshot; `writer` (who holds the live file) is named in a note, once."""
         import duckdb
 
-        at = dt.datetime.fromtimestamp(snapshot.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
-        locks.say(f"note: the warehouse is in use by {writer}; reading its snapshot of {at}")
+        if writer is not None:
+            at = dt.datetime.fromtimestamp(snapshot.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
+            locks.say(f"note: the warehouse is in use by {writer}; reading its snapshot of {at}")
+        writer = writer or "another process"
         try:
             return duckdb.connect(str(snapshot), read_only=True, config=self._config())
         except duckdb.Error as exc:
@@ -147,6 +164,7 @@ class Warehouse:
                 raise ConfigError(f"the warehouse file {path} cannot be opened: {str(exc).splitlines()[0]}; "
                                   "check OA_DUCKDB_PATH and OA_DUCKDB_MEMORY_LIMIT") from None
             if snapshot is not None:
+                self._read_from = "snapshot"
                 return self._read_snapshot(snapshot, holder)
             waited, limit = time.monotonic() - started, self.settings.lock_wait
             if limit is not None and waited >= limit:
@@ -340,11 +358,13 @@ def publish_snapshot(settings: Settings) -> bool:
         return False
     try:
         with locks.exclusive(path, wait=0, what="to publish its snapshot"):
-            conn = duckdb.connect(str(path))
+            conn = duckdb.connect(str(path), config=Warehouse(settings)._config())
             try:
                 conn.execute("checkpoint")
             finally:
                 conn.close()
+            for stale in snapshot.parent.glob(snapshot.name + ".*.tmp"):  # left by a killed copy
+                stale.unlink(missing_ok=True)
             fd, tmp = tempfile.mkstemp(dir=snapshot.parent, prefix=snapshot.name + ".", suffix=".tmp")
             os.close(fd)
             try:
@@ -355,6 +375,10 @@ def publish_snapshot(settings: Settings) -> bool:
                 Path(tmp).unlink(missing_ok=True)
     except (locks.WarehouseBusy, duckdb.Error):
         return False  # another process has it now (one that skips our lock file, say)
+    except OSError as exc:  # a full disk, say: the command itself succeeded
+        locks.say(f"warning: the read snapshot {snapshot} was not refreshed ({exc.strerror or exc}); "
+                  "readers see an older one while another command writes")
+        return False
     return True
 
 

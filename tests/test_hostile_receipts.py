@@ -372,3 +372,20 @@ def test_unauthenticated_requests_are_counted_not_spooled(dests, tmp_path, caplo
     warnings = [r.getMessage() for r in caplog.records if r.name == "oa.receipts"]
     assert warnings == ["crm_a: 1 unauthenticated request(s) refused since the endpoint started "
                         "(last: signature: signature does not match)"]  # then at most once a minute
+
+
+def test_a_nonce_with_white_space_cannot_replay_a_signed_request():
+    """The contract's signature ignores white space; a nonce that differs only by it must not
+    pass as a fresh one (the replay check compares nonces as strings)."""
+    from connectors.webhook import SignatureError, SignatureVerifier, sign, signature_matches
+
+    ts, nonce = str(int(time.time())), "a1" * 16
+    signature = sign("k3y", ts, nonce)
+    assert signature_matches("k3y", ts, nonce, signature)
+    for twin in (nonce + " ", nonce[:10] + "\u3000" + nonce[10:], nonce + "\n"):
+        assert sign("k3y", ts, twin) == signature  # the contract cannot tell them apart...
+        assert not signature_matches("k3y", ts, twin, signature)  # ...so we refuse the form
+    verifier = SignatureVerifier("k3y")
+    verifier.verify(ts, nonce, signature)
+    with pytest.raises(SignatureError):
+        verifier.verify(ts, nonce + " ", signature)

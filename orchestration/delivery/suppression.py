@@ -79,5 +79,7 @@ def insert_entries(wh: Warehouse, conn, id_type: str, values: list[str], reason:
 def summary(wh: Warehouse) -> list[tuple]:
     with wh.connect() as conn:
         store.ensure_tables(wh, conn)
+        if wh.reader and not wh.table_exists(store.SCHEMA, "suppression_list", conn):
+            return []  # nothing suppressed yet, and a reader creates nothing
         return wh.execute(conn, f"select channel, id_type, reason, count(*), max(created_at) from "
                                 f"{store.SUPPRESSION} group by channel, id_type, reason order by 1, 2, 3")

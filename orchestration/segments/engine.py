@@ -350,6 +350,8 @@ def versions(wh: Warehouse, name: str | None = None, kept_only: bool = True) -> 
     still held, otherwise every build's statistics."""
     with wh.connect() as conn:
         ensure_tables(wh, conn)
+        if wh.reader and not wh.table_exists(AUDIENCE_SCHEMA, VERSIONS_TABLE, conn):
+            return []  # nothing built yet, and a reader creates nothing
         clauses = (["audience = %s"] if name else []) + (["kept"] if kept_only else [])
         where = f"where {' and '.join(clauses)}" if clauses else ""
         rows = wh.execute(conn, f"select audience, version, definition_hash, built_at, as_of, id_type, "

@@ -57,9 +57,12 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     dbt process writes it; then each table gets its row count, and the RFM models and
     aipl_daily their charts (PNG).
     """
+    wh = warehouse.get()
     with holding_warehouse():  # another process may hold the embedded file: wait for it
         invocation = dbt.cli(["build"], context=context)
         events = list(invocation.stream())
+        # still holding it: readers get this build's snapshot before any queued writer starts
+        publish_snapshot(wh.settings)
     nodes = invocation.manifest["nodes"]
     relations: dict[str, tuple[str, str]] = {}
     for event in events:
@@ -68,9 +71,7 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
             node = nodes.get(unique_id.value if unique_id else "", {})
             if node.get("config", {}).get("materialized") in TABLE_MATERIALIZATIONS:
                 relations[node["unique_id"]] = (node["schema"], node["alias"])
-    wh = warehouse.get()
     counts = wh.row_counts(list(relations.values())) if relations else {}
-    publish_snapshot(wh.settings)  # readers see this build while the next writer holds the file
     catalog = Catalog(invocation.manifest)
     for event in events:
         unique_id = event.metadata.get("unique_id") if hasattr(event, "metadata") else None
