@@ -369,12 +369,16 @@ def publish_snapshot(settings: Settings) -> bool:
             os.close(fd)
             try:
                 shutil.copyfile(path, tmp)
+                os.chmod(tmp, path.stat().st_mode & 0o777)  # readable by whoever reads the warehouse
                 snapshot.with_name(snapshot.name + ".wal").unlink(missing_ok=True)
                 os.replace(tmp, snapshot)
             finally:
                 Path(tmp).unlink(missing_ok=True)
-    except (locks.WarehouseBusy, duckdb.Error):
-        return False  # another process has it now (one that skips our lock file, say)
+    except locks.WarehouseBusy:
+        return False  # another process has it now: it publishes when it is done
+    except duckdb.Error as exc:
+        locks.say(f"warning: the read snapshot was not refreshed ({str(exc).splitlines()[0]})")
+        return False
     except OSError as exc:  # a full disk, say: the command itself succeeded
         locks.say(f"warning: the read snapshot {snapshot} was not refreshed ({exc.strerror or exc}); "
                   "readers see an older one while another command writes")
