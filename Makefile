@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 OA_HOME ?= $(CURDIR)/.openaudience
 DAGSTER_HOME ?= $(OA_HOME)/dagster
 
-.PHONY: install demo test ui lock clean
+.PHONY: install demo lint test test-fast ui lock clean
 
 # Pinned installs from requirements.lock (resolved from pyproject.toml by `make lock`).
 $(STAMP): pyproject.toml requirements.lock
@@ -21,13 +21,20 @@ install: $(STAMP)
 demo: install
 	$(BIN)/oa demo
 
-test: install
-	$(BIN)/ruff check orchestration tests connectors ml
+lint: install
+	$(BIN)/ruff check openaudience orchestration tests connectors ml
+	$(BIN)/lint-imports --no-cache
+
+test: lint
 	$(BIN)/python -m pytest
 
+# The edit loop: everything but the tests that build the dbt project (`-m slow`), in about 2 minutes.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow" -q
+
 ui: install
-	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/python -c "from orchestration.run_nightly import ensure_dagster_home; ensure_dagster_home()"
-	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/python -c "from orchestration.launch import ensure_dagster_home; ensure_dagster_home()"
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11

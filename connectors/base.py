@@ -4,7 +4,7 @@ A connector says what it accepts (`Capabilities`), checks a planned delivery bef
 sent (`check`), and delivers one batch of member changes (`deliver`), answering per member. It
 raises `TransientError` for what may succeed when tried again (a 500, a timeout, a reset, a 429)
 and returns a failed `Outcome` for what never will (a 400, an id the channel refuses). The sync
-engine (orchestration/delivery) owns retries, rate limits, the log and idempotency.
+engine (openaudience/delivery) owns retries, rate limits, the log and idempotency.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class Outcome:
     code: str = ""
     message: str = ""
     external_id: str = ""
+
+
+class ConnectorConfigError(Exception):
+    """The destination's configuration or credentials are wrong: no retry will help. The
+    delivery engine stops the run (the rest stays pending) and the CLI prints the message."""
 
 
 class TransientError(Exception):

@@ -27,6 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from connectors.base import ID_FORMS, Capabilities, Connector, Member, Outcome
+from connectors.identifiers import audience_id_types
 from connectors.spreadsheet import neutralise_all
 
 FORMATS = ("csv", "parquet")
@@ -49,8 +50,7 @@ class FileSettings:
 class FileConnector(Connector):
     capabilities = Capabilities(
         channel="file",
-        id_forms={t: ID_FORMS for t in (
-            "one_id", "member_id", "mobile", "email", "openid", "unionid", "imei", "idfa", "oaid")},
+        id_forms={t: ID_FORMS for t in audience_id_types()},
         supports_removals=True,
         is_message=False,
         max_batch_size=1_000_000,

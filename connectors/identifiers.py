@@ -1,11 +1,17 @@
 """Id normalisation and hashing, one policy for every channel.
 
 Quick Audience leaves the normalisation before hashing unspecified; ours is explicit, so that a
-hashed id matches what a platform computes from the same person:
+hashed id matches what a platform computes from the same person, and the same as the warehouse's.
+Which rule an id type follows is data: the `normalisation` column of the id-type registry,
+`seeds/id_types.csv`, which dbt reads too (`macros/normalize.sql`). The rules are code, in both
+places, and a test runs both over one hostile corpus and requires equal results:
 
-- mobile: digits only, a leading 86 / +86 dropped, then the 11-digit mainland number;
-- email: trimmed and lower-cased;
-- idfa: upper-case; imei, oaid, mac: lower-case; every other id: trimmed.
+- trim: white space off both ends (ASCII white space, U+00A0, U+3000); nothing left is an error;
+- lower / upper: trimmed, then ASCII letters lower- or upper-cased (as on every SQL engine);
+- email: trimmed, ASCII-lower-cased, and it must hold an @;
+- mobile_cn: the digits 0-9 alone, a leading 86 dropped, then an 11-digit mainland number.
+
+An id type the registry lacks is trimmed, as in SQL.
 
 `hashed(value, "md5" | "sha256")` is the lower-case hex digest of the UTF-8 normalised value.
 
@@ -19,14 +25,23 @@ ciphertext, which is what matching needs and, as with a hash, shows which rows a
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-_NOT_DIGIT = re.compile(r"\D+")
-_MAINLAND_MOBILE = re.compile(r"1[3-9]\d{9}")
+REGISTRY_FILE = Path(__file__).resolve().parents[1] / "seeds" / "id_types.csv"
+RULES = ("trim", "lower", "upper", "email", "mobile_cn")
+_SPACE = " \t\n\v\f\r\u00a0\u3000"
+_NOT_DIGIT = re.compile(r"[^0-9]+")  # ASCII: `\D` would keep other scripts' digits
+_MAINLAND_MOBILE = re.compile(r"1[3-9][0-9]{9}")
+_TO_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_TO_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _AES_KEY = re.compile(r"[0-9A-Fa-f]{16}")
 
 
@@ -34,26 +49,103 @@ class IdError(ValueError):
     """An id that cannot be normalised for its type."""
 
 
-def normalise(id_type: str, value: str) -> str:
-    text = str(value).strip()
-    if not text:
-        raise IdError(f"empty {id_type}")
-    if id_type == "mobile":
+class RegistryError(ValueError):
+    """The id-type registry (seeds/id_types.csv) is malformed."""
+
+
+@dataclass(frozen=True)
+class IdType:
+    name: str
+    label: str
+    is_device: bool
+    is_marketable: bool
+    normalisation: str
+    in_audiences: bool
+
+
+@cache
+def registry(path: Path = REGISTRY_FILE) -> dict[str, IdType]:
+    """The id types of `seeds/id_types.csv`, in file order."""
+    out: dict[str, IdType] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            def flag(column: str, row=row, line=line) -> bool:
+                value = (row.get(column) or "").strip().lower()
+                if value not in ("true", "false"):
+                    raise RegistryError(f"{path}:{line}: {column} must be true or false, not {value!r}")
+                return value == "true"
+
+            name, rule = row.get("id_type") or "", row.get("normalisation") or ""
+            for column, value in (("id_type", name), ("normalisation", rule)):
+                if value != value.strip():  # dbt's seed keeps it: SQL and Python would differ
+                    raise RegistryError(f"{path}:{line}: {column} {value!r} has white space around it")
+            if not name or name in out:
+                raise RegistryError(f"{path}:{line}: id_type {name!r} is empty or repeated")
+            if rule not in RULES:
+                raise RegistryError(f"{path}:{line}: normalisation {rule!r} of {name} is not one of "
+                                    f"{', '.join(RULES)}")
+            out[name] = IdType(name, row.get("label") or name, flag("is_device"), flag("is_marketable"),
+                               rule, flag("in_audiences"))
+    return out
+
+
+def id_types() -> tuple[str, ...]:
+    """Every id type of the registry."""
+    return tuple(registry())
+
+
+def audience_id_types() -> tuple[str, ...]:
+    """The id types an audience can be built on and delivered by (columns of user_tags)."""
+    return tuple(name for name, t in registry().items() if t.in_audiences)
+
+
+def normalise_by_rule(rule: str, value: str) -> str:
+    """`value` in the canonical form of `rule`; IdError where SQL's `normalize_by_rule` gives NULL."""
+    text = str(value)
+    if rule == "mobile_cn":
         digits = _NOT_DIGIT.sub("", text)
         if len(digits) == 13 and digits.startswith("86"):
             digits = digits[2:]
         if not _MAINLAND_MOBILE.fullmatch(digits):
             raise IdError(f"{value!r} is not an 11-digit mainland mobile")
         return digits
-    if id_type == "email":
+    text = text.strip(_SPACE)
+    if not text:
+        raise IdError("an empty id")
+    if rule == "email":
         if "@" not in text:
             raise IdError(f"{value!r} is not an e-mail address")
-        return text.lower()
-    if id_type == "idfa":
-        return text.upper()
-    if id_type in ("imei", "oaid", "mac"):
-        return text.lower()
+        return text.translate(_TO_LOWER)
+    if rule == "lower":
+        return text.translate(_TO_LOWER)
+    if rule == "upper":
+        return text.translate(_TO_UPPER)
     return text
+
+
+def normalise(id_type: str, value: str) -> str:
+    """`value` as the warehouse holds ids of `id_type` (the registry's rule; trim if unknown)."""
+    known = registry().get(id_type)
+    try:
+        return normalise_by_rule(known.normalisation if known else "trim", value)
+    except IdError as exc:
+        if str(exc) == "an empty id":
+            raise IdError(f"empty {id_type}") from None
+        raise
+
+
+def mask(id_type: str, value: str) -> str:
+    """An id as a person may see it in a UI or a log: enough to tell ids apart, not to contact
+    anyone. one_id (ours, meaningless outside) is shown whole."""
+    text = str(value)
+    if id_type == "one_id":
+        return text
+    if id_type == "mobile" and len(text) == 11:
+        return f"{text[:3]}****{text[-4:]}"
+    if id_type == "email" and "@" in text:
+        local, _, domain = text.rpartition("@")
+        return f"{local[:1]}***@{domain}"
+    return f"{text[:2]}***{text[-2:]}" if len(text) > 8 else "***"
 
 
 def check_aes_key(key: str) -> bytes:

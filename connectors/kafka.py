@@ -17,10 +17,18 @@ import json
 import threading
 from dataclasses import dataclass, field
 
-from connectors.base import ID_FORMS, Capabilities, Connector, Member, Outcome, TransientError
+from connectors.base import (
+    ID_FORMS,
+    Capabilities,
+    Connector,
+    ConnectorConfigError,
+    Member,
+    Outcome,
+    TransientError,
+)
+from connectors.identifiers import audience_id_types
 
-AUDIENCE_ID_TYPES = ("one_id", "member_id", "mobile", "email", "openid", "unionid", "imei", "idfa",
-                     "oaid")
+AUDIENCE_ID_TYPES = audience_id_types()
 
 
 @dataclass(frozen=True)
@@ -63,10 +71,9 @@ class KafkaConnector(Connector):
             raise TransientError(f"brokers {self.settings.bootstrap_servers} did not answer: {exc}") from None
         meta = topics.get(self.settings.topic)
         if meta is None or meta.error is not None or not meta.partitions:
-            from orchestration.errors import ConfigError
-
-            raise ConfigError(f"destination {self.settings.destination}: topic {self.settings.topic!r} "
-                              f"does not exist on {self.settings.bootstrap_servers}; create it first")
+            raise ConnectorConfigError(
+                f"destination {self.settings.destination}: topic {self.settings.topic!r} "
+                f"does not exist on {self.settings.bootstrap_servers}; create it first")
 
     def close(self) -> None:
         if self.producer is not None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from connectors.base import Capabilities, Connector, Member, Outcome, TransientError
+from connectors.base import Capabilities, Connector, ConnectorConfigError, Member, Outcome, TransientError
 from connectors.http import send
 
 PAGE_SIZE = 1000
@@ -80,10 +80,9 @@ class SmsConnector(Connector):
         reply = send(self.session, "POST", s.base_url.rstrip("/") + path, f"SMS platform {path}",
                      s.timeout_s, headers=headers, data=json.dumps(body, ensure_ascii=False).encode("utf-8"))
         if reply.status_code in (401, 403):
-            from orchestration.errors import ConfigError
-
-            raise ConfigError(f"destination {s.destination}: the SMS platform refused the credentials "
-                              f"(HTTP {reply.status_code} from {path})")
+            raise ConnectorConfigError(
+                f"destination {s.destination}: the SMS platform refused the credentials "
+                f"(HTTP {reply.status_code} from {path})")
         try:
             answer = reply.json()
         except ValueError:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 
-from connectors.base import Capabilities, Connector, Member, Outcome, TransientError
+from connectors.base import Capabilities, Connector, ConnectorConfigError, Member, Outcome, TransientError
 
 TEMPLATE_NAMES = ("email", "unsubscribe_url")
 
@@ -194,11 +194,9 @@ class SmtpConnector(Connector):
                                    ("text", settings.text, False)):
             problems = template_problems(source, html) if source else []
             if problems:  # destination files are checked when loaded: this guards other callers
-                from orchestration.errors import ConfigError
-
                 line, message = problems[0]
-                raise ConfigError(f"destination {settings.destination}: the {name} template, "
-                                  f"line {line}: {message}")
+                raise ConnectorConfigError(f"destination {settings.destination}: the {name} template, "
+                                           f"line {line}: {message}")
         self.subject = template_environment(False).from_string(settings.subject)
         self.html = template_environment(True).from_string(settings.html) if settings.html else None
         self.text = template_environment(False).from_string(settings.text) if settings.text else None
@@ -239,10 +237,8 @@ class SmtpConnector(Connector):
             if s.username:
                 smtp.login(s.username, s.password or "")
         except smtplib.SMTPAuthenticationError as exc:
-            from orchestration.errors import ConfigError
-
-            raise ConfigError(f"destination {s.destination}: the SMTP server refused the login "
-                              f"({exc.smtp_code})") from None
+            raise ConnectorConfigError(f"destination {s.destination}: the SMTP server refused the login "
+                                       f"({exc.smtp_code})") from None
         except (OSError, smtplib.SMTPException) as exc:
             raise TransientError(f"SMTP {s.host}:{s.port}: {type(exc).__name__}: {exc}") from None
         return smtp

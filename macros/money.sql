@@ -1,5 +1,5 @@
 {#- Money is exact: DECIMAL(18, 2) on DuckDB, NUMERIC(18, 2) on PostgreSQL, the raw contract's
-    "decimal" type (orchestration/raw_tables.py: MONEY_PRECISION, MONEY_SCALE). A double cannot
+    "decimal" type (openaudience/core/schema/raw.py: MONEY_PRECISION, MONEY_SCALE). A double cannot
     hold 0.10, so 50.10 + 49.90 + 60.00 + 40.00 would sum to 199.99999999999997 and score below a
     200 breakpoint. Staging casts every amount to it, so sums, RFM monetary, tags and thresholds
     are exact on both engines. -#}

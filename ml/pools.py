@@ -25,12 +25,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestration.segments.spec import as_date
-from orchestration.settings import PROJECT_ROOT
-from orchestration.warehouse import qident
-from orchestration.yaml_files import (
+from openaudience.core.schema.operational import POOL_ITEMS
+from openaudience.core.settings import PROJECT_ROOT
+from openaudience.core.sql import qident
+from openaudience.core.yaml_files import (
     FileErrors,
     Problem,
+    as_date,
     field_of,
     line_of,
     read_yaml,
@@ -199,9 +200,7 @@ def write_pool_items(wh, pools: dict[str, CompiledPool]) -> dict[str, int]:
     table = pa.table({"pool": pa.array([n for n, items in rows.items() for _ in items], pa.string()),
                       "item_id": pa.array([i for items in rows.values() for i in items], pa.string())})
     with wh.connect() as conn:
-        txt = wh.sql_type("text")
-        wh.execute(conn, "create schema if not exists ml")
-        wh.execute(conn, f"create table if not exists ml.pool_items (pool {txt}, item_id {txt})")
-        wh.execute(conn, "delete from ml.pool_items")
-        wh.insert_arrow(conn, "ml.pool_items", table)
+        wh.ensure_schema(conn)
+        wh.execute(conn, f"delete from {POOL_ITEMS.relation}")
+        wh.insert_arrow(conn, POOL_ITEMS.relation, table)
     return {n: len(items) for n, items in rows.items()}

@@ -40,10 +40,11 @@ import pyarrow as pa
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
-from ml.pools import POOL_DIR, CompiledPool, load_pools, pool_items
-from orchestration.errors import UserError
-from orchestration.settings import PROJECT_ROOT
-from orchestration.yaml_files import (
+from ml.pools import POOL_DIR, CompiledPool, load_pools, pool_items, write_pool_items
+from openaudience.core.errors import UserError
+from openaudience.core.schema import operational as op
+from openaudience.core.settings import PROJECT_ROOT
+from openaudience.core.yaml_files import (
     FileErrors,
     Problem,
     field_of,
@@ -56,8 +57,7 @@ from orchestration.yaml_files import (
 CONFIG_FILE = PROJECT_ROOT / "ml" / "recommend.yml"
 AUDIENCE_DIR = PROJECT_ROOT / "audiences"  # (as segments.source has it; not imported, to stay light)
 MODEL = "recommend"
-SCHEMA = "ml"
-RECOMMENDATIONS_TABLE = f"{SCHEMA}.recommendations"
+RECOMMENDATIONS_TABLE = op.RECOMMENDATIONS.relation
 KS = (3, 10)
 CHUNK = 4096
 SEED = 20_240_601
@@ -376,14 +376,6 @@ def _store(wh, config, model: ItemModel, p: Purchases, tuning, test, chosen, act
                         int(len(p.person)), active=active)
 
 
-def ensure_recommendations(wh, conn) -> None:
-    txt, ts, dbl = wh.sql_type("text"), wh.sql_type("timestamp"), wh.sql_type("double")
-    wh.execute(conn, f"create schema if not exists {SCHEMA}")
-    wh.execute(conn, f"create table if not exists {RECOMMENDATIONS_TABLE} (task {txt}, pool {txt}, "
-                     f"one_id {txt}, item_id {txt}, rank integer, score {dbl}, model {txt}, "
-                     f"model_version integer, as_of_date date, made_at {ts})")
-
-
 @dataclass
 class TaskResult:
     task: str
@@ -400,7 +392,7 @@ def run_task(wh, task: Task, config: RecommendConfig | None = None,
     """Recommend the top `task.top` products of the pool to every member of the audience with
     a purchase in the lookback window; a one-product pool gives each a 0-1 preference instead."""
     from ml.repurchase import VERSIONS_TABLE
-    from orchestration.segments.engine import MEMBERS, VERSIONS
+    MEMBERS, VERSIONS = op.AUDIENCE_MEMBERS.relation, op.AUDIENCE_VERSIONS.relation
 
     config = config or load_config()
     pools = pools if pools is not None else load_pools()
@@ -408,7 +400,7 @@ def run_task(wh, task: Task, config: RecommendConfig | None = None,
         raise UserError(f"task {task.name}: unknown pool {task.pool!r}; the pools are "
                         f"{', '.join(sorted(pools)) or 'none (add ml/pools/<name>.yml)'}")
     with wh.connect() as conn:
-        ensure_recommendations(wh, conn)
+        wh.ensure_schema(conn)
         active = wh.execute(conn, f"select version, artefact from {VERSIONS_TABLE} where model = %s "
                                   "and active", [MODEL])
         version = wh.execute(conn, f"select max(version) from {VERSIONS} where audience = %s and kept",
@@ -482,8 +474,27 @@ def run_task(wh, task: Task, config: RecommendConfig | None = None,
                       "made_at": pa.array([dt.datetime.now(dt.UTC).replace(tzinfo=None)] * n,
                                           pa.timestamp("us"))})
     with wh.connect() as conn:
-        ensure_recommendations(wh, conn)
+        wh.ensure_schema(conn)
         wh.execute(conn, f"delete from {RECOMMENDATIONS_TABLE} where task = %s", [task.name])
         wh.insert_arrow(conn, RECOMMENDATIONS_TABLE, table)
     return TaskResult(task=task.name, users=len(people), products=len(pool), top=top,
                       single_product=single, rows=n, version=int(active[0][0]))
+
+
+def run_tasks(wh, config, names: list[str] | None = None, step=None) -> list:
+    """Refresh the pools' products, then run the tasks of ml/recommend.yml (all, or those named)."""
+    pools = load_pools()
+    write_pool_items(wh, pools)
+    known = {t.name: t for t in config.tasks}
+    for name in names or []:
+        if name not in known:
+            raise UserError(f"unknown task {name!r}; the tasks of ml/recommend.yml are "
+                            f"{', '.join(known) or 'none'}")
+    results = []
+    for t in config.tasks:
+        if names and t.name not in names:
+            continue
+        if step:
+            step(f"task {t.name}")
+        results.append(run_task(wh, t, config, pools))
+    return results

@@ -9,7 +9,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from orchestration.analysis.report import Page, chart_png, write
+from openaudience.core.report import Page, chart_png, write
 
 
 def top_share_chart(top: pd.DataFrame) -> alt.Chart:

@@ -26,9 +26,10 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ml import bgnbd
-from orchestration.errors import ConfigError, UserError
-from orchestration.settings import PROJECT_ROOT
-from orchestration.yaml_files import FileErrors, Problem, line_of, read_yaml, validate_model
+from openaudience.core.errors import ConfigError, UserError
+from openaudience.core.schema import operational as op
+from openaudience.core.settings import PROJECT_ROOT
+from openaudience.core.yaml_files import FileErrors, Problem, line_of, read_yaml, validate_model
 
 FEATURES = ("avg_amount", "max_amount", "min_amount", "total_amount", "purchase_count", "purchases_7d",
             "purchases_30d", "purchases_90d", "days_since_first", "days_since_last", "purchase_days",
@@ -36,9 +37,8 @@ FEATURES = ("avg_amount", "max_amount", "min_amount", "total_amount", "purchase_
             "f_score", "m_score")
 CATEGORICAL = ("main_category",)
 FEATURES_TABLE = "marts.ml_repurchase_features"
-SCHEMA = "ml"
-VERSIONS_TABLE = f"{SCHEMA}.model_versions"
-SCORES_TABLE = f"{SCHEMA}.repurchase_scores"
+VERSIONS_TABLE = op.MODEL_VERSIONS.relation
+SCORES_TABLE = op.REPURCHASE_SCORES.relation
 MODEL = "repurchase"
 TOP_SHARES = (0.05, 0.25, 0.50)
 RANDOM_SEED = 20_240_601
@@ -99,7 +99,7 @@ def load_config(manifest: dict | None = None) -> RepurchaseConfig:
     checked first, when the manifest is the project's)."""
     if manifest is None:
         check_properties()  # before importing dagster-dbt, which takes seconds
-        from orchestration.dbt_project import ensure_manifest
+        from openaudience.core.dbt import ensure_manifest
 
         manifest = json.loads(ensure_manifest().read_text())
     node = manifest["nodes"].get("model.openaudience.ml_repurchase_features")
@@ -286,25 +286,12 @@ def train(wh, config: RepurchaseConfig | None = None, progress=None) -> Training
 
 
 # -- versions -------------------------------------------------------------------------------------
-def ensure_tables(wh, conn) -> None:
-    if wh.reader:  # a read-only handle finds them or reports them missing; it creates nothing
-        return
-    txt, ts, dbl = wh.sql_type("text"), wh.sql_type("timestamp"), wh.sql_type("double")
-    wh.execute(conn, f"create schema if not exists {SCHEMA}")
-    wh.execute(conn, f"create table if not exists {VERSIONS_TABLE} (model {txt}, version integer, "
-                     f"trained_at {ts}, config {txt}, data_window {txt}, metrics {txt}, "
-                     f"purchases bigint, active boolean, artefact {txt})")
-    wh.execute(conn, f"create table if not exists {SCORES_TABLE} (one_id {txt}, probability {dbl}, "
-                     f"rank bigint, decile integer, model_version integer, as_of_date date, "
-                     f"scored_at {ts})")
-
-
 def save_version(wh, model: str, bundle: dict, config_json: str, window: dict, metrics: dict,
                  purchases: int, active: bool) -> int:
     """A new version of `model`: the fitted bundle under OA_HOME/models/<model>/ and its row in
     ml.model_versions (made the active one when `active`), in one transaction."""
     with wh.connect() as conn:
-        ensure_tables(wh, conn)
+        wh.ensure_schema(conn)
         version = int(wh.execute(conn, f"select coalesce(max(version), 0) + 1 from {VERSIONS_TABLE} "
                                        "where model = %s", [model])[0][0])
         path = wh.settings.home / "models" / model / f"v{version:04d}.pickle"
@@ -334,7 +321,7 @@ def _store_version(wh, config, bundle: dict, df, metrics, purchases: int) -> int
 def activate(wh, version: int, model: str = MODEL) -> None:
     """Make `version` of `model` (repurchase or recommend) the one in use."""
     with wh.connect() as conn:  # one transaction
-        ensure_tables(wh, conn)
+        wh.ensure_schema(conn)
         found = wh.execute(conn, f"select count(*) from {VERSIONS_TABLE} where model = %s and "
                                  "version = %s", [model, version])[0][0]
         if not found:
@@ -346,7 +333,8 @@ def activate(wh, version: int, model: str = MODEL) -> None:
 def versions(wh, model: str = MODEL) -> list[dict]:
     cols = ("version", "trained_at", "active", "purchases", "metrics", "data_window")
     with wh.connect() as conn:
-        ensure_tables(wh, conn)
+        if not wh.table_exists(op.ML_SCHEMA, op.MODEL_VERSIONS.name, conn):
+            return []  # nothing trained yet
         rows = wh.execute(conn, f"select {', '.join(cols)} from {VERSIONS_TABLE} where model = %s "
                                 "order by version desc", [model])
     return [dict(zip(cols, r, strict=True)) for r in rows]
@@ -403,7 +391,7 @@ def score(wh) -> Scoring:
                       "scored_at": pa.array([dt.datetime.now(dt.UTC).replace(tzinfo=None)] * len(p),
                                             pa.timestamp("us"))})
     with wh.connect() as conn:  # one transaction
-        ensure_tables(wh, conn)
+        wh.ensure_schema(conn)
         wh.execute(conn, f"delete from {SCORES_TABLE}")
         wh.insert_arrow(conn, SCORES_TABLE, table)
     return Scoring(version=int(active["version"]), as_of=as_of, users=len(p), warnings=warnings, scores=p)

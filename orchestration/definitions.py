@@ -8,7 +8,8 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from orchestration.dbt_project import DBT_PROJECT, apply_environment
+from openaudience.core.dbt import apply_environment
+from orchestration.dbt_project import DBT_PROJECT
 from orchestration.defs.audiences.assets import audience_definitions
 from orchestration.defs.dbt.assets import warehouse_models
 from orchestration.defs.deliveries.assets import delivery_definitions

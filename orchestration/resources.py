@@ -7,8 +7,8 @@ import os
 
 import dagster as dg
 
-from orchestration.settings import load_settings
-from orchestration.warehouse import Warehouse
+from openaudience.core.settings import load_settings
+from openaudience.core.warehouse import Warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -21,8 +21,8 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """A step that wrote the embedded warehouse publishes its read snapshot when it ends."""
-        from orchestration import locks
-        from orchestration.warehouse import publish_snapshot
+        from openaudience.core import locks
+        from openaudience.core.warehouse import publish_snapshot
 
         if locks.wrote():
             publish_snapshot(self.get().settings)

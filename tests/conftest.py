@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.settings import PROJECT_ROOT, Settings, load_settings
-from orchestration.warehouse import Warehouse
+from openaudience.core.settings import PROJECT_ROOT, Settings, load_settings
+from openaudience.core.warehouse import Warehouse
 from tests.support.postgres import PostgresCluster, start_cluster
 
 END_DATE = dt.date(2026, 6, 30)
@@ -90,8 +90,8 @@ def make_target(name: str, tmp_path: Path, pg_cluster: PostgresCluster | None, d
 def build_both_engines(data: Path, pg_cluster: PostgresCluster, tmp_path_factory,
                        db: str) -> dict[str, Target]:
     """Both engines loaded from the same files and built (dbt build) with the same as-of date."""
-    from orchestration.loading import load_file
-    from orchestration.raw_tables import LOAD_ORDER
+    from openaudience.core.schema.raw import LOAD_ORDER
+    from openaudience.raw.loading import load_file
 
     targets = {}
     for engine in ENGINES:
@@ -133,7 +133,7 @@ def target(request, tmp_path) -> Target:
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory) -> Path:
     """A small generated data set (Parquet), made once per test session."""
-    from orchestration.demo_data import DemoConfig, generate
+    from openaudience.demo.generator import DemoConfig, generate
 
     out = tmp_path_factory.mktemp("demo")
     generate(out, DemoConfig(users=2_000, days=180, seed=7, end_date=END_DATE, chunk_users=1_000))
@@ -144,8 +144,39 @@ def small_demo(tmp_path_factory) -> Path:
 def signal_engines(pg_cluster, tmp_path_factory) -> dict[str, Target]:
     """30,000 generated people over a year (the generator plants a repurchase signal), built on
     both engines once per session: enough for honest validation numbers of the models."""
-    from orchestration.demo_data import DemoConfig, generate
+    from openaudience.demo.generator import DemoConfig, generate
 
     data = tmp_path_factory.mktemp("signal")
     generate(data, DemoConfig(users=30_000, days=365, seed=5, end_date=END_DATE, chunk_users=15_000))
     return build_both_engines(data, pg_cluster, tmp_path_factory, "signal_engines")
+
+
+# Fixtures that build the dbt project (once per session or module): a test that uses one is part
+# of `make test` but not of `make test-fast`, the edit loop's unit, compile and in-memory checks.
+BUILDS = frozenset({"built_engines", "signal_engines", "built", "examples_built", "delivered_audiences",
+                    "evaluators", "shop", "ui"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if BUILDS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+# OA_TEST_TIMES=FILE: each test module's wall-clock seconds (setup, call and teardown; a session
+# fixture's build counts for the first module that asks for it), written as JSON at the end, for
+# the per-module table of docs/benchmarks.md.
+_MODULE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    if os.environ.get("OA_TEST_TIMES"):
+        module = report.nodeid.split("::", 1)[0]
+        _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get("OA_TEST_TIMES")
+    if path and _MODULE_SECONDS:
+        ordered = dict(sorted(_MODULE_SECONDS.items(), key=lambda kv: -kv[1]))
+        Path(path).write_text(json.dumps({k: round(v, 1) for k, v in ordered.items()}, indent=1) + "\n")

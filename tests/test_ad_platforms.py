@@ -15,11 +15,11 @@ from connectors.ads.meta import MetaAdsConnector
 from connectors.ads.oceanengine import dmp_data, dmp_file
 from connectors.ads.tencent import TencentAdsConnector
 from connectors.identifiers import IdError
-from orchestration.delivery import store
-from orchestration.delivery.engine import deliver, runs
-from orchestration.delivery.source import DestinationErrors, load_destinations
-from orchestration.errors import UserError
-from orchestration.segments.source import load_project
+from openaudience.core.errors import UserError
+from openaudience.delivery import store
+from openaudience.delivery.engine import deliver, runs
+from openaudience.delivery.source import DestinationErrors, load_destinations
+from openaudience.segments.source import load_project
 from tests.support.ad_platforms import (
     BaiduAds,
     GoogleAds,
@@ -327,7 +327,7 @@ def test_a_token_refused_with_http_200_stops_the_run_after_the_breaker(
     the breaker stops the run after `breaker_failures` batches refused whole, instead of
     dead-lettering the audience; with the token fixed, a rerun sends the rest and replay the
     refused batches."""
-    from orchestration.delivery.engine import replay
+    from openaudience.delivery.engine import replay
 
     wh = built_engines[engine].warehouse
     _reset_delivery(wh)

@@ -12,11 +12,11 @@ import subprocess
 import pandas as pd
 import pytest
 
-from orchestration.analysis.aipl import analyse_aipl
-from orchestration.analysis.catalog import Catalog
-from orchestration.analysis.pivot import chart_kind, nice_step, pivot_tags
-from orchestration.analysis.rfm import analyse_rfm
-from orchestration.settings import PROJECT_ROOT
+from openaudience.analysis.aipl import analyse_aipl
+from openaudience.analysis.catalog import Catalog
+from openaudience.analysis.pivot import chart_kind, nice_step, pivot_tags
+from openaudience.analysis.rfm import analyse_rfm
+from openaudience.core.settings import PROJECT_ROOT
 from tests.conftest import AIPL_HISTORY_START, AS_OF, DBT, make_target
 
 FLOW_START = AIPL_HISTORY_START
@@ -215,7 +215,7 @@ def test_chart_choice_and_bins():
 
 
 def test_pivot_rejects_unknown_tags_and_wide_multi_value_tags(built, tmp_path):
-    from orchestration.errors import UserError
+    from openaudience.core.errors import UserError
 
     wh = built["duckdb"].warehouse
     with pytest.raises(UserError, match="unknown tag"):

@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestration.errors import UserError
-from orchestration.segments.engine import MEMBERS, build, versions
-from orchestration.segments.source import AUDIENCE_DIR, load_project
+from openaudience.core.errors import UserError
+from openaudience.segments.engine import MEMBERS, build, versions
+from openaudience.segments.source import AUDIENCE_DIR, load_project
 from tests.conftest import AS_OF, OA, point_process_at
 from tests.test_segments import CATALOG, PROJECT, TODAY, Evaluator
 
@@ -241,7 +241,7 @@ def test_dagster_audience_job_materializes_with_metadata(built_engines, engine, 
     target = built_engines[engine]
     point_process_at(target, monkeypatch, tmp_path / "dagster")
     monkeypatch.setenv("OA_AUDIENCE_CONCURRENCY", "2")
-    from orchestration.run_nightly import run_audience_job
+    from orchestration.launch import run_audience_job
 
     results = run_audience_job("audiences_daily", TODAY)
     daily = {n for n in PROJECT.order if PROJECT.audiences[n].refresh == "daily"}
@@ -254,6 +254,11 @@ def test_dagster_audience_job_materializes_with_metadata(built_engines, engine, 
     for key in ("added", "removed", "dropped_missing_id", "version", "definition_hash"):
         assert key in meta
     assert meta["preview"].value.count("\n| oa_") == 10
+    with dg.DagsterInstance.get() as instance:
+        preview = instance.get_latest_materialization_event(dg.AssetKey(
+            ["audiences", "shanghai_big_spenders"])).asset_materialization.metadata["preview"].value
+    mobiles = [line.split("|")[3].strip() for line in preview.splitlines()[2:]]
+    assert len(mobiles) == 10 and all(re.fullmatch(r"1[3-9][0-9]\*{4}[0-9]{4}", m) for m in mobiles), mobiles
     assert meta["size_history_chart"].value.startswith("![top_spenders size](data:image/png;base64,")
 
 
@@ -282,7 +287,7 @@ def test_assets_show_what_each_audience_reads_and_refresh_on_its_schedule():
 
 
 def test_audience_concurrency_setting_is_checked():
-    from orchestration.settings import ConfigError, load_settings
+    from openaudience.core.settings import ConfigError, load_settings
 
     assert load_settings({}).audience_concurrency == 3
     assert load_settings({"OA_AUDIENCE_CONCURRENCY": "10"}).audience_concurrency == 10
@@ -296,8 +301,8 @@ def test_audience_concurrency_setting_is_checked():
 def test_audience_analysis_tgi_and_chi_square(built_engines, examples_built, engine):
     from scipy.stats import chi2_contingency
 
-    from orchestration.analysis.audience import analyse_audience
-    from orchestration.analysis.catalog import Catalog
+    from openaudience.analysis.audience import analyse_audience
+    from openaudience.analysis.catalog import Catalog
 
     target = built_engines[engine]
     name = "shanghai_big_spenders"

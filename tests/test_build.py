@@ -95,7 +95,7 @@ def test_generated_data_resolves_into_people_as_planted(built):
 
 def test_documented_columns_are_exactly_the_built_columns(built):
     """The YAML beside each model lists every column the built relation has, and no other."""
-    from orchestration.dbt_project import ensure_manifest
+    from openaudience.core.dbt import ensure_manifest
 
     manifest = json.loads(ensure_manifest().read_text())
     wh = built["postgres"].warehouse

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from connectors.webhook_receiver import WebhookReceiver
-from orchestration.locks import lock_file
+from openaudience.core.locks import lock_file
 from tests.conftest import AS_OF, OA, Target
 from tests.support.postgres import free_port
 

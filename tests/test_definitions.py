@@ -10,10 +10,10 @@ import sys
 import dagster as dg
 import pytest
 
+from openaudience.core.schema.raw import LOAD_ORDER, RAW_TABLES
+from openaudience.core.settings import PROJECT_ROOT
+from openaudience.raw.loading import load_file
 from orchestration.definitions import defs
-from orchestration.loading import load_file
-from orchestration.raw_tables import LOAD_ORDER, RAW_TABLES
-from orchestration.settings import PROJECT_ROOT
 from tests.conftest import OA
 
 
@@ -104,7 +104,7 @@ def _assert_chart_metadata(home):
 
 
 def test_a_gx_check_fails_when_a_raw_table_breaks_its_contract(loaded):
-    from orchestration.table_checks import validate_table
+    from openaudience.raw.checks import validate_table
 
     wh = loaded.warehouse
     assert validate_table(wh, RAW_TABLES["orders"]).passed

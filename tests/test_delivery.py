@@ -22,14 +22,14 @@ import pytest
 
 from connectors.webhook import SignatureError, SignatureVerifier, sign
 from connectors.webhook_receiver import WebhookReceiver
-from orchestration.delivery import store
-from orchestration.delivery.engine import deliver, replay, runs
-from orchestration.delivery.source import DestinationErrors, load_destinations
-from orchestration.delivery.suppression import add as suppress
-from orchestration.errors import UserError
-from orchestration.segments.engine import MEMBERS, VERSIONS, build, write_version
-from orchestration.segments.source import AUDIENCE_DIR, load_project
-from orchestration.settings import PROJECT_ROOT
+from openaudience.core.errors import UserError
+from openaudience.core.settings import PROJECT_ROOT
+from openaudience.delivery import store
+from openaudience.delivery.engine import deliver, replay, runs
+from openaudience.delivery.source import DestinationErrors, load_destinations
+from openaudience.delivery.suppression import add as suppress
+from openaudience.segments.engine import MEMBERS, VERSIONS, build, write_version
+from openaudience.segments.source import AUDIENCE_DIR, load_project
 from tests.conftest import OA, point_process_at
 from tests.support.faults import FaultProxy
 from tests.support.kafka import read_all, start_broker
@@ -131,7 +131,7 @@ def delivered_audiences(built_engines):
 
 def _reset_delivery(wh) -> None:
     with wh.connect() as conn:
-        store.ensure_tables(wh, conn)
+        wh.ensure_schema(conn)
         for table in (store.RUNS, store.LOG, store.STATE, store.DEAD, store.SUPPRESSION):
             wh.execute(conn, f"delete from {table}")
 
@@ -485,7 +485,7 @@ def _post_receipts(url: str, items, secret: str = SECRET, timestamp: int | None 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_receipts_are_verified_recorded_and_unsubscribes_suppress(
         built_engines, delivered_audiences, receiver, engine):
-    from orchestration.delivery.receipts import RECEIPTS, ReceiptServer, ingest
+    from openaudience.delivery.receipts import RECEIPTS, ReceiptServer, ingest
 
     wh = built_engines[engine].warehouse
     _reset_delivery(wh)
@@ -540,8 +540,8 @@ def test_receipts_are_verified_recorded_and_unsubscribes_suppress(
 
 
 def test_the_receipt_endpoint_needs_the_secret_it_checks(delivered_audiences, monkeypatch, tmp_path):
-    from orchestration.delivery.receipts import ReceiptServer
-    from orchestration.errors import ConfigError
+    from openaudience.core.errors import ConfigError
+    from openaudience.delivery.receipts import ReceiptServer
 
     monkeypatch.delenv("OA_CRM_WEBHOOK_SECRET", raising=False)
     with pytest.raises(ConfigError, match="OA_CRM_WEBHOOK_SECRET is not set"):
@@ -725,7 +725,7 @@ def test_email_over_smtp_with_unsubscribe_headers_refusals_and_the_link(
     import requests
 
     from connectors.smtp import check_token
-    from orchestration.delivery.receipts import ReceiptServer, ingest
+    from openaudience.delivery.receipts import ReceiptServer, ingest
     from tests.support.smtp import Mailbox, SmtpServer
 
     wh = built_engines[engine].warehouse
@@ -791,8 +791,8 @@ def test_email_over_smtp_with_unsubscribe_headers_refusals_and_the_link(
 @pytest.mark.parametrize("engine", ENGINES)
 def test_sms_sends_phone_files_polls_reports_and_times_out_silent_numbers(
         built_engines, tmp_path, monkeypatch, engine):
-    from orchestration.delivery.receipts import RECEIPTS
-    from orchestration.delivery.sms_reports import poll
+    from openaudience.delivery.receipts import RECEIPTS
+    from openaudience.delivery.sms_reports import poll
     from tests.support.sms_platform import FileServer, SmsPlatform
 
     wh = built_engines[engine].warehouse
@@ -849,16 +849,26 @@ def test_a_new_audience_version_triggers_its_deliveries_in_dagster(
     _reset_delivery(wh)
     point_process_at(target, monkeypatch, tmp_path / "dagster", keep=("OA_CRM_", "OA_TEST_"))
     from orchestration.definitions import defs
-    from orchestration.run_nightly import run_audience_job, run_delivery_job
+    from orchestration.launch import ensure_dagster_home, run_audience_job, run_delivery_job
+
+    ensure_dagster_home()
 
     sensor = defs.get_sensor_def("deliveries_on_new_version")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED  # nothing is sent on first `make ui`
+    with dg.DagsterInstance.get() as instance:
+        start = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        assert start.run_requests == [] and start.cursor is not None  # started: from now on
     run_audience_job("audiences_refresh_all", TODAY)
     with dg.DagsterInstance.get() as instance:
-        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=start.cursor))
         selections = sorted(tuple(k.to_user_string() for k in r.asset_selection) for r in tick.run_requests)
         assert selections == [("deliveries/crm_coupon_webhook",), ("deliveries/high_value_export",)]
         again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=tick.cursor))
         assert again.run_requests == []  # nothing new since
+        run_audience_job("audiences_refresh_all", TODAY)  # built while the sensor was stopped...
+        restarted = sensor.evaluate_tick(dg.build_sensor_context(
+            instance=instance, cursor=again.cursor, last_sensor_start_time=1_900_000_000.0))
+        assert restarted.run_requests == []  # ...is no backlog when it is started again
     summaries = run_delivery_job()
     by_name = {s.destination: s for s in summaries}
     assert by_name["crm_coupon_webhook"].counts["sent"] == len(receiver.state.accepted) > 0
@@ -876,7 +886,7 @@ def test_a_new_audience_version_triggers_its_deliveries_in_dagster(
 
 
 def test_a_bad_suppression_file_names_its_lines_and_adds_nothing(tmp_path):
-    from orchestration.delivery.suppression import add, read_ids
+    from openaudience.delivery.suppression import add, read_ids
 
     path = tmp_path / "unsubscribed.txt"
     path.write_text("# exported from the CRM\n+86 138 0000 0001\n\n12345\n13800000002\nnot-a-phone\n")

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestration.demo_data import DemoConfig, arrow_schema, generate
-from orchestration.raw_tables import RAW_TABLES
+from openaudience.core.schema.raw import RAW_TABLES
+from openaudience.demo.generator import DemoConfig, arrow_schema, generate
 
 END = dt.date(2025, 11, 20)
 SMALL = DemoConfig(users=3_000, days=120, seed=7, end_date=END, chunk_users=1_000)

@@ -185,8 +185,8 @@ def test_user_text_with_markup_is_printed_as_written(tmp_path, monkeypatch, caps
 def test_git_revision_cannot_become_an_option(tmp_path):
     """`--against` is a revision, never an option of git: `--output=FILE` writes no file, and
     the user hears that the revision does not exist."""
-    from orchestration.errors import UserError
-    from orchestration.segments.review import project_at
+    from openaudience.core.errors import UserError
+    from openaudience.segments.review import project_at
 
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")

@@ -27,12 +27,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.spreadsheet import neutralise
-from orchestration.delivery.store import LOG
-from orchestration.segments.engine import write_version
-from orchestration.settings import PROJECT_ROOT
+from openaudience.core.settings import PROJECT_ROOT
+from openaudience.delivery.store import LOG
+from openaudience.segments.engine import write_version
 from tests.support.hostile import assert_refused, table_counts
 
-COPIED = ("orchestration", "connectors", "ml", "seeds", "models")
+COPIED = ("openaudience", "orchestration", "connectors", "ml", "seeds", "models")
 SECRET = "TOPSECRET-h1-do-not-echo"
 TODAY = dt.date(2026, 6, 29)
 
@@ -50,7 +50,7 @@ def project(tmp_path) -> Path:
 
 def oa(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """`oa ARGS` run from `project`, as the `oa` script runs (its `main`), on the project's code."""
-    return subprocess.run([sys.executable, "-c", "from orchestration.cli import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from openaudience.cli import main; main()", *args],
                           cwd=project, env={**env, "PYTHONPATH": str(project), "COLUMNS": "2000"},
                           capture_output=True, text=True, timeout=600)
 
@@ -486,8 +486,8 @@ def test_a_host_name_resolving_to_a_metadata_address_is_refused_when_connecting(
     from connectors.base import Member
     from connectors.http import GuardedAdapter
     from connectors.webhook import WebhookConnector, WebhookSettings
-    from orchestration.delivery.channels import connector_for
-    from orchestration.delivery.spec import Destination
+    from openaudience.delivery.channels import connector_for
+    from openaudience.delivery.spec import Destination
 
     resolve, asked = socket.getaddrinfo, []
 

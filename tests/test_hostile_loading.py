@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestration.errors import ValidationFailed
-from orchestration.loading import FIELD_LIMIT, load_file
-from orchestration.raw_tables import RAW_TABLES
-from orchestration.settings import PROJECT_ROOT
+from openaudience.core.errors import ValidationFailed
+from openaudience.core.schema.raw import RAW_TABLES
+from openaudience.core.settings import PROJECT_ROOT
+from openaudience.raw.loading import FIELD_LIMIT, load_file
 from tests.support.hostile import assert_refused, oa_in_process, table_counts
 
 CUSTOMERS = "customer_id,mobile,email,gender,birth_date,city,member_level,registered_at"

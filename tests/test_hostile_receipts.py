@@ -26,11 +26,11 @@ from connectors.webhook import (
     sign,
     signature_matches,
 )
-from orchestration.delivery.receipts import QUEUED_NOTE, ReceiptServer, ingest
-from orchestration.delivery.source import load_destinations
-from orchestration.errors import ConfigError, UserError
-from orchestration.segments.source import load_project
-from orchestration.settings import PROJECT_ROOT
+from openaudience.core.errors import ConfigError, UserError
+from openaudience.core.settings import PROJECT_ROOT
+from openaudience.delivery.receipts import QUEUED_NOTE, ReceiptServer, ingest
+from openaudience.delivery.source import load_destinations
+from openaudience.segments.source import load_project
 from tests.conftest import OA, make_target
 from tests.support.hostile import assert_refused
 
@@ -208,7 +208,11 @@ def _start_endpoint(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
 
 def _stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
+    try:
+        proc.communicate(timeout=90)  # generous: a busy CI machine, not a slow endpoint, is the risk
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"the endpoint did not stop on Ctrl-C:\n{proc.communicate()[0]}") from None
 
 
 def _post(url: str, query: str, headers: dict) -> requests.Response:

@@ -8,6 +8,7 @@ it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,9 +21,9 @@ import pytest
 from ml import recommend as rc
 from ml import repurchase as rp
 from ml.pools import PoolErrors, load_pools
-from orchestration.segments.source import Catalog
-from orchestration.settings import PROJECT_ROOT
-from orchestration.yaml_files import MAX_BYTES, FileErrors, load_yaml
+from openaudience.core.settings import PROJECT_ROOT
+from openaudience.core.yaml_files import MAX_BYTES, FileErrors, load_yaml
+from openaudience.segments.source import Catalog
 from tests.conftest import OA, Target, make_target
 from tests.support.hostile import assert_refused
 
@@ -124,7 +125,7 @@ def test_alias_bombs_fail_fast_in_little_memory(tmp_path, bomb):
     probe = textwrap.dedent("""\
         import json, resource, sys, time
         from pathlib import Path
-        from orchestration.yaml_files import FileErrors, load_yaml
+        from openaudience.core.yaml_files import FileErrors, load_yaml
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         start = time.perf_counter()
         try:
@@ -379,7 +380,7 @@ def hostile_project(tmp_path_factory) -> tuple[Path, Target]:
     alias bomb among the pools, a duplicate key in meta.repurchase and a duplicate AIPL stage;
     `oa` runs the copy (PYTHONPATH), whose PROJECT_ROOT is the copy."""
     root = tmp_path_factory.mktemp("project")
-    _copy(("orchestration", "ml", "connectors", "seeds", "models", "audiences"), root)
+    _copy(("openaudience", "orchestration", "ml", "connectors", "seeds", "models", "audiences"), root)
     shutil.copy(PROJECT_ROOT / "dbt_project.yml", root)
     recommend = root / "ml/recommend.yml"
     recommend.write_text(recommend.read_text().replace("{name: vip_flagship_preference,",
@@ -431,3 +432,20 @@ def test_audience_validate_refuses_a_duplicate_aipl_stage(hostile_project):
     assert_refused(_oa_in(hostile_project, "audience", "validate"),
                    f"{root}/{AIPL_RULES}:{second}: models[0].config.meta.aipl.models[0].stages.purchase: key "
                    f"'purchase' appears twice (first at line {first})")
+
+
+def test_a_broken_id_type_registry_is_a_message_naming_its_line(tmp_path):
+    """seeds/id_types.csv is read as `oa` starts: a rule it does not know stops every command with
+    the file and line, not a traceback."""
+    root = tmp_path / "project"
+    _copy(("openaudience", "orchestration", "ml", "connectors", "seeds"), root)
+    seed = root / "seeds/id_types.csv"
+    lines = seed.read_text().splitlines()
+    n = next(i for i, ln in enumerate(lines) if ln.startswith("mac,"))
+    lines[n] = lines[n].replace(",lower,", ",Lower,")
+    seed.write_text("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OA_", "PG"))}
+    env.update({"OA_HOME": str(tmp_path / "home"), "PYTHONPATH": str(root)})
+    done = subprocess.run([sys.executable, "-c", "from openaudience.cli import main; main()", "status"],
+                          env=env, cwd=root, capture_output=True, text=True, timeout=120)
+    assert_refused(done, f"{seed}:{n + 1}: normalisation 'Lower' of mac is not one of trim, lower, upper")

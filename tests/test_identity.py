@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from orchestration.loading import load_file
-from orchestration.raw_tables import RAW_TABLES
+from openaudience.core.schema.raw import RAW_TABLES
+from openaudience.raw.loading import load_file
 
 TS = "2026-01-01 10:00:00"
 
@@ -70,10 +70,10 @@ def test_a_shared_device_does_not_merge_the_people_who_used_it(target, tmp_path)
     people = {ids[f"member_id:M{i}"] for i in range(1, 5)}
     assert len(people) == 4, "the tablet must not merge four members"
     assert ids["mobile:13800138001"] == ids["member_id:M1"] == ids["oaid:phone-of-m1"]
-    assert ids["imei:STORE-TABLET"] not in people
+    assert ids["imei:store-tablet"] not in people  # an IMEI is kept lower-case (the id registry)
     report = target.warehouse.query(
         "select node_key, tripped_by, max_neighbours from marts.rpt_identity_shared_ids")
-    assert report == [("imei:STORE-TABLET", "member_id:4>3", 4)]
+    assert report == [("imei:store-tablet", "member_id:4>3", 4)]
 
 
 def test_one_id_is_stable_as_clusters_grow_merge_and_split(target, tmp_path):

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestration.errors import UserError, ValidationFailed
-from orchestration.loading import load_file
+from openaudience.core.errors import UserError, ValidationFailed
+from openaudience.raw.loading import load_file
 
 HEADER = "customer_id,mobile,email,gender,birth_date,city,member_level,registered_at\n"
 GOOD = [
@@ -140,7 +140,7 @@ def test_missing_and_unknown_columns_are_named(target, tmp_path):
 def test_a_failure_while_writing_leaves_nothing_behind(target, tmp_path, monkeypatch):
     """The load is one transaction: if the final insert breaks, the raw table is untouched."""
     load_file(target.warehouse, "customers", write_csv(tmp_path, GOOD[:1], "a.csv"))
-    import orchestration.loading as loading
+    import openaudience.raw.loading as loading
 
     real = loading._write_quarantine
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from orchestration import locks
-from orchestration.locks import WarehouseBusy
+from openaudience.core import locks
+from openaudience.core.locks import WarehouseBusy
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def holder(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from orchestration import locks
+        from openaudience.core import locks
         with locks.exclusive(Path({str(db)!r}), None):
             print("held", flush=True)
             time.sleep(120)
@@ -75,7 +75,7 @@ def test_a_kept_lock_is_held_until_released_and_is_reentrant_across_threads(tmp_
         assert locks.holds(db)  # kept after the block: the command has not published yet
         other = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
             from pathlib import Path
-            from orchestration import locks
+            from openaudience.core import locks
             with locks.exclusive(Path({str(db)!r}), 0.3):
                 pass
             """)], capture_output=True, text=True)

@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestration.errors import ValidationFailed
-from orchestration.loading import load_file
-from orchestration.raw_tables import MONEY_PRECISION, MONEY_SCALE, to_decimal
-from orchestration.segments.evaluate import count_members
-from orchestration.segments.source import load_project
+from openaudience.core.errors import ValidationFailed
+from openaudience.core.schema.raw import MONEY_PRECISION, MONEY_SCALE, to_decimal
+from openaudience.raw.loading import load_file
+from openaudience.segments.evaluate import count_members
+from openaudience.segments.source import load_project
 from tests.conftest import AS_OF, ENGINES, Target, make_target
 
 TODAY = dt.date.fromisoformat(AS_OF)

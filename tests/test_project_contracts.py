@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from orchestration.dbt_project import ensure_manifest
-from orchestration.settings import PROJECT_ROOT
+from openaudience.core.dbt import ensure_manifest
+from openaudience.core.settings import PROJECT_ROOT
 
 TAG_TYPES = {"enum", "text", "multi_value", "numeric", "date"}
 

@@ -14,9 +14,9 @@ import pytest
 from ml import recommend as rc
 from ml.pools import PoolErrors, load_pools, pool_items
 from ml.report import recommend_charts, write_recommend_report
-from orchestration.errors import UserError
-from orchestration.segments.engine import build
-from orchestration.segments.source import AUDIENCE_DIR, load_project
+from openaudience.core.errors import UserError
+from openaudience.segments.engine import build
+from openaudience.segments.source import AUDIENCE_DIR, load_project
 from tests.conftest import END_DATE, ENGINES
 from tests.test_segments import CATALOG
 

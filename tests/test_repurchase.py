@@ -13,7 +13,7 @@ import pytest
 from ml import bgnbd
 from ml import repurchase as rp
 from ml.report import pngs, write_report
-from orchestration.errors import ConfigError, UserError
+from openaudience.core.errors import ConfigError, UserError
 from tests.conftest import ENGINES
 
 FEATURE_COLUMNS = ["cutoff_date", "one_id", *rp.FEATURES, *rp.CATEGORICAL]

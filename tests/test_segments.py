@@ -15,8 +15,8 @@ import sqlglot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestration.segments.compiler import DIALECTS, audience_query, to_sql
-from orchestration.segments.source import (
+from openaudience.segments.compiler import DIALECTS, audience_query, to_sql
+from openaudience.segments.source import (
     AUDIENCE_DIR,
     AudienceErrors,
     Catalog,
@@ -24,7 +24,7 @@ from orchestration.segments.source import (
     load_audience,
     load_project,
 )
-from orchestration.segments.spec import Audience
+from openaudience.segments.spec import Audience
 from tests.conftest import AIPL_HISTORY_START, AS_OF
 
 TODAY = dt.date.fromisoformat(AS_OF)
@@ -522,8 +522,8 @@ def _problems(tmp_path: Path, text: str, name: str = "bad") -> list[str]:
     ("where:\n  rfm: {model: rfm_default, min_scores: {}}\n",
      "bad.yml:3: where.rfm: min_scores needs at least one of r, f, m"),
     ("id_type: wechat\nwhere:\n  tag: {name: city, in: [a]}\n",
-     "bad.yml:2: id_type: id_type 'wechat' is not one of one_id, member_id, mobile, email, openid, "
-     "unionid, imei, idfa, oaid"),
+     "bad.yml:2: id_type: id_type 'wechat' is not one of one_id, unionid, mobile, email, imei, "
+     "idfa, oaid, openid, member_id"),
 ])
 def test_validation_errors_name_file_line_and_field(tmp_path, body, expected):
     assert expected in _problems(tmp_path, "name: bad\n" + body)
@@ -614,8 +614,8 @@ def test_cycles_and_more_than_three_layers_of_set_operations_are_errors(tmp_path
 
 
 def test_object_attributes_are_the_raw_contracts():
-    from orchestration.raw_tables import OBJECT_ATTRIBUTES
-    from orchestration.segments.spec import OBJECT_ATTRIBUTES as SPEC_OBJECT_ATTRIBUTES
+    from openaudience.core.schema.raw import OBJECT_ATTRIBUTES
+    from openaudience.segments.spec import OBJECT_ATTRIBUTES as SPEC_OBJECT_ATTRIBUTES
 
     assert SPEC_OBJECT_ATTRIBUTES == OBJECT_ATTRIBUTES
     assert set(EVENT_OBJECTS) == CATALOG.event_types  # the random trees try every type
@@ -646,8 +646,8 @@ def test_the_published_json_schema_is_current_and_accepts_the_examples():
     import jsonschema
     import yaml
 
-    from orchestration.segments.spec import json_schema
-    from orchestration.settings import PROJECT_ROOT
+    from openaudience.core.settings import PROJECT_ROOT
+    from openaudience.segments.spec import json_schema
 
     published = json.loads((PROJECT_ROOT / "docs/audience.schema.json").read_text())
     assert published == json_schema(), "regenerate docs/audience.schema.json (see docs/segments.md)"

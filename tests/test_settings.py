@@ -1,7 +1,7 @@
 import pytest
 
-from orchestration.errors import ConfigError
-from orchestration.settings import load_settings
+from openaudience.core.errors import ConfigError
+from openaudience.core.settings import load_settings
 
 
 def test_duckdb_is_the_default(tmp_path):

@@ -31,12 +31,11 @@ from typing import Any
 
 import requests
 
-from connectors.base import Member, Outcome, TransientError
+from connectors.base import ConnectorConfigError, Member, Outcome, TransientError
 from connectors.http import HttpConnector, RefusedRequest, reply_excerpt, send
-from orchestration.errors import ConfigError
 
 
-class PlatformConfigError(ConfigError):
+class PlatformConfigError(ConnectorConfigError):
     """The platform refused the credentials, the account or the audience: no retry will help."""
 
 

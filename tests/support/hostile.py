@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 
-from orchestration.warehouse import Warehouse, qualified
+from openaudience.core.warehouse import Warehouse, qualified
 
 
 def assert_refused(done: subprocess.CompletedProcess, *needles: str) -> str:
@@ -44,7 +44,7 @@ def oa_in_process(args: Iterable[str], env: Mapping[str, str], monkeypatch,
     """`oa ARGS` through the script's entry point (`cli.main`) in this process, with `env` as its
     whole OA_/PG environment: one import for many commands. A traceback would surface here as
     the exception itself. Whatever a command exports to the environment is undone."""
-    from orchestration import cli
+    from openaudience.cli import main as cli
 
     args = list(args)
     with monkeypatch.context() as m:

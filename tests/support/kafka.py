@@ -1,11 +1,11 @@
-"""The tests' Kafka-protocol broker (orchestration.delivery.sandbox), and a reader that takes
+"""The tests' Kafka-protocol broker (openaudience.bench.sandbox), and a reader that takes
 every message of a topic by partition with assign() (tansu has no consumer groups to speak of)."""
 
 from __future__ import annotations
 
 import time
 
-from orchestration.delivery.sandbox import LocalBroker, start_broker
+from openaudience.bench.sandbox import LocalBroker, start_broker
 
 __all__ = ["start_broker", "read_all"]
 

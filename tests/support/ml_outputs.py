@@ -11,8 +11,8 @@ import hashlib
 import pyarrow as pa
 
 from ml.pools import load_pools, write_pool_items
-from ml.recommend import ensure_recommendations, load_config
-from ml.repurchase import SCORES_TABLE, ensure_tables
+from ml.recommend import load_config
+from ml.repurchase import SCORES_TABLE
 
 
 def _unit(text: str) -> float:
@@ -45,8 +45,7 @@ def write_ml_outputs(wh) -> None:
                                    ("made_at", now)):
                     rows[key].append(value)
     with wh.connect() as conn:
-        ensure_tables(wh, conn)
-        ensure_recommendations(wh, conn)
+        wh.ensure_schema(conn)
         wh.execute(conn, f"delete from {SCORES_TABLE}")
         wh.insert_arrow(conn, SCORES_TABLE, scores)
         wh.execute(conn, "delete from ml.recommendations")

@@ -4,9 +4,9 @@ over the audience and destination folders given on the command line."""
 import sys
 from pathlib import Path
 
-from orchestration.delivery.engine import deliver
-from orchestration.delivery.source import load_destinations
-from orchestration.segments.source import load_project
+from openaudience.delivery.engine import deliver
+from openaudience.delivery.source import load_destinations
+from openaudience.segments.source import load_project
 
 if __name__ == "__main__":
     audiences, destinations, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]

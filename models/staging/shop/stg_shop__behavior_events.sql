@@ -2,11 +2,15 @@ with source as (
     select * from {{ source('shop', 'behavior_events') }}
 ),
 
+id_types as (
+    select id_type, normalisation from {{ ref('id_types') }}
+),
+
 final as (
     select
         trim(event_id) as event_id,
         user_id_type,
-        {{ normalize_id('user_id_type', 'user_id') }} as user_id,
+        {{ normalize_by_rule('registry.normalisation', 'source.user_id') }} as user_id,
         event_type,
         channel,
         occurred_at,
@@ -17,6 +21,7 @@ final as (
         event_count,
         cast(amount as {{ type_money() }}) as amount
     from source
+    left join id_types as registry on registry.id_type = source.user_id_type
 )
 
 select * from final

@@ -5,7 +5,6 @@ audience refreshes after its inputs. Refreshes share the `audience_refresh` conc
 past its limit (OA_AUDIENCE_CONCURRENCY, default 3, 1-10) runs queue instead of failing."""
 
 
-import base64
 import datetime as dt
 import hashlib
 from zoneinfo import ZoneInfo
@@ -13,11 +12,12 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pandas as pd
 
-from orchestration.errors import UserError
+from openaudience.core.errors import UserError
+from openaudience.core.settings import load_settings
+from openaudience.segments.engine import build, versions
+from openaudience.segments.source import AudienceErrors, Project, load_project
+from orchestration.metadata import owners, png_markdown, sparkline
 from orchestration.resources import WarehouseResource
-from orchestration.segments.engine import build, versions
-from orchestration.segments.source import AudienceErrors, Project, load_project
-from orchestration.settings import load_settings
 
 POOL = "audience_refresh"
 GROUP = "audiences"
@@ -52,12 +52,6 @@ def _deps(project: Project, name: str) -> list[dg.AssetKey]:
 
 
 
-def _owner(owner: str) -> list[str]:
-    if not owner:
-        return []
-    return [owner if "@" in owner or owner.startswith("team:") else f"team:{owner}"]
-
-
 def audience_specs(project: Project) -> list[dg.AssetSpec]:
     specs = []
     for name in project.order:
@@ -67,7 +61,7 @@ def audience_specs(project: Project) -> list[dg.AssetSpec]:
             deps=_deps(project, name),
             group_name=GROUP,
             description=audience.description or None,
-            owners=_owner(audience.owner),
+            owners=owners(audience.owner),
             kinds={"sql"},
             tags={"refresh": _tag_value(audience.refresh), "id_type": audience.id_type},
             metadata={"file": dg.MetadataValue.path(f"audiences/{project.paths[name].name}"),
@@ -99,24 +93,44 @@ def refresh_date(as_of: str = "") -> dt.date:
 
 
 def _history_chart(history: list[dict], name: str) -> dg.MetadataValue | None:
-    from orchestration.analysis.charts import audience_size_history
-    from orchestration.analysis.report import chart_png
+    from openaudience.analysis.charts import audience_size_history
 
     if not history:
         return None
     df = pd.DataFrame(history)[["version", "built_at", "size", "added", "removed"]]
-    png = chart_png(audience_size_history(df, name))
-    return dg.MetadataValue.md(
-        f"![{name} size](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
+    return png_markdown(audience_size_history(df, name), f"{name} size")
+
+
+def audience_metadata(wh, r, today: dt.date) -> dict[str, dg.MetadataValue]:
+    """What a built version shows in the UI, from a Dagster run or from `oa audience build`."""
+    history = list(reversed(versions(wh, r.audience, kept_only=False)))
+    metadata = {
+        "dagster/row_count": dg.MetadataValue.int(r.size),
+        "version": dg.MetadataValue.int(r.version),
+        "size": dg.MetadataValue.int(r.size),
+        "added": dg.MetadataValue.int(r.added),
+        "removed": dg.MetadataValue.int(r.removed),
+        "dropped_missing_id": dg.MetadataValue.int(r.dropped),
+        "as_of": dg.MetadataValue.text(today.isoformat()),
+        "definition_hash": dg.MetadataValue.text(r.definition_hash),
+        "preview": _preview(wh, r.audience, r.version),
+    }
+    if history:
+        metadata["size_history"] = sparkline([h["size"] for h in history], f"{r.audience} size")
+    chart = _history_chart(history, r.audience)
+    if chart is not None:
+        metadata["size_history_chart"] = chart
+    return metadata
 
 
 def _preview(wh, name: str, version: int) -> dg.MetadataValue:
-    from orchestration.segments.engine import MEMBERS
+    from connectors.identifiers import mask
+    from openaudience.segments.engine import MEMBERS
 
     rows = wh.query(f"select one_id, id_type, id_value from {MEMBERS} where audience = %s and "
                     f"version = %s order by one_id limit {PREVIEW_ROWS}", [name, version])
-    lines = ["| one_id | id_type | id_value |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines = ["| one_id | id_type | id_value (masked) |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {mask(b, c)} |" for a, b, c in rows]  # no contact data in the UI
     return dg.MetadataValue.md("\n".join(lines))
 
 
@@ -138,22 +152,8 @@ def build_audience_assets(project: Project) -> dg.AssetsDefinition:
         context.log.info(f"{len(report.results)} audiences in {report.passes} batch pass(es), "
                          f"{report.seconds:.1f} s")
         for r in report.results:
-            history = list(reversed(versions(wh, r.audience, kept_only=False)))
-            metadata = {
-                "dagster/row_count": dg.MetadataValue.int(r.size),
-                "version": dg.MetadataValue.int(r.version),
-                "size": dg.MetadataValue.int(r.size),
-                "added": dg.MetadataValue.int(r.added),
-                "removed": dg.MetadataValue.int(r.removed),
-                "dropped_missing_id": dg.MetadataValue.int(r.dropped),
-                "as_of": dg.MetadataValue.text(today.isoformat()),
-                "definition_hash": dg.MetadataValue.text(r.definition_hash),
-                "preview": _preview(wh, r.audience, r.version),
-            }
-            chart = _history_chart(history, r.audience)
-            if chart is not None:
-                metadata["size_history_chart"] = chart
-            yield dg.MaterializeResult(asset_key=asset_key(r.audience), metadata=metadata)
+            yield dg.MaterializeResult(asset_key=asset_key(r.audience),
+                                       metadata=audience_metadata(wh, r, today))
 
     return audiences
 

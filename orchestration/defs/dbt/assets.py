@@ -7,13 +7,13 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
-from orchestration.analysis.catalog import Catalog
-from orchestration.analysis.metadata import chart_metadata
-from orchestration.build import holding_warehouse
-from orchestration.dbt_project import DBT_PROJECT, ensure_manifest
-from orchestration.raw_tables import RAW_SCHEMA
+from openaudience.analysis.catalog import Catalog
+from openaudience.core.dbt import ensure_manifest, holding_warehouse
+from openaudience.core.schema.raw import RAW_SCHEMA
+from openaudience.core.warehouse import publish_snapshot
+from orchestration.dbt_project import DBT_PROJECT
+from orchestration.metadata import chart_metadata
 from orchestration.resources import WarehouseResource
-from orchestration.warehouse import publish_snapshot
 
 TABLE_MATERIALIZATIONS = {"table", "incremental", "seed", "connected_components"}
 

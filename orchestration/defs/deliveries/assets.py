@@ -11,18 +11,18 @@ asset: the others in the same run go on.
 """
 
 
-import base64
 import json
 
 import dagster as dg
 import pandas as pd
 
+from openaudience.core.errors import UserError
+from openaudience.core.settings import load_settings
+from openaudience.delivery.source import Destinations, load_destinations
+from openaudience.delivery.spec import CRONS
 from orchestration.defs.audiences.assets import asset_key as audience_key
-from orchestration.delivery.source import Destinations, load_destinations
-from orchestration.delivery.spec import CRONS
-from orchestration.errors import UserError
+from orchestration.metadata import owners, png_markdown, sparkline
 from orchestration.resources import WarehouseResource
-from orchestration.settings import load_settings
 
 GROUP = "deliveries"
 POOL = "deliveries"
@@ -36,14 +36,27 @@ def asset_key(name: str) -> dg.AssetKey:
 def _funnel_png(counts: dict[str, int], name: str) -> dg.MetadataValue:
     import altair as alt
 
-    from orchestration.analysis.report import chart_png
-
     df = pd.DataFrame({"stage": list(FUNNEL), "members": [counts.get(k, 0) for k in FUNNEL]})
     chart = alt.Chart(df, title=f"{name}: this run").mark_bar().encode(
         x=alt.X("members:Q", title="members"), y=alt.Y("stage:N", sort=list(FUNNEL), title=None),
         tooltip=["stage", "members"]).properties(width=420, height=180)
-    png = chart_png(chart)
-    return dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
+    return png_markdown(chart, name)
+
+
+def delivery_metadata(summary, name: str) -> dict[str, dg.MetadataValue]:
+    """What a delivery run shows in the UI, from a Dagster run or from `oa deliver`."""
+    metadata = {k: dg.MetadataValue.int(summary.counts.get(k, 0)) for k in FUNNEL}
+    metadata.update({
+        "status": dg.MetadataValue.text(summary.status),
+        "run_id": dg.MetadataValue.text(summary.run_id),
+        "audience_version": dg.MetadataValue.int(summary.audience_version),
+        "funnel_bars": sparkline([summary.counts.get(k, 0) for k in FUNNEL], f"{name}: {', '.join(FUNNEL)}",
+                                 bars=True),
+        "funnel": _funnel_png(summary.counts, name),
+    })
+    if summary.error:
+        metadata["warning"] = dg.MetadataValue.text(summary.error)
+    return metadata
 
 
 def _delivery_asset(dests: Destinations, name: str) -> dg.AssetsDefinition:
@@ -51,12 +64,12 @@ def _delivery_asset(dests: Destinations, name: str) -> dg.AssetsDefinition:
 
     @dg.asset(key=asset_key(name), deps=[audience_key(d.audience)], group_name=GROUP, pool=POOL,
               description=d.description or f"Deliver {d.audience} to {d.channel}.",
-              owners=[d.owner if "@" in d.owner else f"team:{d.owner}"] if d.owner else [],
+              owners=owners(d.owner),
               kinds={d.channel}, tags={"channel": d.channel, "schedule": d.schedule},
               metadata={"file": dg.MetadataValue.path(f"destinations/{dests.paths[name].name}"),
                         "audience": d.audience, "mode": d.mode, "id_form": d.id_form})
     def delivery(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-        from orchestration.delivery.engine import deliver
+        from openaudience.delivery.engine import deliver
 
         trigger = "sensor" if context.run.tags.get("dagster/sensor_name") else (
             "schedule" if context.run.tags.get("dagster/schedule_name") else "manual")
@@ -76,16 +89,7 @@ def _delivery_asset(dests: Destinations, name: str) -> dg.AssetsDefinition:
         if last.status == "stopped":
             raise dg.Failure(description=f"{name}: {last.error}",
                              metadata={k: dg.MetadataValue.int(v) for k, v in last.counts.items()})
-        metadata = {k: dg.MetadataValue.int(last.counts.get(k, 0)) for k in FUNNEL}
-        metadata.update({
-            "status": dg.MetadataValue.text(last.status),
-            "run_id": dg.MetadataValue.text(last.run_id),
-            "audience_version": dg.MetadataValue.int(last.audience_version),
-            "funnel": _funnel_png(last.counts, name),
-        })
-        if last.error:
-            metadata["warning"] = dg.MetadataValue.text(last.error)
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(metadata=delivery_metadata(last, name))
 
     return delivery
 
@@ -93,7 +97,7 @@ def _delivery_asset(dests: Destinations, name: str) -> dg.AssetsDefinition:
 def delivery_definitions() -> dg.Definitions:
     """Destination assets, a job each, schedules for periodic ones and the on-change sensor. A
     destination folder with errors fails loading with the same messages as `oa deliver validate`."""
-    from orchestration.delivery.source import DestinationErrors
+    from openaudience.delivery.source import DestinationErrors
 
     settings = load_settings()
     try:
@@ -114,10 +118,11 @@ def delivery_definitions() -> dg.Definitions:
             job = dg.define_asset_job(f"deliver_{name}", selection=[asset_key(name)], tags=tags,
                                       executor_def=executor)
             jobs.append(job)
-            schedules.append(dg.ScheduleDefinition(
+            schedules.append(dg.ScheduleDefinition(  # stopped until an operator starts it
                 name=f"deliver_{name}_schedule", job=job, cron_schedule=CRONS[d.schedule],
-                execution_timezone=settings.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
-                description=f"schedule: {d.schedule}"))
+                execution_timezone=settings.timezone, default_status=dg.DefaultScheduleStatus.STOPPED,
+                description=f"schedule: {d.schedule}. Sends messages: starts stopped; start it in the "
+                            "UI (Automation) when the destination is ready."))
     if not assets:
         return dg.Definitions()
     all_job = dg.define_asset_job("deliveries", selection=dg.AssetSelection.groups(GROUP), tags=tags,
@@ -127,23 +132,39 @@ def delivery_definitions() -> dg.Definitions:
     sensors = []
     if on_change:
         @dg.sensor(name="deliveries_on_new_version", job=all_job, minimum_interval_seconds=30,
-                   default_status=dg.DefaultSensorStatus.RUNNING,
-                   description="Deliver on_change destinations when their audience has a new version.")
+                   default_status=dg.DefaultSensorStatus.STOPPED,
+                   description="Deliver on_change destinations when their audience has a new version. "
+                               "Sends messages: starts stopped; once started, it delivers the versions "
+                               "built from then on (`oa deliver NAME` sends the current one).")
         def deliveries_on_new_version(context: dg.SensorEvaluationContext):
-            cursor = json.loads(context.cursor) if context.cursor else {}
+            # The cursor holds when the sensor was last started and, per audience, the newest
+            # version it has seen. Started (the first time, or again after a stop), it only notes
+            # where each audience is: what was built while it was off is not sent as a backlog. An
+            # audience new to it is noted the same way. A version built from the command line
+            # (`oa audience build` reports it to the instance) counts like one built here.
+            state = json.loads(context.cursor) if context.cursor else {}
+            started = context.last_sensor_start_time
+            baseline = "audiences" not in state or state.get("started") != started
+            seen = {} if baseline else dict(state["audiences"])
             requests = []
             for audience, names in sorted(on_change.items()):
                 records = context.instance.fetch_materializations(audience_key(audience), limit=1).records
                 if not records:
                     continue
                 storage_id = records[0].storage_id
-                if cursor.get(audience) == storage_id:
+                known = audience in seen
+                if seen.get(audience) == storage_id:
                     continue
-                cursor[audience] = storage_id
-                requests.append(dg.RunRequest(run_key=f"{audience}:{storage_id}",
-                                              asset_selection=[asset_key(n) for n in names],
-                                              tags={"audience": audience}))
-            context.update_cursor(json.dumps(cursor, sort_keys=True))
+                seen[audience] = storage_id
+                if known:
+                    requests.append(dg.RunRequest(run_key=f"{audience}:{storage_id}",
+                                                  asset_selection=[asset_key(n) for n in names],
+                                                  tags={"audience": audience}))
+            for audience in on_change:
+                seen.setdefault(audience, None)  # noted, even before its first version
+            context.update_cursor(json.dumps({"started": started, "audiences": seen}, sort_keys=True))
+            if baseline:
+                return dg.SkipReason("started: audience versions built from now on are delivered")
             return requests
 
         sensors.append(deliveries_on_new_version)
@@ -162,7 +183,7 @@ def delivery_definitions() -> dg.Definitions:
 
 def _receipt_definitions(dests: Destinations, settings, tags: dict):
     """A job that loads spooled receipts, and a sensor that runs it when the spool grew."""
-    from orchestration.delivery.receipts import ingest, spool_dir
+    from openaudience.delivery.receipts import ingest, spool_dir
 
     @dg.op(name="ingest_receipts", description="Spooled receipts into delivery.delivery_receipts.")
     def ingest_receipts(context: dg.OpExecutionContext, warehouse: WarehouseResource):
@@ -173,7 +194,7 @@ def _receipt_definitions(dests: Destinations, settings, tags: dict):
 
     @dg.op(name="poll_sms_reports", description="SMS sendDetails for batches waiting for reports.")
     def poll_sms_reports(context: dg.OpExecutionContext, warehouse: WarehouseResource, after):
-        from orchestration.delivery.sms_reports import poll
+        from openaudience.delivery.sms_reports import poll
 
         totals = poll(warehouse.get(), load_destinations(dests.folder, dests.audiences))
         context.add_output_metadata({k: dg.MetadataValue.int(v) for k, v in totals.items()})

@@ -7,7 +7,7 @@ successful nightly refresh (job model_outputs)."""
 
 import dagster as dg
 
-from orchestration.analysis.metadata import png_markdown
+from orchestration.metadata import png_markdown
 from orchestration.resources import WarehouseResource
 
 FEATURES = dg.AssetKey(["marts", "ml_repurchase_features"])
@@ -28,7 +28,7 @@ def _metrics_md(metrics: dict) -> str:
 def repurchase_model(context: dg.AssetExecutionContext,
                      warehouse: WarehouseResource) -> dg.MaterializeResult:
     from ml import repurchase as rp
-    from ml.report import charts, write_report
+    from ml.report import write_report
 
     wh = warehouse.get()
     training = rp.train(wh, progress=context.log.info)
@@ -38,9 +38,16 @@ def repurchase_model(context: dg.AssetExecutionContext,
     path = write_report(training, wh.settings.home / "reports")
     for w in training.warnings:
         context.log.warning(w)
+    return dg.MaterializeResult(metadata=repurchase_model_metadata(training, activated, path))
+
+
+def repurchase_model_metadata(training, activated: bool, path) -> dict[str, dg.MetadataValue]:
+    """What a trained repurchase version shows in the UI, from a run or from `oa ml train`."""
+    from ml.report import charts
+
     m = training.metrics["model"]
     figures = charts(training)
-    return dg.MaterializeResult(metadata={
+    return {
         "version": dg.MetadataValue.int(training.version),
         "activated": dg.MetadataValue.bool(activated),
         "auc": dg.MetadataValue.float(m["auc"]),
@@ -55,7 +62,7 @@ def repurchase_model(context: dg.AssetExecutionContext,
         "top_groups_chart": png_markdown(figures["top_groups"], "Top groups vs random"),
         "calibration_chart": png_markdown(figures["calibration"], "Calibration"),
         "importance_chart": png_markdown(figures["importance"], "Permutation importance"),
-    })
+    }
 
 
 @dg.asset(key=["ml", "repurchase_scores"], deps=[FEATURES, dg.AssetKey(["ml", "repurchase_model"])],
@@ -65,18 +72,23 @@ def repurchase_model(context: dg.AssetExecutionContext,
 def repurchase_scores(context: dg.AssetExecutionContext,
                       warehouse: WarehouseResource) -> dg.MaterializeResult:
     from ml import repurchase as rp
-    from ml.report import score_histogram
 
     scoring = rp.score(warehouse.get())
     for w in scoring.warnings:
         context.log.warning(w)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=repurchase_scores_metadata(scoring))
+
+
+def repurchase_scores_metadata(scoring) -> dict[str, dg.MetadataValue]:
+    from ml.report import score_histogram
+
+    return {
         "dagster/row_count": dg.MetadataValue.int(scoring.users),
         "model_version": dg.MetadataValue.int(scoring.version),
         "as_of": dg.MetadataValue.text(str(scoring.as_of)),
         "warnings": dg.MetadataValue.text("; ".join(scoring.warnings) or "none"),
         "scores_chart": png_markdown(score_histogram(scoring.scores, "Scores"), "Scores"),
-    })
+    }
 
 
 BEHAVIORS = dg.AssetKey(["marts", "fct_behaviors"])
@@ -90,17 +102,23 @@ BEHAVIORS = dg.AssetKey(["marts", "fct_behaviors"])
 def recommend_model(context: dg.AssetExecutionContext,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
     from ml import recommend as rc
-    from ml.report import recommend_charts, write_recommend_report
+    from ml.report import write_recommend_report
 
     wh = warehouse.get()
     training = rc.train(wh, progress=context.log.info)
     path = write_recommend_report(training, wh.settings.home / "reports")
     for w in training.warnings:
         context.log.warning(w)
+    return dg.MaterializeResult(metadata=recommend_model_metadata(training, path))
+
+
+def recommend_model_metadata(training, path) -> dict[str, dg.MetadataValue]:
+    from ml.report import recommend_charts
+
     test = training.test.set_index("model")
     name = training.chosen[0]
     figures = recommend_charts(training)
-    return dg.MaterializeResult(metadata={
+    return {
         "version": dg.MetadataValue.int(training.version),
         "chosen": dg.MetadataValue.text(f"{name} {training.chosen[1]}"),
         "hr@10": dg.MetadataValue.float(float(test.loc[name, "hr@10"])),
@@ -109,7 +127,7 @@ def recommend_model(context: dg.AssetExecutionContext,
         "report": dg.MetadataValue.path(str(path)),
         "metrics_chart": png_markdown(figures["metrics"], "Against the best sellers"),
         "association_chart": png_markdown(figures["association"], "Product associations"),
-    })
+    }
 
 
 def _task_audiences() -> list[dg.AssetKey]:
@@ -129,16 +147,19 @@ def _task_audiences() -> list[dg.AssetKey]:
 def recommendations(context: dg.AssetExecutionContext,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
     from ml import recommend as rc
-    from ml.cli import run_tasks
 
-    results = run_tasks(warehouse.get(), rc.load_config(), step=context.log.info)
-    return dg.MaterializeResult(metadata={
+    results = rc.run_tasks(warehouse.get(), rc.load_config(), step=context.log.info)
+    return dg.MaterializeResult(metadata=recommendations_metadata(results))
+
+
+def recommendations_metadata(results) -> dict[str, dg.MetadataValue]:
+    return {
         "dagster/row_count": dg.MetadataValue.int(sum(r.rows for r in results)),
         "tasks": dg.MetadataValue.md("\n".join(
             ["| task | people | products | top |", "|---|---|---|---|"]
             + [f"| {r.task} | {r.users:,} | {r.products:,} | "
                f"{'0-1 preference' if r.single_product else r.top} |" for r in results])),
-    })
+    }
 
 
 repurchase_training_job = dg.define_asset_job("repurchase_training",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from openaudience.core.settings import load_settings
 from orchestration.defs.dbt.assets import warehouse_models
 from orchestration.defs.raw.assets import RAW_CHECKS
-from orchestration.settings import load_settings
 
 SETTINGS = load_settings()
 

@@ -3,9 +3,9 @@
 
 import dagster as dg
 
-from orchestration.raw_tables import RAW_SCHEMA, RAW_TABLES, RawTable
+from openaudience.core.schema.raw import RAW_SCHEMA, RAW_TABLES, RawTable
+from openaudience.raw.checks import validate_table
 from orchestration.resources import WarehouseResource
-from orchestration.table_checks import validate_table
 
 
 def raw_asset_key(table: str) -> dg.AssetKey:

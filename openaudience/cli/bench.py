@@ -1,0 +1,67 @@
+"""`oa bench`: the benchmarks whose figures go to docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from openaudience.cli.common import console
+from openaudience.core.errors import UserError
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (figures go to docs/benchmarks.md).")
+
+
+@bench_app.command("build")
+def bench_build(
+    users: Annotated[int, typer.Option(help="Customers in the generated data.")] = 1_000_000,
+    days: Annotated[int, typer.Option(help="Days of data.")] = 365,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+) -> None:
+    """Generate and load N users, then time a full dbt build and record peak memory."""
+    from openaudience.bench.pipeline import bench_build as run
+
+    run(users=users, days=days, seed=seed, console=console)
+
+
+@bench_app.command("models")
+def bench_models(
+    transactions: Annotated[int, typer.Option(help="Synthetic paid orders for RFM.")] = 20_000_000,
+    users: Annotated[int, typer.Option(help="People the orders belong to.")] = 1_000_000,
+) -> None:
+    """Time RFM over N transactions and AIPL for one day over the `bench build` warehouse."""
+    from openaudience.bench.pipeline import bench_models as run
+
+    run(transactions=transactions, users=users, console=console)
+
+
+@bench_app.command("ml")
+def bench_ml() -> None:
+    """Train and score the repurchase model and the recommender over the `bench build` warehouse."""
+    from openaudience.bench.pipeline import bench_ml as run
+
+    run(console=console)
+
+
+@bench_app.command("audiences")
+def bench_audiences(
+    count: Annotated[int, typer.Option(help="Synthetic audiences to build.")] = 100,
+) -> None:
+    """Build N synthetic audiences over the `bench build` warehouse: batch vs one query each."""
+    from openaudience.bench.pipeline import bench_audiences as run
+
+    run(count=count, console=console)
+
+
+@bench_app.command("deliveries")
+def bench_deliveries(
+    sizes: Annotated[str, typer.Option(help="Audience sizes, comma-separated.")] = "100000,1000000",
+) -> None:
+    """Members/s to Kafka (tansu) and to a batched webhook, and peak memory per audience size."""
+    from openaudience.bench.deliveries import bench_deliveries as run
+
+    try:
+        numbers = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--sizes {sizes!r}: give whole numbers separated by commas") from None
+    run(numbers, console=console)
