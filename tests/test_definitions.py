@@ -16,6 +16,7 @@ from openaudience.raw.loading import load_file
 from orchestration.definitions import defs
 from tests.conftest import OA
 
+pytestmark = pytest.mark.slow  # runs the nightly job, which runs dbt build
 
 def test_definitions_load_with_job_schedule_and_checks():
     job = defs.resolve_job_def("nightly_refresh")

@@ -193,8 +193,11 @@ def _free_port() -> int:
 
 def _start_endpoint(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = _free_port()
+    # Ctrl-C must reach it even when this test runs in the background (`make test &`), where the
+    # shell starts us with SIGINT ignored and a child would inherit that
     proc = subprocess.Popen([OA, "deliver", "receive", "--port", str(port)], env=env, cwd=PROJECT_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while True:
         assert proc.poll() is None, proc.communicate()[0]
@@ -209,7 +212,7 @@ def _start_endpoint(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
 def _stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGINT)
     try:
-        proc.communicate(timeout=90)  # generous: a busy CI machine, not a slow endpoint, is the risk
+        proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise AssertionError(f"the endpoint did not stop on Ctrl-C:\n{proc.communicate()[0]}") from None

@@ -81,6 +81,7 @@ def sql_side(target, rows: list[tuple[str, str]]) -> list[str | None]:
         return [r[0] for r in wh.execute(conn, query)]
 
 
+@pytest.mark.slow  # dbt compiles the macro for each engine
 def test_sql_and_python_normalise_every_id_alike(target):
     rows = corpus()
     python, sql = python_side(rows), sql_side(target, rows)

@@ -6,8 +6,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from openaudience.core.schema.raw import RAW_TABLES
 from openaudience.raw.loading import load_file
+
+pytestmark = pytest.mark.slow  # each test builds identity on a fresh warehouse with dbt
 
 TS = "2026-01-01 10:00:00"
 

@@ -9,7 +9,7 @@ def main() -> None:
     from connectors.identifiers import RegistryError
 
     try:
-        from openaudience.cli.main import main as run
+        from openaudience.cli.app import main as run
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -44,14 +44,14 @@ def oa_in_process(args: Iterable[str], env: Mapping[str, str], monkeypatch,
     """`oa ARGS` through the script's entry point (`cli.main`) in this process, with `env` as its
     whole OA_/PG environment: one import for many commands. A traceback would surface here as
     the exception itself. Whatever a command exports to the environment is undone."""
-    from openaudience.cli import main as cli
+    from openaudience.cli import app as cli
 
     args = list(args)
     with monkeypatch.context() as m:
         for key in [k for k in os.environ if k.startswith(("OA_", "PG"))]:
             m.delenv(key)
         for key in ("OA_TARGET", "OA_DUCKDB_PATH", "OA_DUCKDB_MEMORY_LIMIT", "OA_TIMEZONE", "OA_LOCK_WAIT",
-                    "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"):
+                    "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "DAGSTER_HOME"):
             m.delenv(key, raising=False)  # recorded, so what a command exports is undone
         for key, value in env.items():
             m.setenv(key, value)
