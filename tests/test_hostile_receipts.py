@@ -193,11 +193,10 @@ def _free_port() -> int:
 
 def _start_endpoint(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    # Ctrl-C must reach it even when this test runs in the background (`make test &`), where the
-    # shell starts us with SIGINT ignored and a child would inherit that
+    # started with SIGINT ignored, as a background job is: `oa deliver receive` still stops on it
     proc = subprocess.Popen([OA, "deliver", "receive", "--port", str(port)], env=env, cwd=PROJECT_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.monotonic() + 60
     while True:
         assert proc.poll() is None, proc.communicate()[0]

@@ -253,6 +253,7 @@ def receive(
 ) -> None:
     """Run the receipt endpoint (POST /receipts/<destination>, and /unsubscribe/<destination> for
     e-mail links) until interrupted."""
+    import signal
     import time
 
     from openaudience.core.settings import load_settings
@@ -271,6 +272,10 @@ def receive(
                   f"{server.url.removesuffix('/receipts')}/unsubscribe/<destination>, for {names}; "
                   f"bodies up to {server.http.max_body:,} bytes (OA_RECEIPT_MAX_BYTES); Ctrl-C to stop",
                   soft_wrap=True)
+    # stop cleanly on Ctrl-C even when started with SIGINT ignored (a background job), and on
+    # SIGTERM (a service manager)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while True:
             time.sleep(3600)
