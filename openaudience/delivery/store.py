@@ -20,6 +20,7 @@ the rest, so the dbt delivery models find their sources in a warehouse that has 
 from __future__ import annotations
 
 from openaudience.core.schema import operational as op
+from openaudience.core.schema.migrations import table_columns
 from openaudience.core.warehouse import Warehouse, qident
 
 SCHEMA = op.DELIVERY_SCHEMA
@@ -37,14 +38,9 @@ SUPPRESSION_REASONS = ("unsubscribe", "t_reply", "complaint", "blacklist", "cons
 RUN_OWNER = (("pid", "integer"), ("host", "text"), ("heartbeat_at", "timestamp"))
 
 
-def _columns(wh: Warehouse, conn, table: str) -> set[str]:
-    return {r[0] for r in wh.execute(conn, "select column_name from information_schema.columns "
-                                           "where table_schema = %s and table_name = %s", [SCHEMA, table])}
-
-
 def run_owner_select(wh: Warehouse, conn) -> str:
     """The run owner's columns as a select list, null where the warehouse lacks them: a reader
     (`oa deliver status`) migrates nothing, and may meet a warehouse from before them."""
-    have = _columns(wh, conn, "delivery_runs")
+    have = table_columns(wh, conn, SCHEMA, "delivery_runs")
     return ", ".join(qident(name) if name in have else f"cast(null as {wh.sql_type(kind)}) as {qident(name)}"
                      for name, kind in RUN_OWNER)
