@@ -1,88 +1,64 @@
-"""Product pools: the candidate products of a recommendation, a filter over `marts.product_tags`
-written in YAML (one file per pool in `ml/pools/`), validated like segments:
+"""Product pools: the candidate products of a recommendation, a condition over
+`marts.product_tags` written in YAML (one file per pool in `ml/pools/`) in the condition language
+of audiences (docs/conditions.md):
 
     name: skincare_and_beauty
     description: What the spring campaign may recommend.
-    any:                                   # any (union, the manual's default) or all
-      - {tag: category, in: [skincare, beauty]}
+    any:                                   # any (union) or all (intersection), or one tag
+      - tag: {name: category, in: [skincare, beauty]}
       - all:
-          - {tag: category, in: [snacks]}
-          - {tag: price, ">=": 30}
+          - tag: {name: category, in: [snacks]}
+          - tag: {name: price, ">=": 30}
 
-Each condition is one tag of seeds/product_tag_catalogue.csv (or `item_id`, the product itself)
-and one operator that fits its type: enum `in` / `not_in`; text `equals` / `contains`; numeric
-and date `=`, `!=`, `>`, `>=`, `<`, `<=`. Conditions nest with `all:` and `any:`. Errors name
-the file, the line and the field.
+Each tag is one of seeds/product_tag_catalogue.csv (or `item_id`, the product itself, an enum)
+with an operator of its type: enum `in` / `not_in`; text `equals`, `contains`, ...; numeric
+`=` ... `between`; date `=` ... `between`, `last_days` (up to the day the pool is read); all
+`is_null` / `is_not_null`. Conditions nest with `all:`, `any:` and `not:`. The flat form of
+earlier releases, `{tag: category, in: [...]}`, is still read, with a deprecation message.
+Errors name the file, the line and the field.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
+from sqlglot import exp
 
+from openaudience.conditions import (
+    ConditionNode,
+    Context,
+    Strict,
+    check_condition,
+    compile_condition,
+    condition_model,
+    modernize,
+    reporter,
+    to_sql,
+    validate_rewritten,
+)
+from openaudience.conditions.sql import col
 from openaudience.core.schema.operational import POOL_ITEMS
 from openaudience.core.settings import PROJECT_ROOT
-from openaudience.core.sql import qident
-from openaudience.core.yaml_files import (
-    FileErrors,
-    Problem,
-    as_date,
-    field_of,
-    line_of,
-    read_yaml,
-    suggest,
-    validate_model,
-)
+from openaudience.core.yaml_files import FileErrors, Problem, read_yaml
 
 POOL_DIR = PROJECT_ROOT / "ml" / "pools"
 CATALOGUE = PROJECT_ROOT / "seeds" / "product_tag_catalogue.csv"
-OPS = {"enum": ("in", "not_in"), "text": ("equals", "contains"),
-       "numeric": ("=", "!=", ">", ">=", "<", "<="), "date": ("=", "!=", ">", ">=", "<", "<=")}
-SQL_OPS = {"=": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+
+PoolCondition = condition_model("PoolCondition", "product pools", ("tag",),
+                                "Exactly one of: all, any, not, tag (a product tag).")
 
 
 class PoolErrors(FileErrors):
     """Problems in pool files, each with its file and line."""
 
 
-class Node(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-    tag: str | None = None
-    all: list[Node] | None = None
-    any: list[Node] | None = None
-
-    @model_validator(mode="after")
-    def _shape(self) -> Node:
-        groups = [g for g in (self.all, self.any) if g is not None]
-        if self.tag is None and len(groups) != 1:
-            raise ValueError("a condition is {tag: ..., <operator>: value}, or a group all: [...] "
-                             "or any: [...]")
-        if self.tag is not None and groups:
-            raise ValueError("a condition has a tag or a group (all:/any:), not both")
-        if any(g == [] for g in groups):
-            raise ValueError("a group needs at least one condition")
-        if self.tag is not None and len(self.model_extra or {}) != 1:
-            raise ValueError(f"tag {self.tag!r} needs exactly one operator, e.g. in: [..] or \">=\": 100")
-        return self
-
-
-class Pool(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Pool(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
-    all: list[Node] | None = None
-    any: list[Node] | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> Pool:
-        if (self.all is None) == (self.any is None):
-            raise ValueError("give the conditions under any: (union) or all: (intersection), one of them")
-        return self
+    where: PoolCondition
 
 
 @dataclass(frozen=True)
@@ -101,94 +77,71 @@ def product_tags(path: Path = CATALOGUE) -> dict[str, TagInfo]:
 
 
 @dataclass(frozen=True)
+class _Env:
+    """What a pool's tags are checked against."""
+
+    tags: dict[str, str]
+    tag_noun: str = "product tag"
+
+
+@dataclass(frozen=True)
 class CompiledPool:
     name: str
     description: str
-    sql: str           # select item_id from marts.product_tags where ...
-    params: list[Any]
+    condition: ConditionNode
+    query: exp.Select  # select item_id from marts.product_tags where ...
     path: Path
 
-
-def _compile(node: Node, loc: tuple, tags: dict[str, TagInfo], report, params: list) -> str:
-    if node.tag is None:
-        joiner, items, key = (" and ", node.all, "all") if node.all is not None else (" or ", node.any, "any")
-        parts = [_compile(child, (*loc, key, i), tags, report, params) for i, child in enumerate(items)]
-        return "(" + joiner.join(parts) + ")"
-    info = tags.get(node.tag)
-    if info is None:
-        report((*loc, "tag"), f"unknown product tag {node.tag!r}{suggest(node.tag, tags)}")
-        return "false"
-    [(op, value)] = node.model_extra.items()
-    allowed = OPS.get(info.tag_type, ())
-    if op not in allowed:
-        report((*loc, op), f"{node.tag} is a {info.tag_type} tag; its operators are {', '.join(allowed)}")
-        return "false"
-    column = f"p.{qident(node.tag)}"
-    if op in ("in", "not_in"):
-        if not isinstance(value, list) or not value or \
-                not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in value):
-            report((*loc, op), f"{op} takes a list of values, e.g. [skincare, beauty]")
-            return "false"
-        params.extend(str(v) for v in value)
-        marks = ", ".join(["%s"] * len(value))
-        return f"{column} in ({marks})" if op == "in" else f"({column} is null or {column} not in ({marks}))"
-    if op in ("equals", "contains"):
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            report((*loc, op), f"{op} takes one value")
-            return "false"
-        params.append(str(value) if op == "equals" else f"%{value}%")
-        return f"{column} = %s" if op == "equals" else f"{column} like %s"
-    if info.tag_type == "numeric" and not _is_number(value):
-        report((*loc, op), f"{node.tag} is numeric; {op} takes a number")
-        return "false"
-    if info.tag_type == "date":
-        day = as_date(value)
-        if day is None:  # checked here: the warehouse's cast would fail at the first query
-            report((*loc, op), f"{node.tag} is a date; {op} takes a date written YYYY-MM-DD, not {value!r}")
-            return "false"
-        params.append(day.isoformat())
-        return f"cast({column} as date) {SQL_OPS[op]} cast(%s as date)"
-    params.append(value)
-    return f"{column} {SQL_OPS[op]} %s"
+    def sql(self, dialect: str) -> str:
+        return to_sql(self.query, dialect, pretty=False)
 
 
-def _is_number(value: Any) -> bool:
-    """A finite number (not a boolean): infinity would reach the SQL as a parameter it cannot compare."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def pool_query(condition: ConditionNode, tag_types: dict[str, str], schema: str = "marts") -> exp.Select:
+    """The products meeting the condition; a date window (last_days) ends on the current date."""
+    ctx = Context(today=exp.CurrentDate(), tag_types=tag_types, tag_table="p")
+    where = compile_condition(condition, ctx)
+    table = exp.alias_(exp.table_("product_tags", db=schema, quoted=True), "p", table=True)
+    return exp.select(col("item_id", "p")).from_(table).where(where).order_by(col("item_id", "p"))
 
 
 def load_pools(folder: Path = POOL_DIR, catalogue: Path = CATALOGUE) -> dict[str, CompiledPool]:
     """Every pool of `folder`, compiled; PoolErrors lists every problem of every file."""
-    tags = product_tags(catalogue)
+    tag_types = {name: info.tag_type for name, info in product_tags(catalogue).items()}
     problems: list[Problem] = []
     pools: dict[str, CompiledPool] = {}
     for path in sorted(folder.glob("*.yml")) if folder.is_dir() else []:
         try:
-            data, lines = read_yaml(path, PoolErrors, "a mapping with name and any: or all:")
-            pool = validate_model(Pool, data, path, lines, PoolErrors)
+            pool, rewritten, lines = _read(path)
         except PoolErrors as exc:
             problems.extend(exc.problems)
             continue
-
-        def report(loc, message, path=path, lines=lines):
-            problems.append(Problem(path, line_of(lines, loc), field_of(loc), message))
-
+        report = reporter(path, lines, problems, rewritten)
         if path.stem != pool.name:
             report(("name",), f"the file is {path.name}; name it {pool.name}.yml or the pool {path.stem}")
-        params: list = []
-        key = "all" if pool.all is not None else "any"
-        where = _compile(Node.model_validate({key: getattr(pool, key)}), (), tags, report, params)
-        where = where[1:-1] if where.startswith("(") else where
-        pools[pool.name] = CompiledPool(pool.name, pool.description,
-                                        f"select p.item_id from marts.product_tags p where {where}",
-                                        params, path)
+        found = len(problems)
+        check_condition(pool.where, ("where",), _Env(tag_types), report)
+        if len(problems) == found:
+            pools[pool.name] = CompiledPool(pool.name, pool.description, pool.where,
+                                            pool_query(pool.where, tag_types), path)
     if problems:
         raise PoolErrors(problems)
     return pools
 
 
+def _read(path: Path):
+    """The pool of one file: its name and description, and the rest of it is the condition."""
+    data, lines = read_yaml(path, PoolErrors, "a mapping with name and a condition (any:, all:, ...)")
+    body = {k: v for k, v in data.items() if k not in ("name", "description")}
+    if not body:
+        raise PoolErrors([Problem(path, 1, "", "a pool needs its condition: any: [...], all: [...] or "
+                                               "one tag: {name: ..., <operator>: ...}")])
+    rewritten = modernize(body, ("where",), written_at=())
+    pool_data = {k: data[k] for k in ("name", "description") if k in data} | {"where": rewritten.data}
+    return validate_rewritten(Pool, pool_data, path, lines, [rewritten], PoolErrors), [rewritten], lines
+
+
 def pool_items(wh, pool: CompiledPool) -> list[str]:
-    return [r[0] for r in wh.query(pool.sql + " order by p.item_id", pool.params)]
+    return [r[0] for r in wh.query(pool.sql(wh.engine))]
 
 
 def write_pool_items(wh, pools: dict[str, CompiledPool]) -> dict[str, int]:

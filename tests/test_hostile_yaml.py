@@ -283,17 +283,24 @@ def test_recommend_config_names_the_line(tmp_path, text, expected):
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("name: p\nany:\n  - {tag: category, in: [shoes], in: [bags]}\n",
-     "p.yml:3: any[0].in: key 'in' appears twice (first at line 3)"),
+    ("name: p\nany:\n  - tag: {name: category, in: [shoes], in: [bags]}\n",
+     "p.yml:3: any[0].tag.in: key 'in' appears twice (first at line 3)"),
+    ("name: p\nany:\n  - tag: {name: listed_at, \">=\": last spring}\n",
+     "p.yml:3: any[0].tag.>=: >= on a date tag takes a date written YYYY-MM-DD, not 'last spring'"),
+    ("name: p\nany:\n  - tag: {name: listed_at, \">=\": 2026-06-31}\n",
+     "p.yml:3: any[0].tag.>=: '2026-06-31' is not a date (day is out of range for month)"),
+    ("name: p\nany:\n  - tag: {name: price, \"<\": .inf}\n",
+     "p.yml:3: any[0].tag.<: < on a numeric tag takes a number, not inf"),
+    ("name: p\nany:\n  - tag: {name: category, in: [true]}\n",
+     "p.yml:3: any[0].tag.in: values must be strings or numbers"),
+    ("name: p\nany:\n  - tag: {name: category, in: []}\n",
+     "p.yml:3: any[0].tag.in: in takes at least one value"),
+    (_lol_lists() + "name: p\nany:\n  - tag: {name: category, in: *l8}\n", "p.yml:6: too many aliases"),
+    # the flat spelling of earlier releases: read, and its errors still at the lines written
     ("name: p\nany:\n  - {tag: listed_at, \">=\": last spring}\n",
-     "p.yml:3: any[0].>=: listed_at is a date; >= takes a date written YYYY-MM-DD, not 'last spring'"),
-    ("name: p\nany:\n  - {tag: listed_at, \">=\": 2026-06-31}\n",
-     "p.yml:3: any[0].>=: '2026-06-31' is not a date (day is out of range for month)"),
-    ("name: p\nany:\n  - {tag: price, \"<\": .inf}\n",
-     "p.yml:3: any[0].<: price is numeric; < takes a number"),
-    ("name: p\nany:\n  - {tag: category, in: [true]}\n",
-     "p.yml:3: any[0].in: in takes a list of values, e.g. [skincare, beauty]"),
-    (_lol_lists() + "name: p\nany:\n  - {tag: category, in: *l8}\n", "p.yml:6: too many aliases"),
+     "p.yml:3: any[0].>=: >= on a date tag takes a date written YYYY-MM-DD, not 'last spring'"),
+    ("name: p\nany:\n  - all:\n      - {tag: pricee, \">=\": 3}\n",
+     "p.yml:4: any[0].all[0].tag: unknown product tag 'pricee' (did you mean 'price'?)"),
 ])
 def test_pools_name_the_line(tmp_path, text, expected):
     (tmp_path / "p.yml").write_text(text)
@@ -344,8 +351,8 @@ def test_repurchase_meta_is_checked_in_its_file(tmp_path):
 
 AIPL_RULES = "models/marts/aipl/_aipl__models.yml"
 STAGE = " " * 16  # the indent of a stage in meta.aipl.models[].stages
-LOYALTY = f"{STAGE}loyalty:\n{STAGE}  - behavior: {{event_type: purchase, last_days: 90, count"
-SECOND_PURCHASE = f"{STAGE}purchase:\n{STAGE}  - behavior: {{event_type: view, last_days: 1}}\n"
+LOYALTY = f"{STAGE}loyalty:\n{STAGE}  all:\n{STAGE}    - behavior: {{did: purchase, last_days: 90, count"
+SECOND_PURCHASE = f"{STAGE}purchase:\n{STAGE}  behavior: {{did: view, last_days: 1}}\n"
 
 
 def _doubled_aipl_rules() -> tuple[str, int, int]:
@@ -386,7 +393,7 @@ def hostile_project(tmp_path_factory) -> tuple[Path, Target]:
     recommend.write_text(recommend.read_text().replace("{name: vip_flagship_preference,",
                                                        "{name: shanghai_beauty_picks,"))
     (root / "ml/pools/hostile_bomb.yml").write_text(
-        _lol_lists() + "name: hostile_bomb\nany:\n  - {tag: category, in: *l8}\n")
+        _lol_lists() + "name: hostile_bomb\nany:\n  - tag: {name: category, in: *l8}\n")
     ml = root / rp.PROPERTIES
     ml.write_text(ml.read_text().replace(f"{HORIZON}\n", f"{HORIZON}\n{HORIZON_AGAIN}\n"))
     (root / AIPL_RULES).write_text(_doubled_aipl_rules()[0])

@@ -23,17 +23,25 @@ from tests.test_segments import CATALOG
 
 # -- pools ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text, expected", [
-    ("name: p\nany:\n  - {tag: categry, in: [shoes]}\n",
-     "p.yml:3: any[0].tag: unknown product tag 'categry' (did you mean 'category'?)"),
-    ("name: p\nall:\n  - {tag: price, in: [1]}\n",
-     "p.yml:3: all[0].in: price is a numeric tag; its operators are =, !=, >, >=, <, <="),
-    ("name: p\nany:\n  - all:\n      - {tag: price, \">=\": cheap}\n",
-     "p.yml:4: any[0].all[0].>=: price is numeric; >= takes a number"),
-    ("name: p\nany: []\nall: []\n",
-     "p.yml:1: give the conditions under any: (union) or all: (intersection), one of them"),
-    ("name: p\nany:\n  - {tag: category}\n",
-     "p.yml:3: any[0]: tag 'category' needs exactly one operator"),
-    ("name: q\nany:\n  - {tag: category, in: [shoes]}\n",
+    ("name: p\nany:\n  - tag: {name: categry, in: [shoes]}\n",
+     "p.yml:3: any[0].tag.name: unknown product tag 'categry' (did you mean 'category'?)"),
+    ("name: p\nall:\n  - tag: {name: price, in: [1]}\n",
+     "p.yml:3: all[0].tag.in: operator 'in' does not apply to numeric tag 'price' (use =, !=, >, >=, <, <=, "
+     "between, is_null, is_not_null)"),
+    ("name: p\nany:\n  - all:\n      - tag: {name: price, \">=\": cheap}\n",
+     "p.yml:4: any[0].all[0].tag.>=: >= on a numeric tag takes a number, not 'cheap'"),
+    ("name: p\nany:\n  - tag: {name: category, in: [a]}\nall:\n  - tag: {name: category, in: [b]}\n",
+     "p.yml:1: each condition is exactly one of all, any, not, tag; got all, any"),
+    ("name: p\nany: []\n",
+     "p.yml:2: any: any: needs at least one condition"),
+    ("name: p\n",
+     "p.yml:1: a pool needs its condition: any: [...], all: [...] or one tag"),
+    ("name: p\nany:\n  - tag: {name: category}\n",
+     "p.yml:3: any[0].tag: a tag condition has exactly one operator besides name, got none"),
+    ("name: p\nany:\n  - behavior: {did: purchase, last_days: 30}\n",
+     "p.yml:3: any[0]: behavior conditions are not allowed in product pools; the kinds allowed are all, "
+     "any, not, tag"),
+    ("name: q\nany:\n  - tag: {name: category, in: [shoes]}\n",
      "p.yml:1: name: the file is p.yml; name it q.yml or the pool p"),
 ])
 def test_pool_errors_name_the_file_line_and_field(tmp_path, text, expected):

@@ -190,6 +190,11 @@ class Evaluator:
                 return each(lambda v: TODAY - dt.timedelta(days=value) < as_day(v) <= TODAY)
             if op == "before_days_ago":
                 return each(lambda v: as_day(v) <= TODAY - dt.timedelta(days=value))
+            day_tests = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b,
+                         ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b}
+            if op in day_tests:
+                day = dt.date.fromisoformat(str(value))
+                return each(lambda v: day_tests[op](as_day(v), day))
             start = (TODAY - dt.timedelta(days=TODAY.weekday()) if op == "this_week"
                      else TODAY.replace(day=1))
             return each(lambda v: start <= as_day(v) <= TODAY)
@@ -366,6 +371,10 @@ def _leaves():
                   st.sampled_from(["last_days", "before_days_ago"]), st.integers(1, 400)),
         st.builds(lambda op: {"tag": {"name": "registered_at", op: True}},
                   st.sampled_from(["this_week", "this_month"])),
+        st.builds(lambda name, op, day: {"tag": {"name": name, op: day}},
+                  st.sampled_from(["registered_at", "last_active_at"]),
+                  st.sampled_from(["=", "!=", ">", ">=", "<", "<="]),
+                  st.sampled_from([dt.date(2025, 1, 1), dt.date(2026, 6, 1), TODAY])),
         # absolute dates: registrations span 2023-07 to AS_OF, purchases and activity 2026
         st.builds(lambda name, days: {"tag": {"name": name, "between": days}},
                   st.sampled_from(["registered_at", "first_purchase_at", "last_active_at"]),

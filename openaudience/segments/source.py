@@ -8,34 +8,23 @@ import csv
 import datetime as dt
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
+from openaudience.conditions import check_condition, modernize, reporter, validate_rewritten
 from openaudience.core.errors import UserError
 from openaudience.core.settings import PROJECT_ROOT
 from openaudience.core.yaml_files import (
     FileErrors,
     Problem,
-    as_date,
     field_of,
     line_of,
     load_yaml,
     read_yaml,
     suggest,
-    validate_model,
 )
-from openaudience.segments.spec import (
-    ID_TYPES,
-    MAX_DAYS,
-    MAX_SET_DEPTH,
-    MAX_VALUES,
-    OPS_BY_TYPE,
-    Audience,
-    Condition,
-    Operand,
-)
+from openaudience.segments.spec import ID_TYPES, MAX_SET_DEPTH, Audience, Operand
 from openaudience.segments.uploads import Upload, UploadError, read_upload
 
 AUDIENCE_DIR = PROJECT_ROOT / "audiences"
@@ -99,142 +88,15 @@ def _task_names(path: Path) -> set[str]:
     return {t["name"] for t in tasks or [] if isinstance(t, dict) and isinstance(t.get("name"), str)}
 
 
-def _check(cond: Condition, loc: tuple, catalog: Catalog, report, uploads=None) -> None:
-    kind = cond.kind
-    if kind in ("all", "any"):
-        for i, child in enumerate(getattr(cond, kind)):
-            _check(child, (*loc, kind, i), catalog, report, uploads)
-    elif kind == "not":
-        _check(cond.not_, (*loc, "not"), catalog, report, uploads)
-    elif kind == "tag":
-        leaf, here = cond.tag, (*loc, "tag")
-        tag_type = catalog.tags.get(leaf.name)
-        if tag_type is None:
-            report(here + ("name",), f"unknown tag {leaf.name!r}{suggest(leaf.name, catalog.tags)}")
-            return
-        allowed = OPS_BY_TYPE.get(tag_type, ())
-        if leaf.op not in allowed:
-            report(here + (leaf.op,), f"operator {leaf.op!r} does not apply to {tag_type} tag "
-                                       f"{leaf.name!r} (use {', '.join(allowed)})")
-            return
-        _check_value(leaf, tag_type, here + (leaf.op,), report, catalog.delimiters.get(leaf.name) or ",")
-    elif kind == "behavior":
-        leaf, here = cond.behavior, (*loc, "behavior")
-        key = "did" if leaf.did else "did_not"
-        if leaf.event_type not in catalog.event_types:
-            report(here + (key,), f"unknown behaviour type {leaf.event_type!r}"
-                                  f"{suggest(leaf.event_type, catalog.event_types)}")
-        for ch in leaf.channels or []:
-            if ch not in catalog.channels:
-                report(here + ("channels",), f"unknown channel {ch!r}{suggest(ch, catalog.channels)}")
-    elif kind == "rfm":
-        leaf, here = cond.rfm, (*loc, "rfm")
-        if leaf.model not in catalog.rfm_models:
-            report(here + ("model",), f"unknown RFM model {leaf.model!r}"
-                                      f"{suggest(leaf.model, catalog.rfm_models)}")
-        for seg in leaf.segments or []:
-            if seg not in catalog.rfm_segments:
-                report(here + ("segments",), f"unknown RFM segment {seg!r}"
-                                             f"{suggest(seg, catalog.rfm_segments)}")
-        top = catalog.rfm_models.get(leaf.model)
-        for k, score in sorted((leaf.min_scores or {}).items()):
-            if top is not None and not 1 <= score <= top[k]:
-                report(here + ("min_scores", k), f"{k} score {score} is out of range: RFM model "
-                                                 f"{leaf.model!r} scores {k} from 1 to {top[k]}")
-    elif kind == "aipl":
-        leaf, here = cond.aipl, (*loc, "aipl")
-        if leaf.model not in catalog.aipl_models:
-            report(here + ("model",), f"unknown AIPL model {leaf.model!r}"
-                                      f"{suggest(leaf.model, catalog.aipl_models)}")
-    elif kind == "recommended":
-        leaf, here = cond.recommended, (*loc, "recommended")
-        if leaf.task not in catalog.recommend_tasks:
-            report(here + ("task",), f"unknown recommendation task {leaf.task!r}"
-                                     f"{suggest(leaf.task, catalog.recommend_tasks)}; the tasks are in "
-                                     "ml/recommend.yml")
-        if leaf.pool is not None and leaf.pool not in catalog.pools:
-            report(here + ("pool",), f"unknown product pool {leaf.pool!r}{suggest(leaf.pool, catalog.pools)}"
-                                     f"; the pools are ml/pools/<name>.yml")
-    elif kind in ("upload", "table"):
-        leaf, here = getattr(cond, kind), (*loc, kind)
-        if leaf.id_type not in catalog.id_types:
-            report(here + ("id_type",), f"unknown id type {leaf.id_type!r}"
-                                        f"{suggest(leaf.id_type, catalog.id_types)}")
-        elif kind == "upload" and uploads is not None:
-            uploads(leaf, here)
+class _Env:
+    """What the leaves of one audience file are checked against: the catalog, and reading the
+    upload files it names."""
 
+    def __init__(self, catalog: Catalog, read_upload) -> None:
+        self._catalog, self.read_upload = catalog, read_upload
 
-def _check_value(leaf, tag_type: str, loc: tuple, report, delimiter: str = ",") -> None:
-    """The operator's value fits the tag's type, so compiling cannot fail on it: numbers are
-    finite, dates exist, `between` runs low to high, windows stay within MAX_DAYS, and a
-    multi-value condition names single elements."""
-    op, value = leaf.op, leaf.value
-    if op in ("is_null", "is_not_null", "this_week", "this_month"):
-        if value not in (True, None):
-            report(loc, f"{op} takes no value (write {op}: true)")
-        return
-    if op == "between":
-        _check_between(value, tag_type, loc, report)
-        return
-    if op in ("last_days", "before_days_ago"):
-        if not (_is_int(value) and 1 <= value <= MAX_DAYS):
-            report(loc, f"{op} takes a whole number of days from 1 to {MAX_DAYS:,} (a hundred years), "
-                        f"not {value!r}")
-        return
-    if op in ("=", "!=", ">", ">=", "<", "<="):
-        if not _is_number(value):
-            report(loc, f"{op} on a numeric tag takes a number, not {value!r}")
-        return
-    values = leaf.values()
-    if len(values) > MAX_VALUES:
-        report(loc, f"{len(values)} values; a condition takes at most {MAX_VALUES}")
-    if any(not isinstance(v, str | int | float) or isinstance(v, bool) for v in values):
-        report(loc, "values must be strings or numbers")
-    elif op in ("contains_any", "contains_all"):
-        _check_elements(values, leaf.name, delimiter, loc, report)
-
-
-def _check_between(value, tag_type: str, loc: tuple, report) -> None:
-    if not (isinstance(value, list) and len(value) == 2):
-        report(loc, "between takes two values: [low, high]")
-        return
-    if tag_type == "date":
-        low, high = (as_date(v) for v in value)
-        if low is None or high is None:
-            bad = value[0] if low is None else value[1]
-            report(loc, f"between on a date tag takes two dates written YYYY-MM-DD, not {bad!r}")
-            return
-    else:
-        low, high = value
-        if not (_is_number(low) and _is_number(high)):
-            bad = high if _is_number(low) else low
-            report(loc, f"between on a numeric tag takes two numbers, not {bad!r}")
-            return
-    if low > high:
-        report(loc, f"between runs from low to high; [{value[0]}, {value[1]}] is reversed: "
-                    f"write [{value[1]}, {value[0]}]")
-
-
-def _check_elements(values: list, tag: str, delimiter: str, loc: tuple, report) -> None:
-    """Each value is one element of the tag's list: one holding the delimiter would match two
-    neighbouring elements as if they were one (`app,mini_program`)."""
-    for v in values:
-        text = str(v)
-        if text == "":
-            report(loc, f"an empty value matches no element of {tag}")
-        elif delimiter in text:
-            parts = ", ".join(p.strip() for p in text.split(delimiter))
-            report(loc, f"value {text!r} holds {tag}'s delimiter {delimiter!r}; write each element "
-                        f"as its own list item: [{parts}]")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))
+    def __getattr__(self, name: str):
+        return getattr(self._catalog, name)
 
 
 @dataclass
@@ -246,12 +108,14 @@ class _Loaded:
 
 def _load(path: Path, catalog: Catalog) -> _Loaded:
     data, lines = read_yaml(path, AudienceErrors, "a mapping with name and where")
-    audience = validate_model(Audience, data, path, lines, AudienceErrors)
+    rewritten = []
+    if "where" in data:
+        rewritten.append(modernize(data["where"], ("where",)))
+        data = {**data, "where": rewritten[0].data}
+    audience = validate_rewritten(Audience, data, path, lines, rewritten, AudienceErrors)
     problems: list[Problem] = []
     uploads: dict[tuple[str, str], Upload] = {}
-
-    def report(loc: tuple, message: str) -> None:
-        problems.append(Problem(path, line_of(lines, loc), field_of(loc), message))
+    report = reporter(path, lines, problems, rewritten)
 
     def read(leaf, loc: tuple) -> None:
         try:  # resolved in the audience file's folder, and confined to it, by read_upload
@@ -264,7 +128,7 @@ def _load(path: Path, catalog: Catalog) -> _Loaded:
     if path.stem != audience.name:
         report(("name",), f"the file is {path.name}; name it {audience.name}.yml or the name {path.stem}")
     if audience.where is not None:
-        _check(audience.where, ("where",), catalog, report, read)
+        check_condition(audience.where, ("where",), _Env(catalog, read), report)
     if audience.limit and audience.limit.order_by:
         tag = audience.limit.order_by.tag
         if tag not in catalog.tags:
