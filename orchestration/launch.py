@@ -49,18 +49,33 @@ def apply_pool_limits() -> None:
             instance.event_log_storage.set_concurrency_slots(POOL, limit)
 
 
+def definitions():
+    """The code location's definitions, for a command about to run a job: the dbt manifest is
+    brought up to date first (`dbt parse` when a model, macro or seed changed)."""
+    from openaudience.core.dbt import ensure_manifest
+
+    ensure_manifest()
+    from orchestration.definitions import defs
+
+    return defs
+
+
 def run_nightly(console: Console | None = None) -> NightlyResult:
+    """The nightly job for today (in OA_TIMEZONE): its partition of aipl_daily is today."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
     import dagster as dg
 
     console = console or Console()
     ensure_dagster_home()
-    from orchestration.definitions import defs
-
-    job = defs.resolve_job_def("nightly_refresh")
+    job = definitions().resolve_job_def("nightly_refresh")
+    today = dt.datetime.now(ZoneInfo(load_settings().timezone)).date()
     with console.status("nightly_refresh: GX checks on raw tables, then dbt build ..."):
         result = job.execute_in_process(
             instance=dg.DagsterInstance.get(),
             raise_on_error=False,
+            partition_key=today.isoformat(),
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
     evaluations = result.get_asset_check_evaluations()
@@ -92,9 +107,7 @@ def run_audience_job(job_name: str, today, console: Console | None = None) -> li
 
     console = console or Console()
     ensure_dagster_home()
-    from orchestration.definitions import defs
-
-    job = defs.resolve_job_def(job_name)
+    job = definitions().resolve_job_def(job_name)
     with console.status(f"{job_name}: evaluating audiences in one batch ..."):
         result = job.execute_in_process(
             instance=dg.DagsterInstance.get(),
@@ -128,9 +141,7 @@ def run_delivery_job(console: Console | None = None) -> list:
 
     console = console or Console()
     ensure_dagster_home()
-    from orchestration.definitions import defs
-
-    job = defs.resolve_job_def("deliveries")
+    job = definitions().resolve_job_def("deliveries")
     with console.status("deliveries: every destination ..."):
         result = job.execute_in_process(
             instance=dg.DagsterInstance.get(), raise_on_error=False,

@@ -116,3 +116,35 @@ def report_models(warn: Callable[[str], None] | None = None, *, repurchase=None,
             yield dg.AssetMaterialization(asset_key=dg.AssetKey(key), metadata={**SOURCE, **metadata})
 
     return _report(events, warn)
+
+
+def report_aipl_days(first: dt.date, last: dt.date, warn: Callable[[str], None] | None = None) -> int:
+    """A materialization of each partition (day) of marts/aipl_daily from `first` to `last`, after
+    `oa aipl backfill`, with the day's rows: the asset's partitions in the UI then show the days
+    the warehouse holds, whoever computed them. Days outside the partitions (before AIPL_FIRST_DAY,
+    after today) are left out."""
+    import dagster as dg
+
+    from openaudience.core.settings import load_settings
+    from openaudience.core.sql import qualified
+    from openaudience.core.warehouse import Warehouse
+    from orchestration.defs.dbt.assets import AIPL_KEY, aipl_partitions
+
+    def events():
+        partitions = aipl_partitions(load_settings().timezone)
+        valid = set(partitions.get_partition_keys())
+        days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        keys = [d.isoformat() for d in days if d.isoformat() in valid]
+        if not keys:
+            return
+        rows = dict(Warehouse().query(
+            f"select cast(stat_date as varchar), count(*) from {qualified(*AIPL_KEY.path)} "
+            "where stat_date between %s and %s group by stat_date", [first, last]))
+        for key in keys:
+            yield dg.AssetMaterialization(asset_key=AIPL_KEY, partition=key, metadata={
+                **SOURCE,
+                "rows_in_days": dg.MetadataValue.int(int(rows.get(key, 0))),
+                "days": dg.MetadataValue.text(f"{first} to {last}"),
+            })
+
+    return _report(events, warn)

@@ -243,9 +243,9 @@ def test_dagster_audience_job_materializes_with_metadata(built_engines, engine, 
     monkeypatch.setenv("OA_AUDIENCE_CONCURRENCY", "2")
     from orchestration.launch import run_audience_job
 
-    results = run_audience_job("audiences_daily", TODAY)
-    daily = {n for n in PROJECT.order if PROJECT.audiences[n].refresh == "daily"}
-    assert {r.audience for r in results} == set(PROJECT.upstream(sorted(daily)))
+    results = run_audience_job("audiences_refresh_all", TODAY)
+    from_models = {n for n in PROJECT.order if PROJECT.reads_models(n)}
+    assert {r.audience for r in results} == set(PROJECT.order) - from_models
     with dg.DagsterInstance.get() as instance:
         assert instance.event_log_storage.get_concurrency_info("audience_refresh").slot_count == 2
         event = instance.get_latest_materialization_event(dg.AssetKey(["audiences", "top_spenders"]))
@@ -280,10 +280,9 @@ def test_assets_show_what_each_audience_reads_and_refresh_on_its_schedule():
     assert graph.get(dg.AssetKey(["audiences", "top_spenders"])).owners == ["team:crm"]
     job = defs.resolve_job_def("audiences_refresh_all")
     assert {n.definition.pool for n in job.graph.node_dict.values()} == {"audience_refresh"}
-    cron = defs.resolve_schedule_def("audiences_cron_054878c4_schedule")
-    assert cron.cron_schedule == "0 3 * * 1" and cron.execution_timezone == "Asia/Shanghai"
-    sensor = defs.resolve_sensor_def("audiences_after_nightly")
-    assert sensor.job_name == "audiences_daily"
+    weekly = graph.get(dg.AssetKey(["audiences", "high_value_rfm"])).automation_condition
+    assert "0 3 * * 1" in weekly.get_label()  # its refresh: cron, as an automation condition
+    assert defs.resolve_sensor_def("audience_and_model_refresh") is not None
 
 
 def test_audience_concurrency_setting_is_checked():

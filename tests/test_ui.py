@@ -1,9 +1,12 @@
 """The Dagster UI as an operator sees it, in headless Chromium: the asset graph, an audience's
-latest version after `oa audience build` at the command line (the CLI reports to the instance),
-and the automation page with the sending sensors and schedules stopped."""
+latest version after `oa audience build` at the command line (the CLI reports to the instance)
+and its automation condition, the daily partitions of aipl_daily, and the automation page: the
+automation sensor that refreshes audiences and model outputs running, the sending sensors and
+schedules stopped."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -12,6 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -80,7 +84,7 @@ def _toggles(page) -> dict[str, bool]:
     return out
 
 
-def test_the_ui_shows_the_graph_a_cli_build_and_stopped_sending_automations(ui):
+def test_the_ui_shows_the_graph_a_cli_build_automation_partitions_and_stopped_sending(ui):
     from playwright.sync_api import sync_playwright
 
     url, target, env = ui
@@ -117,14 +121,31 @@ def test_the_ui_shows_the_graph_a_cli_build_and_stopped_sending_automations(ui):
             inline = page.locator('img[src^="data:image/svg+xml"]')  # the size line, no click needed
             assert inline.count() >= 1 and inline.first.is_visible()
 
-            # automation: the nightly schedule runs; what sends messages starts stopped
+            # the audience's refresh is an automation condition, evaluated by the automation sensor
+            details = page.get_by_text("Automation condition", exact=True).first
+            details.wait_for(timeout=60_000)
+            side = body.inner_text()
+            assert "refresh: daily (after its inputs upda" in side, side[-3000:]
+            assert "audience_and_model_refresh" in side
+
+            # aipl_daily: one partition per day, from the first day to today in OA_TIMEZONE
+            page.goto(f"{url}/assets/marts/aipl_daily?view=partitions", wait_until="networkidle")
+            page.get_by_text(re.compile(r"\d+ Partitions Selected")).first.wait_for(timeout=60_000)
+            text = body.inner_text()
+            today = dt.datetime.now(ZoneInfo("Asia/Shanghai")).date()
+            days = (today - dt.date(2025, 1, 1)).days + 1
+            assert f"{days} Partitions Selected" in text and "2025-01-01" in text, text[:3000]
+            assert today.isoformat() in text
+
+            # automation: the nightly schedule and the automation sensor run; what sends messages
+            # starts stopped
             page.goto(f"{url}/automation", wait_until="networkidle")
             page.get_by_text("nightly_refresh_schedule", exact=False).first.wait_for(timeout=60_000)
+            page.get_by_text("Automation condition sensor", exact=True).first.wait_for(timeout=60_000)
             page.wait_for_timeout(2000)  # the toggles' states load after the names
             assert _toggles(page) == {
-                "audiences_after_nightly": True, "audiences_cron_054878c4_schedule": True,
-                "deliveries_on_new_version": False, "delivery_receipts_sensor": True,
-                "model_outputs_after_nightly": True, "nightly_refresh_schedule": True,
+                "audience_and_model_refresh": True, "deliveries_on_new_version": False,
+                "delivery_receipts_sensor": True, "nightly_refresh_schedule": True,
                 "recommend_training_schedule": True, "repurchase_training_schedule": True}
             assert errors == [], errors
         finally:

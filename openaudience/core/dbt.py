@@ -38,7 +38,7 @@ def _newest_source_mtime() -> float:
 
 def ensure_manifest() -> Path:
     """Parse the project when the manifest is missing or older than any model, macro or seed."""
-    if MANIFEST.exists() and MANIFEST.stat().st_mtime >= _newest_source_mtime():
+    if manifest_is_current():
         return MANIFEST
     apply_environment()
     dbt = Path(sys.executable).with_name("dbt")
@@ -47,6 +47,22 @@ def ensure_manifest() -> Path:
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"dbt parse failed:\n{done.stdout}\n{done.stderr}")
+    return MANIFEST
+
+
+def manifest_is_current() -> bool:
+    """True when the manifest exists and no model, macro or seed is newer (a cheap check, no dbt)."""
+    return MANIFEST.exists() and MANIFEST.stat().st_mtime >= _newest_source_mtime()
+
+
+def require_manifest() -> Path:
+    """The parsed manifest, without running dbt: for code that must not start dbt (the Dagster
+    code location loads it; `make ui` and the commands that run jobs prepare it first)."""
+    from openaudience.core.errors import UserError
+
+    if not MANIFEST.exists():
+        raise UserError("the dbt manifest target/manifest.json is missing: `make ui` prepares it, "
+                        "or run `.venv/bin/python -m orchestration.prepare` (it runs `dbt parse`)")
     return MANIFEST
 
 

@@ -2,11 +2,17 @@
 of many audiences is one batch evaluation. Each asset depends on what its YAML reads (user_tags,
 fct_behaviors, an RFM model, aipl_daily, a table, other audiences), so the lineage is true and an
 audience refreshes after its inputs. Refreshes share the `audience_refresh` concurrency pool:
-past its limit (OA_AUDIENCE_CONCURRENCY, default 3, 1-10) runs queue instead of failing."""
+past its limit (OA_AUDIENCE_CONCURRENCY, default 3, 1-10) runs queue instead of failing.
+
+An audience's `refresh:` is its automation condition (`refresh_condition`), evaluated by the
+automation sensor of definitions.py: `daily` after the nightly refresh updated what it reads,
+`hourly` and a cron on their cron; an audience read by scheduled ones refreshes with them, as
+Quick Audience does; `manual` only when asked."""
 
 
 import datetime as dt
 import hashlib
+from functools import reduce
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -28,6 +34,9 @@ def asset_key(name: str) -> dg.AssetKey:
     return dg.AssetKey([GROUP, name])
 
 
+AIPL_KEY = dg.AssetKey(["marts", "aipl_daily"])
+
+
 def _deps(project: Project, name: str) -> list[dg.AssetKey]:
     deps = {dg.AssetKey(["marts", "user_tags"])}
     for _, cond in project.audiences[name].condition().walk():
@@ -37,7 +46,7 @@ def _deps(project: Project, name: str) -> list[dg.AssetKey]:
         elif kind == "rfm":
             deps.add(dg.AssetKey(["marts", cond.rfm.model]))
         elif kind == "aipl":
-            deps.add(dg.AssetKey(["marts", "aipl_daily"]))
+            deps.add(AIPL_KEY)
         elif kind == "audience":
             deps.add(asset_key(cond.audience.name))
         elif kind in ("upload", "table"):
@@ -52,13 +61,16 @@ def _deps(project: Project, name: str) -> list[dg.AssetKey]:
 
 
 
-def audience_specs(project: Project) -> list[dg.AssetSpec]:
+def audience_specs(project: Project, timezone: str = "Asia/Shanghai") -> list[dg.AssetSpec]:
     specs = []
+    cadences = refresh_cadences(project)
     for name in project.order:
         audience = project.audiences[name]
         specs.append(dg.AssetSpec(
             key=asset_key(name),
-            deps=_deps(project, name),
+            # an audience reads the latest day of aipl_daily: only that partition is its input
+            deps=[dg.AssetDep(key, partition_mapping=dg.LastPartitionMapping()) if key == AIPL_KEY
+                  else key for key in _deps(project, name)],
             group_name=GROUP,
             description=audience.description or None,
             owners=owners(audience.owner),
@@ -66,9 +78,58 @@ def audience_specs(project: Project) -> list[dg.AssetSpec]:
             tags={"refresh": _tag_value(audience.refresh), "id_type": audience.id_type},
             metadata={"file": dg.MetadataValue.path(f"audiences/{project.paths[name].name}"),
                       "refresh": audience.refresh, "snapshots": audience.snapshots},
+            automation_condition=refresh_condition(cadences.get(name, set()), timezone),
             skippable=True,
         ))
     return specs
+
+
+def refresh_cadences(project: Project) -> dict[str, set[str]]:
+    """Per audience, the `refresh:` values it must follow: its own and those of every audience
+    that reads it (directly or through others), `manual` left out."""
+    out: dict[str, set[str]] = {}
+    for name in project.order:
+        refresh = project.audiences[name].refresh
+        if refresh == "manual":
+            continue
+        for upstream in project.upstream([name]):
+            out.setdefault(upstream, set()).add(refresh)
+    return out
+
+
+def _after_inputs_update() -> dg.AutomationCondition:
+    """`refresh: daily`: eager on what the audience reads from the warehouse (models, model
+    outputs, tables), ignoring other audiences, so an audience read by an hourly one does not
+    make a daily reader hourly; audiences a daily one reads refresh in the same evaluation."""
+    updated = dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.groups(GROUP))
+    return (dg.AutomationCondition.eager().replace("any_deps_updated", updated)
+            .with_label("refresh: daily (after its inputs update)"))
+
+
+def _on_cron(cron: str, timezone: str, label: str) -> dg.AutomationCondition:
+    """`hourly` or a cron: each tick of the cron in OA_TIMEZONE, once nothing it reads is being
+    built or missing. Not AutomationCondition.on_cron, which also waits until every input updated
+    after the tick: inputs the nightly job updates once a day would hold an hourly audience to
+    once a day and move a 03:00 weekly refresh to the next night."""
+    return (dg.AutomationCondition.cron_tick_passed(cron, timezone).since_last_handled()
+            & ~dg.AutomationCondition.any_deps_missing()
+            & ~dg.AutomationCondition.any_deps_in_progress()
+            & ~dg.AutomationCondition.in_progress()).with_label(label)
+
+
+def refresh_condition(cadences: set[str], timezone: str) -> dg.AutomationCondition | None:
+    """The automation condition for a set of `refresh:` values (None: manual only)."""
+    parts = []
+    for refresh in sorted(cadences):
+        if refresh == "daily":
+            parts.append(_after_inputs_update())
+        elif refresh == "hourly":
+            parts.append(_on_cron("0 * * * *", timezone, "refresh: hourly"))
+        else:
+            parts.append(_on_cron(refresh, timezone, f"refresh: {refresh} ({timezone})"))
+    if len(parts) < 2:
+        return parts[0] if parts else None
+    return reduce(lambda a, b: a | b, parts).with_label(" or ".join(str(p.get_label()) for p in parts))
 
 
 def _tag_value(refresh: str) -> str:
@@ -134,15 +195,17 @@ def _preview(wh, name: str, version: int) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def build_audience_assets(project: Project) -> dg.AssetsDefinition:
-    @dg.multi_asset(specs=audience_specs(project), can_subset=True, name="audiences",
+def build_audience_assets(project: Project, timezone: str = "Asia/Shanghai") -> dg.AssetsDefinition:
+    @dg.multi_asset(specs=audience_specs(project, timezone), can_subset=True, name="audiences",
                     pool=POOL, description="Refresh the selected audiences in one batch.")
     def audiences(context: dg.AssetExecutionContext, config: AudienceRefreshConfig,
                   warehouse: WarehouseResource):
         names = [key.path[-1] for key in context.selected_asset_keys]
         today = refresh_date(config.as_of)
-        trigger = "schedule" if context.run.tags.get("dagster/schedule_name") else (
-            "sensor" if context.run.tags.get("dagster/sensor_name") else "manual")
+        tags = context.run.tags  # the automation sensor's runs count as a sensor's
+        trigger = "schedule" if tags.get("dagster/schedule_name") else (
+            "sensor" if tags.get("dagster/sensor_name") or tags.get("dagster/from_automation_condition")
+            else "manual")
         wh = warehouse.get()
 
         def progress(name: str, done: int, total: int) -> None:
@@ -158,67 +221,33 @@ def build_audience_assets(project: Project) -> dg.AssetsDefinition:
     return audiences
 
 
-def _refresh_jobs(project: Project, assets: dg.AssetsDefinition, timezone: str, target: str):
-    """A job and schedule per refresh cadence. Daily audiences run after each successful
-    nightly_refresh (a run-status sensor), hourly ones every hour, cron ones on their cron;
-    each scheduled refresh also refreshes the audiences it reads, as Quick Audience does."""
-    by_refresh: dict[str, list[str]] = {}
-    for name in project.order:
-        refresh = project.audiences[name].refresh
-        if refresh != "manual":
-            by_refresh.setdefault(refresh, []).append(name)
+def _refresh_jobs(project: Project, target: str) -> list:
+    """Jobs to refresh by hand (the UI's launchpad, `oa demo`): every audience that reads no model
+    output, and those that do (with the audiences they read). Cadences are automation conditions."""
     tags = {"openaudience/warehouse": target}
-    jobs, schedules = [], []
     from_models = [n for n in project.order if project.reads_models(n)]
     rest = [asset_key(n) for n in project.order if n not in from_models]
-    all_job = dg.define_asset_job(
+    jobs = [dg.define_asset_job(
         "audiences_refresh_all", selection=dg.AssetSelection.assets(*rest), tags=tags,
         description="Refresh every audience that reads no model output (batch), e.g. from the UI or "
-                    "`oa demo`; audiences_from_models refreshes the others, after the models ran.")
-    jobs.append(all_job)
+                    "`oa demo`; audiences_from_models refreshes the others, after the models ran.")]
     if from_models:
         jobs.append(dg.define_asset_job(
             "audiences_from_models", selection=dg.AssetSelection.assets(
                 *[asset_key(n) for n in project.upstream(from_models)]), tags=tags,
             description="Refresh the audiences that read repurchase scores or recommendations "
                         "(and those they read)."))
-    daily_job = None
-    for refresh, names in sorted(by_refresh.items()):
-        keys = [asset_key(n) for n in project.upstream(names)]
-        job_name = f"audiences_{_tag_value(refresh).replace('-', '_')}"
-        job = dg.define_asset_job(job_name, selection=dg.AssetSelection.assets(*keys), tags=tags,
-                                  description=f"Refresh the audiences with refresh: {refresh} "
-                                              "and those they read.")
-        jobs.append(job)
-        if refresh == "daily":
-            daily_job = job
-            continue
-        cron = "0 * * * *" if refresh == "hourly" else refresh
-        schedules.append(dg.ScheduleDefinition(
-            name=f"{job_name}_schedule", job=job, cron_schedule=cron, execution_timezone=timezone,
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=f"refresh: {refresh} ({', '.join(names)})"))
-    return jobs, schedules, daily_job
+    return jobs
 
 
-def audience_definitions(nightly_job) -> dg.Definitions:
-    """The audience assets, jobs, schedules and the after-nightly sensor. An audience folder with
-    errors fails loading the code location with the same messages as `oa audience validate`."""
+def audience_definitions() -> dg.Definitions:
+    """The audience assets, with their refresh as automation conditions, and the jobs to refresh
+    them by hand. An audience folder with errors fails loading the code location with the same
+    messages as `oa audience validate`."""
     settings = load_settings()
     try:
         project = load_project()
     except AudienceErrors as exc:
         raise UserError(f"audiences/ has errors:\n{exc}") from None
-    assets = build_audience_assets(project)
-    jobs, schedules, daily_job = _refresh_jobs(project, assets, settings.timezone, settings.target)
-    sensors = []
-    if daily_job is not None:
-        @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[nightly_job],
-                              request_job=daily_job, name="audiences_after_nightly",
-                              default_status=dg.DefaultSensorStatus.RUNNING,
-                              description="Refresh the daily audiences after nightly_refresh succeeds.")
-        def audiences_after_nightly(context: dg.RunStatusSensorContext):
-            return dg.RunRequest(run_key=context.dagster_run.run_id)
-
-        sensors.append(audiences_after_nightly)
-    return dg.Definitions(assets=[assets], jobs=jobs, schedules=schedules, sensors=sensors)
+    assets = build_audience_assets(project, settings.timezone)
+    return dg.Definitions(assets=[assets], jobs=_refresh_jobs(project, settings.target))

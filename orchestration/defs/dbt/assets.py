@@ -1,23 +1,36 @@
-"""dbt models, seeds and tests as Dagster assets and asset checks, over the parsed manifest."""
+"""dbt models, seeds and tests as Dagster assets and asset checks, over the parsed manifest.
+
+Two `@dbt_assets` definitions: `warehouse_models` (every seed, model and test but `aipl_daily`) and
+`aipl_days`, the daily-partitioned `aipl_daily` (a partition is a day of AIPL stages; a range of
+days is one dbt invocation with `aipl_start`/`aipl_end`, so a Dagster backfill is what
+`oa aipl backfill` does). Both are made by `dbt_definitions()` when the code location loads,
+from the manifest `make ui` (or the command running a job) prepared: nothing runs dbt on import.
+"""
 
 
-from collections.abc import Mapping
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping
+from functools import cache
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from openaudience.analysis.catalog import Catalog
-from openaudience.core.dbt import ensure_manifest, holding_warehouse
+from openaudience.core.dbt import holding_warehouse, require_manifest
 from openaudience.core.schema.raw import RAW_SCHEMA
+from openaudience.core.sql import qualified
 from openaudience.core.warehouse import publish_snapshot
 from orchestration.dbt_project import DBT_PROJECT
 from orchestration.metadata import chart_metadata
 from orchestration.resources import WarehouseResource
 
 TABLE_MATERIALIZATIONS = {"table", "incremental", "seed", "connected_components"}
-
-ensure_manifest()
+AIPL_MODEL = "aipl_daily"
+AIPL_KEY = dg.AssetKey(["marts", AIPL_MODEL])
+AIPL_FIRST_DAY = "2025-01-01"
+"""The first AIPL partition. Days before it can still be computed with `oa aipl backfill`."""
 
 
 class OpenAudienceTranslator(DagsterDbtTranslator):
@@ -43,23 +56,55 @@ TRANSLATOR = OpenAudienceTranslator(
     settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-@dbt_assets(
-    manifest=DBT_PROJECT.manifest_path,
-    dagster_dbt_translator=TRANSLATOR,
-    project=DBT_PROJECT,
-    name="warehouse_models",
-)
-def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
-                     warehouse: WarehouseResource):
-    """dbt build over the selected models: seeds, models and their data and unit tests.
+def aipl_partitions(timezone: str) -> dg.DailyPartitionsDefinition:
+    """One partition per day from AIPL_FIRST_DAY to today (end_offset=1: the nightly run computes
+    the day it runs on, as aipl_daily does by default), days in OA_TIMEZONE."""
+    return dg.DailyPartitionsDefinition(start_date=AIPL_FIRST_DAY, timezone=timezone, end_offset=1)
 
-    Events are held until dbt exits, because an embedded DuckDB file cannot be read while the
-    dbt process writes it; then each table gets its row count, and the RFM models and
-    aipl_daily their charts (PNG).
-    """
+
+def dbt_definitions(timezone: str) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
+    """(warehouse_models, aipl_days) over the prepared manifest; a missing manifest is a message."""
+    manifest = require_manifest()
+    return _dbt_definitions(str(manifest), manifest.stat().st_mtime, timezone)
+
+
+@cache
+def _dbt_definitions(manifest: str, _mtime: float, timezone: str):
+    @dbt_assets(manifest=manifest, exclude=AIPL_MODEL, dagster_dbt_translator=TRANSLATOR,
+                project=DBT_PROJECT, name="warehouse_models")
+    def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+                         warehouse: WarehouseResource):
+        """dbt build over the selected models: seeds, models and their data and unit tests.
+
+        Events are held until dbt exits, because an embedded DuckDB file cannot be read while the
+        dbt process writes it; then each table gets its row count, and the RFM models their
+        charts (PNG).
+        """
+        yield from _build(context, dbt, warehouse, ["build"])
+
+    @dbt_assets(manifest=manifest, select=AIPL_MODEL, dagster_dbt_translator=TRANSLATOR,
+                project=DBT_PROJECT, name="aipl_days", partitions_def=aipl_partitions(timezone),
+                backfill_policy=dg.BackfillPolicy.single_run())
+    def aipl_days(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+        """aipl_daily for the run's days: one dbt build (the model and its tests) with
+        aipl_start/aipl_end the first and last day of the partition range and as_of its last day,
+        as `oa aipl backfill --start --end` runs it. A backfill of many days is this one run."""
+        days = context.partition_key_range
+        dbt_vars = {"as_of": days.end, "aipl_start": days.start, "aipl_end": days.end}
+        context.log.info(f"aipl_daily: {days.start} to {days.end}")
+        yield from _build(context, dbt, warehouse, ["build", "--vars", json.dumps(dbt_vars)],
+                          days=(days.start, days.end))
+
+    return warehouse_models, aipl_days
+
+
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource,
+           args: list[str], days: tuple[str, str] | None = None) -> Iterator[Any]:
+    """Run dbt with the warehouse's settings in its environment; then the events, each table's
+    rows (for a range of days: the rows of those days) and the charts as metadata."""
     wh = warehouse.get()
-    with holding_warehouse():  # another process may hold the embedded file: wait for it
-        invocation = dbt.cli(["build"], context=context)
+    with warehouse.dbt_environment(), holding_warehouse():  # wait for another process's hold
+        invocation = dbt.cli(args, context=context)
         events = list(invocation.stream())
         # still holding it: readers get this build's snapshot before any queued writer starts
         publish_snapshot(wh.settings)
@@ -71,19 +116,32 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
             node = nodes.get(unique_id.value if unique_id else "", {})
             if node.get("config", {}).get("materialized") in TABLE_MATERIALIZATIONS:
                 relations[node["unique_id"]] = (node["schema"], node["alias"])
-    counts = wh.row_counts(list(relations.values())) if relations else {}
+    if days is None:
+        counts = wh.row_counts(list(relations.values())) if relations else {}
+    else:
+        counts = {relation: _rows_in_days(wh, relation, days) for relation in relations.values()}
     catalog = Catalog(invocation.manifest)
     for event in events:
         unique_id = event.metadata.get("unique_id") if hasattr(event, "metadata") else None
         relation = relations.get(unique_id.value) if unique_id else None
         extra: dict[str, Any] = {}
         if relation and counts.get(relation) is not None:
-            extra["dagster/row_count"] = dg.MetadataValue.int(counts[relation])
+            name = "dagster/row_count" if days is None else "rows_in_days"
+            extra[name] = dg.MetadataValue.int(counts[relation])
+        if relation and days is not None:
+            extra["days"] = dg.MetadataValue.text(f"{days[0]} to {days[1]}")
         if relation:
             extra.update(_charts(context, wh, catalog, nodes[unique_id.value]))
         if extra:
             event = event.with_metadata({**event.metadata, **extra})
         yield event
+
+
+def _rows_in_days(wh, relation: tuple[str, str], days: tuple[str, str]) -> int:
+    first, last = (dt.date.fromisoformat(d) for d in days)
+    rows = wh.query(f"select count(*) from {qualified(*relation)} where stat_date between %s and %s",
+                    [first, last])
+    return int(rows[0][0])
 
 
 def _charts(context: dg.AssetExecutionContext, wh, catalog: Catalog,

@@ -2,8 +2,9 @@
 activates a repurchase version, and `ml/repurchase_scores` scores with the active one; both sit
 downstream of the dbt feature model. `ml/recommend_model` tunes, chooses and fits the
 recommender, and `ml/recommendations` runs the tasks of ml/recommend.yml, downstream of their
-audiences. Training runs weekly (Monday mornings); scoring and the tasks run after each
-successful nightly refresh (job model_outputs)."""
+audiences. Training runs weekly (Monday mornings). Scores and recommendations are eager (an
+automation condition): they follow the nightly refresh of their features and audiences, and a
+newly trained model."""
 
 import dagster as dg
 
@@ -65,8 +66,12 @@ def repurchase_model_metadata(training, activated: bool, path) -> dict[str, dg.M
     }
 
 
+MODEL_OUTPUTS = [dg.AssetKey(["ml", "repurchase_scores"]), dg.AssetKey(["ml", "recommendations"])]
+"""The ml assets with an automation condition (the automation sensor of definitions.py targets them)."""
+
+
 @dg.asset(key=["ml", "repurchase_scores"], deps=[FEATURES, dg.AssetKey(["ml", "repurchase_model"])],
-          group_name="ml",
+          group_name="ml", automation_condition=dg.AutomationCondition.eager(),
           description="ml.repurchase_scores: every predictable person's probability of buying again "
                       "within the horizon, with rank and decile, from the active model version.")
 def repurchase_scores(context: dg.AssetExecutionContext,
@@ -141,7 +146,7 @@ def _task_audiences() -> list[dg.AssetKey]:
 
 
 @dg.asset(key=["ml", "recommendations"], deps=[dg.AssetKey(["ml", "recommend_model"]), *_task_audiences()],
-          group_name="ml",
+          group_name="ml", automation_condition=dg.AutomationCondition.eager(),
           description="ml.recommendations: each task's top products per audience member (or a 0-1 "
                       "preference for a one-product pool), from the active recommendation model.")
 def recommendations(context: dg.AssetExecutionContext,
@@ -174,23 +179,12 @@ recommend_training_job = dg.define_asset_job("recommend_training",
 recommendations_job = dg.define_asset_job("recommendations", selection=[recommendations])
 weekly_recommend_training = dg.ScheduleDefinition(job=recommend_training_job, cron_schedule="30 5 * * 1",
                                                   default_status=dg.DefaultScheduleStatus.RUNNING)
-model_outputs_job = dg.define_asset_job("model_outputs", selection=[repurchase_scores, recommendations],
-                                        description="Score and recommend with the active models.")
 
 
-def ml_definitions(nightly_job) -> dg.Definitions:
-    """The model assets, their jobs, the weekly retraining, and a sensor that scores and
-    recommends with the active models after each successful nightly refresh."""
-
-    @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[nightly_job],
-                          request_job=model_outputs_job, name="model_outputs_after_nightly",
-                          default_status=dg.DefaultSensorStatus.RUNNING,
-                          description="Score and recommend with the active models after nightly_refresh.")
-    def model_outputs_after_nightly(context: dg.RunStatusSensorContext):
-        return dg.RunRequest(run_key=context.dagster_run.run_id)
-
+def ml_definitions() -> dg.Definitions:
+    """The model assets, their jobs and the weekly retraining. Scoring and recommending after the
+    nightly refresh is the eager automation condition of their assets."""
     return dg.Definitions(assets=[repurchase_model, repurchase_scores, recommend_model, recommendations],
                           jobs=[repurchase_training_job, repurchase_scoring_job, recommend_training_job,
-                                recommendations_job, model_outputs_job],
-                          schedules=[weekly_training, weekly_recommend_training],
-                          sensors=[model_outputs_after_nightly])
+                                recommendations_job],
+                          schedules=[weekly_training, weekly_recommend_training])
