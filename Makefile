@@ -12,7 +12,7 @@ DAGSTER_HOME ?= $(OA_HOME)/dagster
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
@@ -25,15 +25,22 @@ lint: install
 	$(BIN)/ruff check openaudience orchestration tests connectors ml
 	$(BIN)/lint-imports --no-cache
 
+# Both use every core (pytest-xdist; PYTEST_WORKERS=0 runs in one process): a module's tests stay
+# on one worker, longest modules first; the shared builds and the PostgreSQL cluster are made once
+# (tests/conftest.py).
+PYTEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: lint
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The edit loop: everything but the tests that build the dbt project (`-m slow`), in about 2 minutes.
 test-fast: lint
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(PYTEST) -m "not slow" -q
 
+# The instance and the dbt manifest first: loading the code location runs no dbt.
 ui: install
-	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/python -c "from orchestration.launch import ensure_dagster_home; ensure_dagster_home()"
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/python -m orchestration.prepare
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 lock:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import pytest
 
 from openaudience.core.settings import PROJECT_ROOT, Settings, load_settings
 from openaudience.core.warehouse import Warehouse
+from tests.support import dbt_runner
+from tests.support.dbt_runner import DbtRun
 from tests.support.postgres import PostgresCluster, start_cluster
 
 END_DATE = dt.date(2026, 6, 30)
@@ -24,8 +28,48 @@ DBT = str(Path(sys.executable).with_name("dbt"))
 OA = str(Path(sys.executable).with_name("oa"))
 
 
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+class _SharedCluster:
+    """Under pytest-xdist, the controller starts one PostgreSQL cluster for all workers (so a
+    database built by one worker can be the template of every worker's copy) and stops it
+    after the last worker."""
+
+    cluster: PostgresCluster | None = None
+
+    def pytest_configure_node(self, node) -> None:
+        if self.cluster is None:
+            self.cluster = start_cluster()
+        node.workerinput["oa_pg_cluster"] = json.dumps({"root": str(self.cluster.root),
+                                                        "port": self.cluster.port})
+
+    def pytest_unconfigure(self, config) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        # An xdist worker: its dbt and `oa` subprocesses write their own target/ and logs/ (two
+        # workers' dbt would otherwise write one partial-parse file and one manifest at once);
+        # the manifest the code location reads stays target/manifest.json, made by the controller.
+        os.environ["DBT_TARGET_PATH"] = str(PROJECT_ROOT / "target" / "pytest" / WORKER)
+        os.environ["DBT_LOG_PATH"] = str(PROJECT_ROOT / "logs" / "pytest" / WORKER)
+    elif config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses", None):
+        from openaudience.core.dbt import ensure_manifest
+
+        ensure_manifest()
+        config.pluginmanager.register(_SharedCluster(), "openaudience-shared-postgres")
+
+
 @pytest.fixture(scope="session")
-def pg_cluster():
+def pg_cluster(request):
+    shared = getattr(request.config, "workerinput", {}).get("oa_pg_cluster")
+    if shared:  # the controller's (see _SharedCluster): not ours to stop
+        info = json.loads(shared)
+        yield PostgresCluster(root=Path(info["root"]), port=info["port"])
+        return
     cluster = start_cluster()
     yield cluster
     cluster.stop()
@@ -47,12 +91,18 @@ class Target:
     def warehouse(self) -> Warehouse:
         return Warehouse(self.settings)
 
-    def dbt(self, *args: str, as_of: str | None = AS_OF, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = [DBT, *args, "--project-dir", str(PROJECT_ROOT), "--profiles-dir", str(PROJECT_ROOT)]
-        if as_of:
-            cmd += ["--vars", json.dumps({"as_of": as_of})]
+    def dbt(self, *args: str, as_of: str | None = AS_OF, check: bool = True,
+            in_process: bool = True) -> subprocess.CompletedProcess | DbtRun:
+        """`dbt <args>` on this warehouse: in this process from a manifest parsed once per engine
+        (tests/support/dbt_runner.py), or as a subprocess (`in_process=False`) for output that
+        only the command line prints."""
+        args = (*args, "--vars", json.dumps({"as_of": as_of})) if as_of else args
         env = {**self.env, **self.settings.dbt_env()}
-        done = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
+        if in_process:
+            done = dbt_runner.run(self.name, list(args), env)
+        else:
+            cmd = [DBT, *args, "--project-dir", str(PROJECT_ROOT), "--profiles-dir", str(PROJECT_ROOT)]
+            done = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
         if check and done.returncode != 0:
             raise AssertionError(f"dbt {' '.join(args)} failed on {self.name}:\n"
                                  f"{done.stdout[-6000:]}\n{done.stderr[-2000:]}")
@@ -64,9 +114,9 @@ class Target:
 
 
 def point_process_at(target: Target, monkeypatch, dagster_home: Path, keep: tuple[str, ...] = ()) -> None:
-    """Make this process's environment that of `target` (importing orchestration.definitions
-    exports the default warehouse's variables), with its own DAGSTER_HOME; variables starting
-    with a prefix in `keep` stay."""
+    """Make this process's environment that of `target` (OA_* and PG* variables replaced, so none
+    of another warehouse's is left), with its own DAGSTER_HOME; variables starting with a prefix
+    in `keep` stay."""
     for key in list(os.environ):
         if key.startswith(("OA_", "PG")) and not (keep and key.startswith(keep)):
             monkeypatch.delenv(key)
@@ -76,29 +126,71 @@ def point_process_at(target: Target, monkeypatch, dagster_home: Path, keep: tupl
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
 
 
-def make_target(name: str, tmp_path: Path, pg_cluster: PostgresCluster | None, db: str) -> Target:
+def make_target(name: str, tmp_path: Path, pg_cluster: PostgresCluster | None, db: str,
+                template: str | None = None) -> Target:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OA_", "PG", "DAGSTER_HOME"))}
     env["OA_HOME"] = str(tmp_path / "home")
     env["OA_TARGET"] = name
     if name == "postgres":
         assert pg_cluster is not None
-        env.update(pg_cluster.reset_database(db))
+        env.update(pg_cluster.reset_database(db, template))
     return Target(name=name, env=env)
 
 
-def build_both_engines(data: Path, pg_cluster: PostgresCluster, tmp_path_factory,
-                       db: str) -> dict[str, Target]:
-    """Both engines loaded from the same files and built (dbt build) with the same as-of date."""
+def build_both_engines(data: Path, pg_cluster: PostgresCluster, root: Path, db: str,
+                       then: Callable[[Target], None] | None = None) -> dict[str, str]:
+    """Both engines loaded from the same files and built (dbt build) with the same as-of date,
+    under `root/<engine>` and in the PostgreSQL database `db`; `then` finishes each. Returns
+    each engine's build log."""
     from openaudience.core.schema.raw import LOAD_ORDER
     from openaudience.raw.loading import load_file
 
-    targets = {}
+    logs = {}
     for engine in ENGINES:
-        target = make_target(engine, tmp_path_factory.mktemp(engine), pg_cluster, db)
+        target = make_target(engine, root / engine, pg_cluster, db)
         for table in LOAD_ORDER:
             load_file(target.warehouse, table, data / f"{table}.parquet")
-        target.build_log = target.dbt("build").stdout
+        logs[engine] = target.dbt("build").stdout
+        if then is not None:
+            then(target)
+    return logs
+
+
+def shared_build(name: str, tmp_path_factory, build: Callable[[Path], dict]) -> tuple[Path, dict]:
+    """`build(folder)` once per test run, whichever pytest-xdist worker asks first (the others
+    wait for it); returns the folder and what `build` returned. A failed build is not retried:
+    every worker fails with its message."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if WORKER != "main" else base  # xdist: the workers' common parent
+    folder, outcome = shared / f"shared-{name}", shared / f"shared-{name}.json"
+    with FileLock(str(shared / f"shared-{name}.lock")):
+        if not outcome.exists():
+            folder.mkdir(exist_ok=True)
+            try:
+                outcome.write_text(json.dumps({"ok": True, "info": build(folder)}))
+            except BaseException as exc:
+                outcome.write_text(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
+                raise
+    done = json.loads(outcome.read_text())
+    if not done["ok"]:
+        pytest.fail(f"the shared build {name} failed in another worker: {done['error']}")
+    return folder, done["info"]
+
+
+def copy_engines(name: str, folder: Path, info: dict, pg_cluster: PostgresCluster,
+                 tmp_path_factory) -> dict[str, Target]:
+    """This worker's own copy of a shared build: the DuckDB home folder copied, the PostgreSQL
+    database made from the built one as a template."""
+    targets = {}
+    for engine in ENGINES:
+        dest = tmp_path_factory.mktemp(f"{name}-{engine}")
+        if (folder / engine / "home").exists():  # a PostgreSQL build may write nothing there
+            shutil.copytree(folder / engine / "home", dest / "home")
+        target = make_target(engine, dest, pg_cluster, f"{name}_{WORKER}", template=f"{name}_template")
+        target.build_log = info["logs"][engine]
         targets[engine] = target
     return targets
 
@@ -108,47 +200,58 @@ AIPL_HISTORY_START = "2026-06-22"
 
 @pytest.fixture(scope="session")
 def built_engines(small_demo, pg_cluster, tmp_path_factory) -> dict[str, Target]:
-    """The small data set built on both engines once per session, with eight days of AIPL
-    history (through the `oa aipl backfill` CLI), so a 7-day AIPL flow has both its ends, and
-    model outputs (synthetic scores and recommendations) for the audiences that read them.
-    Tests that change it put it back."""
+    """The small data set built on both engines once per test run (each xdist worker gets its
+    own copy), with eight days of AIPL history (through the `oa aipl backfill` CLI), so a 7-day
+    AIPL flow has both its ends, and model outputs (synthetic scores and recommendations) for
+    the audiences that read them. Tests that change it put it back."""
     from tests.support.ml_outputs import write_ml_outputs
 
-    targets = build_both_engines(small_demo, pg_cluster, tmp_path_factory, "built_engines")
-    for target in targets.values():
+    def finish(target: Target) -> None:
         done = target.oa("aipl", "backfill", "--start", AIPL_HISTORY_START, "--end", AS_OF)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         write_ml_outputs(target.warehouse)  # what the audiences reading model outputs read
-    return targets
+
+    folder, info = shared_build("built_engines", tmp_path_factory, lambda root: {"logs": build_both_engines(
+        small_demo, pg_cluster, root, "built_engines_template", finish)})
+    return copy_engines("built_engines", folder, info, pg_cluster, tmp_path_factory)
 
 
 @pytest.fixture(params=ENGINES)
 def target(request, tmp_path) -> Target:
     """A fresh, empty warehouse of each engine (a new DuckDB file; a new PostgreSQL database)."""
     cluster = request.getfixturevalue("pg_cluster") if request.param == "postgres" else None
-    db = "t_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")[-50:].lower()
+    # one database name for every fresh warehouse (made anew for each test), so that the
+    # in-process dbt parses the project once for all of them
+    db = "t_fresh_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
     return make_target(request.param, tmp_path, cluster, db)
 
 
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory) -> Path:
-    """A small generated data set (Parquet), made once per test session."""
+    """A small generated data set (Parquet), made once per test run. Read it, never change it."""
     from openaudience.demo.generator import DemoConfig, generate
 
-    out = tmp_path_factory.mktemp("demo")
-    generate(out, DemoConfig(users=2_000, days=180, seed=7, end_date=END_DATE, chunk_users=1_000))
-    return out
+    def build(root: Path) -> dict:
+        generate(root, DemoConfig(users=2_000, days=180, seed=7, end_date=END_DATE, chunk_users=1_000))
+        return {}
+
+    return shared_build("small_demo", tmp_path_factory, build)[0]
 
 
 @pytest.fixture(scope="session")
 def signal_engines(pg_cluster, tmp_path_factory) -> dict[str, Target]:
     """30,000 generated people over a year (the generator plants a repurchase signal), built on
-    both engines once per session: enough for honest validation numbers of the models."""
+    both engines once per test run (a copy per xdist worker): enough for honest validation
+    numbers of the models."""
     from openaudience.demo.generator import DemoConfig, generate
 
-    data = tmp_path_factory.mktemp("signal")
-    generate(data, DemoConfig(users=30_000, days=365, seed=5, end_date=END_DATE, chunk_users=15_000))
-    return build_both_engines(data, pg_cluster, tmp_path_factory, "signal_engines")
+    def build(root: Path) -> dict:
+        data = root / "data"
+        generate(data, DemoConfig(users=30_000, days=365, seed=5, end_date=END_DATE, chunk_users=15_000))
+        return {"logs": build_both_engines(data, pg_cluster, root, "signal_engines_template")}
+
+    folder, info = shared_build("signal_engines", tmp_path_factory, build)
+    return copy_engines("signal_engines", folder, info, pg_cluster, tmp_path_factory)
 
 
 # Fixtures that build the dbt project (once per session or module): a test that uses one is part
@@ -157,15 +260,23 @@ BUILDS = frozenset({"built_engines", "signal_engines", "built", "examples_built"
                     "evaluators", "shop", "ui"})
 
 
+# Each module's seconds in the last measured run (`OA_TEST_TIMES=tests/module_seconds.json make
+# test`): the longest modules start first, so that with a module per worker (`--dist loadfile`)
+# the run does not end waiting for one long module that started last.
+MODULE_SECONDS = json.loads((Path(__file__).parent / "module_seconds.json").read_text())
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if BUILDS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    typical = sorted(MODULE_SECONDS.values())[len(MODULE_SECONDS) // 2] if MODULE_SECONDS else 0
+    items.sort(key=lambda item: -MODULE_SECONDS.get(item.nodeid.split("::", 1)[0], typical))
 
 
-# OA_TEST_TIMES=FILE: each test module's wall-clock seconds (setup, call and teardown; a session
-# fixture's build counts for the first module that asks for it), written as JSON at the end, for
-# the per-module table of docs/benchmarks.md.
+# OA_TEST_TIMES=FILE: each test module's seconds (setup, call and teardown, summed over the
+# workers; a shared build counts for the first module that asks for it), written as JSON at the
+# end, for the per-module table of docs/benchmarks.md.
 _MODULE_SECONDS: dict[str, float] = {}
 
 
@@ -177,6 +288,6 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session, exitstatus):
     path = os.environ.get("OA_TEST_TIMES")
-    if path and _MODULE_SECONDS:
+    if path and _MODULE_SECONDS and not hasattr(session.config, "workerinput"):  # xdist: the controller
         ordered = dict(sorted(_MODULE_SECONDS.items(), key=lambda kv: -kv[1]))
         Path(path).write_text(json.dumps({k: round(v, 1) for k, v in ordered.items()}, indent=1) + "\n")

@@ -64,7 +64,7 @@ def compiled_expression(target) -> str:
     target.settings.home.mkdir(parents=True, exist_ok=True)
     done = target.dbt("--quiet", "compile", "--inline",
                       "select {{ normalize_by_rule('c.rule', 'c.value') }} as normalised "
-                      "from corpus as c order by c.k", as_of=None)
+                      "from corpus as c order by c.k", as_of=None, in_process=False)
     sql = done.stdout.strip()
     assert sql.lower().startswith("select case c.rule"), sql[:500]
     return sql

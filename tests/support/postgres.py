@@ -116,8 +116,9 @@ class PostgresCluster:
                 time.sleep(0.2)
         raise RuntimeError(f"PostgreSQL did not accept connections on port {self.port}")
 
-    def reset_database(self, name: str) -> dict[str, str]:
-        """Create (or recreate) a database and return the env that points at it."""
+    def reset_database(self, name: str, template: str | None = None) -> dict[str, str]:
+        """Create (or recreate) a database, empty or a copy of `template`, and return the env
+        that points at it."""
         import psycopg2
 
         conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user,
@@ -125,7 +126,10 @@ class PostgresCluster:
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f'drop database if exists "{name}" with (force)')
-            cur.execute(f'create database "{name}"')
+            if template:
+                cur.execute(f'create database "{name}" template "{template}"')
+            else:
+                cur.execute(f'create database "{name}"')
         conn.close()
         return {**self.env, "PGDATABASE": name}
 
