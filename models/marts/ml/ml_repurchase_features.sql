@@ -11,9 +11,16 @@
     last purchase, purchase days, channels, the average interval and the repurchase ratio), plus
     category breadth, the category bought most (what people buy says whether they come back:
     consumables do, durables do not), the spend trend (last 90 days against the 90 before) and R/F/M quintiles
-    within the cutoff. -#}
+    within the cutoff.
+
+    Each person's purchases are read once for all cutoffs, not once per cutoff: grouped by person
+    (after a pass per day), every feature and label of every cutoff k is a conditional aggregate
+    (suffix _k: over the purchases on or before cutoff k), and the small per-person result is then
+    turned into one row per (cutoff, person). Channels count from each channel's first day, and
+    purchase lines per (person, category) the same way, per cutoff. -#}
 {%- set cfg = repurchase_config() -%}
 {%- set n = cfg.horizon_days -%}
+{%- set ks = range(0, cfg.training_cutoffs + 2) -%}
 with lines as (
     select b.one_id, b.occurred_at, b.behavior_date, b.channel, b.item_id, b.behavior_amount
     from {{ ref('fct_behaviors') }} as b
@@ -53,55 +60,145 @@ cutoffs as (
     where r.t is not null
 ),
 
+-- the same cutoffs as one row: c0 = T, c1 = T - N, ...
+cutoff_row as (
+    select
+        {%- for k in ks %}
+        cast(r.t - {{ n }} * {{ k }} as date) as c{{ k }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from reference as r
+),
+
+-- a person's purchases per day, and the day each of their channels was first used
+purchase_days as (
+    select
+        one_id,
+        purchase_date,
+        count(*) as purchases,
+        sum(amount) as amount,
+        max(amount) as max_amount,
+        min(amount) as min_amount
+    from purchases
+    group by one_id, purchase_date
+),
+
+channel_starts as (
+    select one_id, channel, min(purchase_date) as first_date
+    from purchases
+    where channel is not null
+    group by one_id, channel
+),
+
+channels_by_person as (
+    select
+        s.one_id
+        {%- for k in ks %},
+        count(case when s.first_date <= c.c{{ k }} then 1 end) as channels_{{ k }}
+        {%- endfor %}
+    from channel_starts as s
+    cross join cutoff_row as c
+    group by s.one_id
+),
+
+-- one row per person: every cutoff's history and label
+days_by_person as (
+    select
+        d.one_id
+        {%- for k in ks %}
+        {%- set c = 'c.c' ~ k %},
+        cast(sum(case when d.purchase_date <= {{ c }} then d.purchases end) as bigint) as purchase_count_{{ k }},
+        sum(case when d.purchase_date <= {{ c }} then d.amount end) as total_amount_{{ k }},
+        max(case when d.purchase_date <= {{ c }} then d.max_amount end) as max_amount_{{ k }},
+        min(case when d.purchase_date <= {{ c }} then d.min_amount end) as min_amount_{{ k }},
+        sum(case when d.purchase_date > {{ c }} - 7 and d.purchase_date <= {{ c }} then d.purchases else 0 end)
+            as purchases_7d_{{ k }},
+        sum(case when d.purchase_date > {{ c }} - 30 and d.purchase_date <= {{ c }} then d.purchases else 0 end)
+            as purchases_30d_{{ k }},
+        sum(case when d.purchase_date > {{ c }} - 90 and d.purchase_date <= {{ c }} then d.purchases else 0 end)
+            as purchases_90d_{{ k }},
+        sum(case when d.purchase_date > {{ c }} - 90 and d.purchase_date <= {{ c }} then d.amount else 0 end)
+            as amount_90d_{{ k }},
+        sum(case when d.purchase_date > {{ c }} - 180 and d.purchase_date <= {{ c }} - 90
+                 then d.amount else 0 end) as amount_prev_90d_{{ k }},
+        min(case when d.purchase_date <= {{ c }} then d.purchase_date end) as first_date_{{ k }},
+        max(case when d.purchase_date <= {{ c }} then d.purchase_date end) as last_date_{{ k }},
+        count(case when d.purchase_date <= {{ c }} then 1 end) as purchase_days_{{ k }},
+        max(case when d.purchase_date > {{ c }} and d.purchase_date <= {{ c }} + {{ n }} then 1 else 0 end)
+            as labelled_{{ k }}
+        {%- endfor %}
+    from purchase_days as d
+    cross join cutoff_row as c
+    group by d.one_id
+),
+
+-- purchase lines per (person, category) on or before each cutoff
+bought_by_person as (
+    select
+        l.one_id,
+        pt.category
+        {%- for k in ks %},
+        count(case when l.behavior_date <= c.c{{ k }} then 1 end) as lines_{{ k }}
+        {%- endfor %}
+    from lines as l
+    inner join {{ ref('product_tags') }} as pt on pt.item_id = l.item_id
+    cross join cutoff_row as c
+    where pt.category is not null
+    group by l.one_id, pt.category
+),
+
+-- per person and cutoff: the categories bought, and the one of most lines (ties: the first by name)
+top_lines as (
+    select
+        one_id
+        {%- for k in ks %},
+        max(lines_{{ k }}) as top_lines_{{ k }},
+        count(case when lines_{{ k }} > 0 then 1 end) as categories_{{ k }}
+        {%- endfor %}
+    from bought_by_person
+    group by one_id
+),
+
+categories_by_person as (
+    select
+        b.one_id
+        {%- for k in ks %},
+        max(t.categories_{{ k }}) as categories_{{ k }},
+        min(case when b.lines_{{ k }} > 0 and b.lines_{{ k }} = t.top_lines_{{ k }} then b.category end)
+            as main_category_{{ k }}
+        {%- endfor %}
+    from bought_by_person as b
+    inner join top_lines as t on t.one_id = b.one_id
+    group by b.one_id
+),
+
+history_by_person as (
+    select
+        d.*
+        {%- for k in ks %},
+        coalesce(ch.channels_{{ k }}, 0) as channels_{{ k }},
+        m.categories_{{ k }},
+        m.main_category_{{ k }}
+        {%- endfor %}
+    from days_by_person as d
+    left join channels_by_person as ch on ch.one_id = d.one_id
+    left join categories_by_person as m on m.one_id = d.one_id
+),
+
+{%- set history_columns = ['purchase_count', 'total_amount', 'max_amount', 'min_amount', 'purchases_7d',
+                           'purchases_30d', 'purchases_90d', 'amount_90d', 'amount_prev_90d', 'first_date',
+                           'last_date', 'purchase_days', 'channels', 'categories', 'main_category',
+                           'labelled'] %}
+
 history as (
     select
         c.cutoff_date,
         c.cutoff_role,
-        p.one_id,
-        count(*) as purchase_count,
-        sum(p.amount) as total_amount,
-        max(p.amount) as max_amount,
-        min(p.amount) as min_amount,
-        sum(case when p.purchase_date > c.cutoff_date - 7 then 1 else 0 end) as purchases_7d,
-        sum(case when p.purchase_date > c.cutoff_date - 30 then 1 else 0 end) as purchases_30d,
-        sum(case when p.purchase_date > c.cutoff_date - 90 then 1 else 0 end) as purchases_90d,
-        sum(case when p.purchase_date > c.cutoff_date - 90 then p.amount else 0 end) as amount_90d,
-        sum(case when p.purchase_date > c.cutoff_date - 180 and p.purchase_date <= c.cutoff_date - 90
-                 then p.amount else 0 end) as amount_prev_90d,
-        min(p.purchase_date) as first_date,
-        max(p.purchase_date) as last_date,
-        count(distinct p.purchase_date) as purchase_days,
-        count(distinct p.channel) as channels
+        h.one_id
+        {%- for column in history_columns %},
+        case c.k {%- for k in ks %} when {{ k }} then h.{{ column }}_{{ k }}{% endfor %} end as {{ column }}
+        {%- endfor %}
     from cutoffs as c
-    inner join purchases as p on p.purchase_date <= c.cutoff_date
-    group by c.cutoff_date, c.cutoff_role, p.one_id
-),
-
-bought as (
-    select c.cutoff_date, l.one_id, pt.category, count(*) as lines
-    from cutoffs as c
-    inner join lines as l on l.behavior_date <= c.cutoff_date
-    inner join {{ ref('product_tags') }} as pt on pt.item_id = l.item_id
-    where pt.category is not null
-    group by c.cutoff_date, l.one_id, pt.category
-),
-
-breadth as (
-    select cutoff_date, one_id, count(*) as categories
-    from bought
-    group by cutoff_date, one_id
-),
-
-main_category as (
-    {{ top_value_per('bought', 'cutoff_date, one_id', 'category', 'lines desc, category', 'main_category') }}
-),
-
-labels as (
-    select distinct c.cutoff_date, p.one_id
-    from cutoffs as c
-    inner join purchases as p
-        on p.purchase_date > c.cutoff_date and p.purchase_date <= c.cutoff_date + {{ n }}
-    where c.k > 0
+    cross join history_by_person as h
 ),
 
 predictable as (
@@ -137,8 +234,8 @@ final as (
              then cast(p.days_since_first - p.days_since_last as {{ type_double() }})
                   / (p.purchase_count - 1) / greatest(p.days_since_last, 1)
         end as repurchase_ratio,
-        cast(coalesce(b.categories, 0) as integer) as categories,
-        mc.main_category,
+        cast(coalesce(p.categories, 0) as integer) as categories,
+        p.main_category,
         cast((p.amount_90d + 1) / (p.amount_prev_90d + 1) as {{ type_double() }}) as spend_trend,
         cast(ntile(5) over (partition by p.cutoff_date order by p.days_since_last desc, p.one_id) as integer)
             as r_score,
@@ -147,11 +244,8 @@ final as (
         cast(ntile(5) over (partition by p.cutoff_date order by p.total_amount, p.one_id) as integer)
             as m_score,
         case when p.cutoff_role = 'score' then null
-             when l.one_id is not null then 1 else 0 end as label
+             when p.labelled = 1 then 1 else 0 end as label
     from predictable as p
-    left join breadth as b on b.cutoff_date = p.cutoff_date and b.one_id = p.one_id
-    left join main_category as mc on mc.cutoff_date = p.cutoff_date and mc.one_id = p.one_id
-    left join labels as l on l.cutoff_date = p.cutoff_date and l.one_id = p.one_id
 )
 
 select * from final
