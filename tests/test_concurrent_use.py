@@ -135,7 +135,11 @@ def test_readers_answer_and_writers_wait_while_a_build_holds_the_warehouse(built
         assert target.settings.snapshot_path.stat().st_mtime > before, "the build published no snapshot"
 
         # then the delivery, which waited, takes the warehouse; readers answer beside it too
-        assert receiver.arrived.wait(120), "the delivery never started sending"
+        if not receiver.arrived.wait(240):
+            os.killpg(delivery.pid, 15)  # what it printed says where it stands
+            out, err = delivery.communicate(timeout=60)
+            pytest.fail(f"the delivery never started sending (exit {delivery.returncode}):\n"
+                        f"{out[-3000:]}\n{err[-3000:]}")
         readers = [start(OA, *args) for args in (("deliver", "status"),
                                                    ("audience", "preview", "top_spenders", "--rows", "5"))]
         for reader in readers:
