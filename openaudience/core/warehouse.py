@@ -263,6 +263,15 @@ class Warehouse:
                                         if self.table_exists(schema, table, conn) else None)
         return out
 
+    def refresh_statistics(self, conn: Any, relations: Sequence[str]) -> None:
+        """PostgreSQL: ANALYZE `relations` (qualified names), so the planner sees rows written
+        moments ago; autovacuum gets there only later, and a plan made for an "empty" table
+        (nested loops over thousands of rows) turns seconds into minutes. ANALYZE samples a
+        bounded number of rows, so it stays cheap on big tables. DuckDB keeps its statistics
+        as it writes: nothing to do."""
+        if self.engine == "postgres" and relations:
+            self.execute(conn, f"analyze {', '.join(relations)}")
+
     def sql_type(self, column_type: str) -> str:
         return _SQL_TYPES[self.engine][column_type]
 

@@ -207,6 +207,8 @@ def _plan(wh: Warehouse, conn, dests: Destinations, d: Destination, version: int
                                           wh.table_exists("marts", "dim_identities", conn))
     params[vi] = version
     params[pi] = f"{d.name}|{d.audience}|{version}|"
+    # the version and the log were written moments ago, in bulk
+    wh.refresh_statistics(conn, [MEMBERS, store.LOG, store.STATE])
     wh.execute(conn, f"drop table if exists {PLAN}")
     wh.execute(conn, sql, params)
     missing = wh.execute(conn, f"select count(*) from {MEMBERS} m "
@@ -351,6 +353,8 @@ def _flush(wh: Warehouse, conn, d: Destination, run: dict, results: list[_BatchR
         wh.insert_arrow(conn, RESULTS, table.select(["idempotency_key", "one_id", "id_value", "op",
                                                      "variables", "status", "error", "external_id",
                                                      "attempts", "sent_at"]))
+        if table.num_rows >= 1_000:  # an upload-sized batch: joined to the log by its statistics
+            wh.refresh_statistics(conn, [RESULTS])
         wh.execute(conn, f"""
             update {store.LOG} as l set status = r.status, attempts = l.attempts + r.attempts,
                 error = r.error, sent_at = r.sent_at, external_id = r.external_id

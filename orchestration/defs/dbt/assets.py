@@ -10,8 +10,14 @@ from the manifest `make ui` (or the command running a job) prepared: nothing run
 
 import datetime as dt
 import json
+import os
+import shutil
+import tempfile
+import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -20,6 +26,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from openaudience.analysis.catalog import Catalog
 from openaudience.core.dbt import holding_warehouse, require_manifest
 from openaudience.core.schema.raw import RAW_SCHEMA
+from openaudience.core.settings import PROJECT_ROOT
 from openaudience.core.sql import qualified
 from openaudience.core.warehouse import publish_snapshot
 from orchestration.dbt_project import DBT_PROJECT
@@ -29,6 +36,7 @@ from orchestration.resources import WarehouseResource
 TABLE_MATERIALIZATIONS = {"table", "incremental", "seed", "connected_components"}
 AIPL_MODEL = "aipl_daily"
 AIPL_KEY = dg.AssetKey(["marts", AIPL_MODEL])
+PARTIAL_PARSE = "partial_parse.msgpack"
 AIPL_FIRST_DAY = "2025-01-01"
 """The first AIPL partition. Days before it can still be computed with `oa aipl backfill`."""
 
@@ -103,8 +111,9 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
     """Run dbt with the warehouse's settings in its environment; then the events, each table's
     rows (for a range of days: the rows of those days) and the charts as metadata."""
     wh = warehouse.get()
-    with warehouse.dbt_environment(), holding_warehouse():  # wait for another process's hold
-        invocation = dbt.cli(args, context=context)
+    with warehouse.dbt_environment(), holding_warehouse(), \
+            run_folder(context.op_execution_context.op.name, context.run.run_id) as folder:
+        invocation = dbt.cli(args, context=context, target_path=folder)
         events = list(invocation.stream())
         # still holding it: readers get this build's snapshot before any queued writer starts
         publish_snapshot(wh.settings)
@@ -135,6 +144,36 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
         if extra:
             event = event.with_metadata({**event.metadata, **extra})
         yield event
+
+
+@contextmanager
+def run_folder(asset: str, run_id: str) -> Iterator[Path]:
+    """dbt's target folder for one invocation, removed after it; the parse state is kept per asset.
+
+    dagster-dbt gives each invocation a folder of its own under target/ (so runs side by side do
+    not write one manifest) and leaves it there: a nightly schedule would add one a night. Each
+    starts with the asset's last partial-parse state (`target/dagster/<asset>.msgpack`), so the
+    next run with the same variables and profile parses only what changed, and the folder goes
+    once the run's events are read. A folder left by a killed run is removed by the next run of
+    the asset once it is a day old."""
+    root = Path(os.environ.get("DBT_TARGET_PATH") or PROJECT_ROOT / "target") / "dagster"
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f"{asset}-*"):
+        with suppress(OSError):
+            if stale.is_dir() and time.time() - stale.stat().st_mtime > 86_400:
+                shutil.rmtree(stale, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{asset}-{run_id[:8]}-", dir=root))
+    state = root / f"{asset}.msgpack"
+    with suppress(OSError):
+        shutil.copyfile(state, folder / PARTIAL_PARSE)
+    try:
+        yield folder
+        with suppress(OSError):  # the newest state wins; a reader never sees half a file
+            kept = root / f".{folder.name}.msgpack"
+            shutil.copyfile(folder / PARTIAL_PARSE, kept)
+            os.replace(kept, state)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _rows_in_days(wh, relation: tuple[str, str], days: tuple[str, str]) -> int:
