@@ -108,9 +108,16 @@ class Target:
                                  f"{done.stdout[-6000:]}\n{done.stderr[-2000:]}")
         return done
 
-    def oa(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([OA, *args], env=self.env, cwd=PROJECT_ROOT, capture_output=True,
-                              text=True)
+    def oa(self, *args: str, script: bool = False) -> subprocess.CompletedProcess:
+        """`oa <args>` on this warehouse: through the CLI's `main` in this process (one import of
+        Great Expectations, Dagster and dbt per worker, not one per command), or as the installed
+        script in a process of its own (`script=True`) where the process is what is tested."""
+        if script:
+            return subprocess.run([OA, *args], env=self.env, cwd=PROJECT_ROOT, capture_output=True,
+                                  text=True)
+        from tests.support.hostile import run_main
+
+        return run_main(args, self.env)
 
 
 def point_process_at(target: Target, monkeypatch, dagster_home: Path, keep: tuple[str, ...] = ()) -> None:

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dbt.context.base import BaseContext
 from jinja2.sandbox import SandboxedEnvironment
 
 from openaudience.conditions.aipl import (
@@ -63,6 +62,8 @@ def test_the_generated_macros_are_those_of_the_shipped_rules(caplog):
 
 
 def test_the_hash_is_the_one_dbt_computes_from_the_meta():
+    from dbt.context.base import BaseContext  # dbt's Jinja context: 1.5 s to import, here only
+
     meta = load_rules().meta
     assert rules_hash(meta) == BaseContext.local_md5(BaseContext.tojson(meta, sort_keys=True))
     assert f'return("{rules_hash(meta)}")' in (PROJECT_ROOT / MACRO_FILE).read_text()
@@ -219,7 +220,7 @@ def test_errors_in_the_rules_name_the_file_line_and_field(tmp_path, models, expe
 def test_oa_aipl_compile_reports_errors_without_a_traceback(tmp_path):
     root = tmp_path / "project"
     for folder in ("openaudience", "connectors", "ml", "seeds", "models", "macros"):
-        shutil.copytree(PROJECT_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(PROJECT_ROOT / folder, root / folder)  # with its bytecode (make test compiles it)
     shutil.copy(PROJECT_ROOT / "dbt_project.yml", root)
     rules = root / RULES_FILE
     text = rules.read_text()

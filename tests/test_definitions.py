@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -314,6 +315,8 @@ def loaded(target, small_demo):
 @pytest.mark.slow
 def test_nightly_job_runs_checks_and_builds_on_each_engine(loaded, tmp_path):
     env = {**loaded.env, "DAGSTER_HOME": str(tmp_path / "dagster")}
+    folders = Path(env.get("DBT_TARGET_PATH") or PROJECT_ROOT / "target") / "dagster"
+    before = set(folders.iterdir()) if folders.exists() else set()
     done = subprocess.run([OA, "nightly"], env=env, cwd=PROJECT_ROOT, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -321,6 +324,9 @@ def test_nightly_job_runs_checks_and_builds_on_each_engine(loaded, tmp_path):
     assert "0 failed" in done.stdout
     assert loaded.warehouse.row_count("marts", "user_tags") > 2_000
     _assert_chart_metadata(tmp_path / "dagster")
+    # each dbt invocation's target folder is gone; each asset's parse state is kept for the next
+    assert {p for p in folders.iterdir() if p.is_dir()} <= before
+    assert {"aipl_days.msgpack", "warehouse_models.msgpack"} <= {p.name for p in folders.iterdir()}
     instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster"))
     try:  # the nightly run computes today's AIPL day, its partition
         event = instance.get_latest_materialization_event(AIPL_KEY)

@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +29,7 @@ from connectors.spreadsheet import neutralise
 from openaudience.core.settings import PROJECT_ROOT
 from openaudience.delivery.store import LOG
 from openaudience.segments.engine import write_version
+from tests.support.forked import run_in
 from tests.support.hostile import assert_refused, table_counts
 
 COPIED = ("openaudience", "orchestration", "connectors", "ml", "seeds", "models")
@@ -42,17 +42,16 @@ def project(tmp_path) -> Path:
     """A project checkout of its own: the code, seeds and models, empty audiences/ and destinations/."""
     root = tmp_path / "project"
     for item in COPIED:
-        shutil.copytree(PROJECT_ROOT / item, root / item, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(PROJECT_ROOT / item, root / item)  # with its bytecode (make test compiles it)
     for folder in ("audiences", "destinations"):
         (root / folder).mkdir()
     return root
 
 
 def oa(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """`oa ARGS` run from `project`, as the `oa` script runs (its `main`), on the project's code."""
-    return subprocess.run([sys.executable, "-c", "from openaudience.cli import main; main()", *args],
-                          cwd=project, env={**env, "PYTHONPATH": str(project), "COLUMNS": "2000"},
-                          capture_output=True, text=True, timeout=600)
+    """`oa ARGS` run from `project`, as the `oa` script runs (its `main`), on the project's code,
+    in a process of its own (tests/support/forked.py)."""
+    return run_in(project, {**env, "COLUMNS": "2000"}, args)
 
 
 def plain_env(tmp_path: Path) -> dict[str, str]:

@@ -55,12 +55,12 @@ Oa = Callable[..., subprocess.CompletedProcess]
 
 
 @pytest.fixture
-def oa(target, monkeypatch, capsys) -> Oa:
+def oa(target) -> Oa:
     """`oa ARGS` through the script's entry point in this process, as the target's environment."""
 
     def run(*args: str) -> subprocess.CompletedProcess:
         env = {k: v for k, v in target.env.items() if k.startswith(("OA_", "PG"))}
-        return oa_in_process(args, env, monkeypatch, capsys)
+        return oa_in_process(args, env)
 
     return run
 

@@ -316,7 +316,7 @@ HORIZON_AGAIN = "          horizon_days: 60"
 
 def _copy(folders: tuple[str, ...], root: Path) -> None:
     for folder in folders:
-        shutil.copytree(PROJECT_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(PROJECT_ROOT / folder, root / folder)  # with its bytecode (make test compiles it)
 
 
 def _line_of(text: str, needle: str) -> int:

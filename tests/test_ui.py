@@ -157,13 +157,12 @@ def test_a_cli_load_is_a_materialization_of_its_raw_asset(small_demo, tmp_path):
     import dagster as dg
 
     from tests.conftest import make_target
+    from tests.support.hostile import run_main
 
     target = make_target("duckdb", tmp_path, None, "")
     env = {**target.env, "DAGSTER_HOME": str(tmp_path / "dagster")}
     for mode in ("append", "replace"):
-        done = subprocess.run([str(Path(sys.executable).with_name("oa")), "load", "customers",
-                               str(small_demo / "customers.parquet"), "--mode", mode],
-                              env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
+        done = run_main(["load", "customers", str(small_demo / "customers.parquet"), "--mode", mode], env)
         assert done.returncode == 0 and "note:" not in done.stderr, done.stdout[-2000:] + done.stderr[-2000:]
     rows = target.warehouse.query("select count(*) from raw.customers")[0][0]
     os.environ["DAGSTER_HOME"], saved = env["DAGSTER_HOME"], os.environ.get("DAGSTER_HOME")

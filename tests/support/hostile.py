@@ -3,6 +3,8 @@ that names the thing, printed without a traceback, and nothing in the warehouse 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -39,28 +41,37 @@ def table_counts(wh: Warehouse, schemas: Iterable[str] | None = None) -> dict[st
     return out
 
 
-def oa_in_process(args: Iterable[str], env: Mapping[str, str], monkeypatch,
-                  capsys) -> subprocess.CompletedProcess:
+def oa_in_process(args: Iterable[str], env: Mapping[str, str]) -> subprocess.CompletedProcess:
     """`oa ARGS` through the script's entry point (`cli.main`) in this process, with `env` as its
-    whole OA_/PG environment: one import for many commands. A traceback would surface here as
-    the exception itself. Whatever a command exports to the environment is undone."""
+    whole OA_/PG environment (the rest of this process's environment kept): one import for many
+    commands. A traceback would surface here as the exception itself."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("OA_", "PG", "DAGSTER_HOME"))}
+    return run_main(args, {**keep, **env})
+
+
+def run_main(args: Iterable[str], env: Mapping[str, str]) -> subprocess.CompletedProcess:
+    """`oa ARGS` through `cli.main` in this process with `env` as the whole environment, its output
+    captured, as `subprocess.run([oa, *args], env=env)` would give it, but without a new Python,
+    its imports (Great Expectations, Dagster, dbt) and a parse of the project each time.
+    The environment, `sys.argv` and the CLI's process-wide lock state are put back after it;
+    an exception `main` lets through (a traceback in a real run) is raised here."""
     from openaudience.cli import app as cli
 
-    args = list(args)
-    with monkeypatch.context() as m:
-        for key in [k for k in os.environ if k.startswith(("OA_", "PG"))]:
-            m.delenv(key)
-        for key in ("OA_TARGET", "OA_DUCKDB_PATH", "OA_DUCKDB_MEMORY_LIMIT", "OA_TIMEZONE", "OA_LOCK_WAIT",
-                    "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "DAGSTER_HOME"):
-            m.delenv(key, raising=False)  # recorded, so what a command exports is undone
-        for key, value in env.items():
-            m.setenv(key, value)
-        m.setattr(sys, "argv", ["oa", *args])
-        capsys.readouterr()
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-    return subprocess.CompletedProcess(["oa", *args], code, captured.out, captured.err)
+    args = [str(a) for a in args]
+    saved_env, saved_argv = dict(os.environ), sys.argv
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = ["oa", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["oa", *args], code, out.getvalue(), err.getvalue())
