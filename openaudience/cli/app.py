@@ -42,7 +42,7 @@ def main() -> None:
         os.environ["OA_LOCK_WAIT"] = "forever"
     from openaudience.core import locks
 
-    locks.forget_writes()
+    locks.start_command()
     locks.keep_until_done()  # a command that wrote keeps the warehouse until its snapshot is out
     try:
         app(args=argv, standalone_mode=False)

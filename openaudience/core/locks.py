@@ -41,7 +41,7 @@ class WarehouseBusy(UserError):
 
 
 def say(message: str) -> None:
-    """One line on stderr, once per process: what a command waits for or reads instead."""
+    """One line on stderr, once per command: what a command waits for or reads instead."""
     if message not in _said:
         _said.add(message)
         sys.stderr.write(message + "\n")
@@ -62,6 +62,13 @@ def forget_writes() -> None:
     """Start a command with nothing written (the CLI runs one command per process, tests many)."""
     global _wrote
     _wrote = False
+
+
+def start_command() -> None:
+    """A new command in this process: nothing written, nothing said yet (a second command in
+    the same process names whose work it waits out or reads around again)."""
+    forget_writes()
+    _said.clear()
 
 
 def lock_file(db: Path) -> Path:
