@@ -9,9 +9,9 @@ customers as (
 ),
 
 event_users as (
-    -- one row per id seen in behaviour, before building keys for millions of events
-    select user_id_type, user_id, min(occurred_at) as first_seen_at
-    from {{ ref('stg_shop__behavior_events') }}
+    -- one row per id seen in behaviour (ids loaded differently can normalise to one)
+    select user_id_type, user_id, min(first_seen_at) as first_seen_at
+    from {{ ref('stg_shop__behavior_user_ids') }}
     where user_id is not null
     group by user_id_type, user_id
 ),

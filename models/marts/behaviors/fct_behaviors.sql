@@ -4,11 +4,18 @@
     events land on the same person. -#}
 with events as (
     select * from {{ ref('stg_shop__behavior_events') }}
-    where user_id is not null
 ),
 
 identities as (
     select id_type, id_value, one_id from {{ ref('dim_identities') }}
+),
+
+-- each id as loaded, resolved to its person once (stg_shop__behavior_user_ids normalised it):
+-- the events then join on the id as loaded, and no event's id is normalised again
+loaded_ids as (
+    select ids.user_id_type, ids.user_id_as_loaded, i.one_id
+    from {{ ref('stg_shop__behavior_user_ids') }} as ids
+    inner join identities as i on i.id_type = ids.user_id_type and i.id_value = ids.user_id
 ),
 
 resolved as (
@@ -23,7 +30,8 @@ resolved as (
         e.event_count,
         e.amount
     from events as e
-    inner join identities as i on i.id_type = e.user_id_type and i.id_value = e.user_id
+    inner join loaded_ids as i
+        on i.user_id_type = e.user_id_type and i.user_id_as_loaded = e.user_id_as_loaded
 ),
 
 grained as (

@@ -11,6 +11,7 @@ final as (
         trim(event_id) as event_id,
         user_id_type,
         {{ normalize_by_rule('registry.normalisation', 'source.user_id') }} as user_id,
+        source.user_id as user_id_as_loaded,
         event_type,
         channel,
         occurred_at,
