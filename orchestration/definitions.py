@@ -42,11 +42,12 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
 
 def build_definitions() -> dg.Definitions:
     """Raw tables, dbt models (and the daily AIPL partitions), the nightly job, audiences,
-    deliveries, models, the automation sensor, and the resources."""
+    deliveries, models, journeys, the automation sensor, and the resources."""
     from openaudience.core.settings import load_settings
     from orchestration.defs.audiences.assets import audience_definitions
     from orchestration.defs.dbt.assets import dbt_definitions
     from orchestration.defs.deliveries.assets import delivery_definitions
+    from orchestration.defs.journeys.assets import journey_definitions
     from orchestration.defs.ml.assets import ml_definitions
     from orchestration.defs.nightly.jobs import nightly_definitions
     from orchestration.defs.raw.assets import RAW_ASSETS, RAW_CHECKS
@@ -64,7 +65,8 @@ def build_definitions() -> dg.Definitions:
         sensors=[automation_sensor()],
         resources={"dbt": dbt_resource(), "warehouse": warehouse_resource()},
     )
-    return dg.Definitions.merge(core, audience_definitions(), delivery_definitions(), ml_definitions())
+    return dg.Definitions.merge(core, audience_definitions(), delivery_definitions(), ml_definitions(),
+                                journey_definitions())
 
 
 @dg.definitions

@@ -38,15 +38,17 @@ def ensure_dagster_home(configure: bool = True) -> str:
 
 
 def apply_pool_limits() -> None:
-    """Set the audience refresh pool's limit (OA_AUDIENCE_CONCURRENCY) on the instance."""
+    """Set the pools' limits on the instance: audience refreshes (OA_AUDIENCE_CONCURRENCY), and
+    journey ticks one at a time."""
     import dagster as dg
 
     from orchestration.defs.audiences.assets import POOL
+    from orchestration.defs.journeys.assets import POOL as JOURNEY_POOL
 
     with dg.DagsterInstance.get() as instance:
-        limit = load_settings().audience_concurrency
-        if instance.event_log_storage.get_concurrency_info(POOL).slot_count != limit:
-            instance.event_log_storage.set_concurrency_slots(POOL, limit)
+        for pool, limit in ((POOL, load_settings().audience_concurrency), (JOURNEY_POOL, 1)):
+            if instance.event_log_storage.get_concurrency_info(pool).slot_count != limit:
+                instance.event_log_storage.set_concurrency_slots(pool, limit)
 
 
 def definitions():

@@ -1,7 +1,7 @@
 """What a command did, in the Dagster instance, so the UI shows it.
 
 Commands that change state outside a Dagster run (`oa load`, `oa audience build`, `oa deliver`,
-`oa ml train|score|recommend`)
+`oa ml train|score|recommend`, `oa journey start|tick|pause|resume|stop`)
 report asset materializations to the instance in DAGSTER_HOME (default
 `OA_HOME/dagster`), with the same metadata a Dagster run of the asset records: the raw table's
 rows after a load, an audience's version and size, a delivery's funnel. The UI's asset pages then
@@ -114,6 +114,25 @@ def report_models(warn: Callable[[str], None] | None = None, *, repurchase=None,
             made.append((["ml", "recommendations"], ml.recommendations_metadata(tasks)))
         for key, metadata in made:
             yield dg.AssetMaterialization(asset_key=dg.AssetKey(key), metadata={**SOURCE, **metadata})
+
+    return _report(events, warn)
+
+
+def report_journeys(names: list[str], warn: Callable[[str], None] | None = None, reports=None) -> int:
+    """A materialization of journeys/<name> per journey a command acted on (start, tick, pause,
+    resume, stop), with the metadata a Dagster tick records."""
+    import dagster as dg
+
+    from openaudience.core.warehouse import Warehouse
+    from orchestration.defs.journeys.assets import asset_key, journey_metadata
+
+    by_name = {r.journey: r for r in reports or []}
+
+    def events():
+        wh = Warehouse(reader=True)
+        for name in dict.fromkeys(names):
+            metadata = journey_metadata(wh, name, by_name.get(name))
+            yield dg.AssetMaterialization(asset_key=asset_key(name), metadata={**SOURCE, **metadata})
 
     return _report(events, warn)
 

@@ -28,6 +28,7 @@ from openaudience.delivery.engine import FLUSH_SECONDS, STALE_SECONDS, deliver, 
 from openaudience.delivery.source import load_destinations
 from openaudience.segments.engine import write_version
 from openaudience.segments.source import load_project
+from tests.support.receiving import settled
 
 SECRET = "kill-test-secret"
 AUDIENCE = "name: people\nid_type: one_id\nwhere:\n  tag: {name: city, is_not_null: true}\n"
@@ -54,18 +55,6 @@ def _folders(tmp_path: Path, name: str, destination: str) -> tuple[Path, Path]:
 def _sent_keys(wh, destination: str) -> set[str]:
     return {k for (k,) in wh.query(f"select idempotency_key from {store.LOG} where destination = %s "
                                    "and status = 'sent'", [destination])}
-
-
-def _settled(receiver: WebhookReceiver) -> set[str]:
-    """The keys the receiver acted on, once the requests it was handling at the kill are done."""
-    before, quiet_since = -1, time.monotonic()
-    while time.monotonic() - quiet_since < 0.5:
-        time.sleep(0.1)
-        with receiver.state.lock:
-            now = (receiver.state.requests, len(receiver.state.accepted))
-        if now != before:
-            before, quiet_since = now, time.monotonic()
-    return set(receiver.state.accepted)
 
 
 def test_a_killed_delivery_is_interrupted_with_its_counts_and_resumes_exactly_once(target, tmp_path):
@@ -96,7 +85,7 @@ def test_a_killed_delivery_is_interrupted_with_its_counts_and_resumes_exactly_on
     finally:
         os.kill(sender.pid, signal.SIGKILL)
         sender.communicate()
-    acked = _settled(receiver)
+    acked = settled(receiver)
     recorded = _sent_keys(wh, "bulk")
     window = acked - recorded
     assert recorded and recorded <= acked  # the log never says sent what was not acknowledged

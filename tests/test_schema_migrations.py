@@ -52,7 +52,7 @@ def _ensure(wh: Warehouse, migrations=mig.MIGRATIONS) -> list[int]:
 def test_a_release_0_1_warehouse_is_adopted_with_its_rows(target):
     wh = target.warehouse
     _make_release_0_1(wh)
-    assert _ensure(wh) == [1]
+    assert _ensure(wh) == [m.version for m in mig.MIGRATIONS]
     assert _ensure(wh) == []  # current: nothing more to do
     with wh.connect(read_only=True) as conn:
         assert mig.applied_version(wh, conn) == mig.LATEST
@@ -63,14 +63,14 @@ def test_a_release_0_1_warehouse_is_adopted_with_its_rows(target):
         assert wh.execute(conn, "select model, version, active from ml.model_versions") == \
             [("repurchase", 3, True)]
         names = wh.execute(conn, f"select version, name from {mig.MIGRATIONS_TABLE}")
-    assert names == [(1, mig.MIGRATIONS[0].name)]
+    assert names == [(m.version, m.name) for m in mig.MIGRATIONS]
     for table in op.TABLES:  # every declared column is there, none more
         assert _columns(wh, table.schema, table.name) == sorted(table.column_names), table.name
 
 
 def test_a_new_warehouse_gets_every_declared_table(target):
     wh = target.warehouse
-    assert _ensure(wh) == [1]
+    assert _ensure(wh) == [m.version for m in mig.MIGRATIONS]
     for table in op.TABLES:
         assert _columns(wh, table.schema, table.name) == sorted(table.column_names), table.name
     for table in RAW_TABLES.values():
@@ -86,13 +86,13 @@ def test_a_later_migration_changes_an_existing_table(target):
     note = op.Column("note", "text")
     widened = op.Table(op.AUDIENCE_VERSIONS.schema, op.AUDIENCE_VERSIONS.name,
                        (*op.AUDIENCE_VERSIONS.columns, note), op.AUDIENCE_VERSIONS.doc)
-    second = mig.Migration(2, "audience versions get a note",
+    second = mig.Migration(mig.LATEST + 1, "audience versions get a note",
                            lambda w, c: mig.add_missing_columns(w, c, widened, ("note",)))
-    assert _ensure(wh, (*mig.MIGRATIONS, second)) == [2]
+    assert _ensure(wh, (*mig.MIGRATIONS, second)) == [mig.LATEST + 1]
     assert "note" in _columns(wh, "audiences", "audience_versions")
     with wh.connect(read_only=True) as conn:
         assert wh.execute(conn, "select audience, note from audiences.audience_versions") == [("vip", None)]
-        assert mig.applied_version(wh, conn) == 2
+        assert mig.applied_version(wh, conn) == mig.LATEST + 1
 
 
 def test_a_table_changed_by_hand_is_named(target):

@@ -65,3 +65,15 @@ def bench_deliveries(
     except ValueError:
         raise UserError(f"--sizes {sizes!r}: give whole numbers separated by commas") from None
     run(numbers, console=console)
+
+
+@bench_app.command("journeys")
+def bench_journeys(
+    sends: Annotated[bool, typer.Option("--sends/--no-sends",
+                                        help="Send through a file export (or generate an audience).")] = True,
+) -> None:
+    """A 3-step journey over every person of the `bench build` warehouse: the tick that advances
+    everyone through a wait, a behaviour branch and a send, timed; state rows per person and step."""
+    from openaudience.bench.journeys import bench_journeys as run
+
+    run(console=console, send=sends)

@@ -128,7 +128,8 @@ def send(
 ) -> None:
     """Deliver destinations: resume unfinished runs, then send the latest audience version."""
     dests = _destinations()
-    chosen = sorted(dests.destinations) if all_ else (names or [])
+    chosen = (sorted(n for n, d in dests.destinations.items() if d.schedule != "journey") if all_
+              else (names or []))
     if not chosen:
         raise UserError("name a destination (oa deliver NAME) or give --all")
     for name in chosen:

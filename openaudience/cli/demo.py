@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -70,26 +72,28 @@ def demo(
     settings = load_settings()
     out = settings.home / "demo"
     config = DemoConfig(users=users, days=days, seed=seed, end_date=dt.date.today())
-    console.rule("1/9 demo data")
+    console.rule("1/10 demo data")
     _generate(generate, out, config)
-    console.rule("2/9 load (validated)")
+    console.rule("2/10 load (validated)")
     load_folder(out, "replace", quarantine=False)
-    console.rule("3/9 nightly_refresh")
+    console.rule("3/10 nightly_refresh")
     result = run_nightly(console)
     if not result.success:
         raise UserError(f"nightly_refresh failed (run {result.run_id}); see `make ui`")
-    console.rule("4/9 AIPL history")
+    console.rule("4/10 AIPL history")
     today = dt.date.today()
     backfill_aipl(today - dt.timedelta(days=29), today)
-    console.rule("5/9 audiences (Dagster job audiences_refresh_all) and reports")
+    console.rule("5/10 audiences (Dagster job audiences_refresh_all) and reports")
     audience_results = refresh_all_audiences(today)
-    console.rule("6/9 deliveries (Dagster job deliveries)")
+    console.rule("6/10 deliveries (Dagster job deliveries)")
     deliveries = demo_deliveries(settings.home / "demo")
-    console.rule("7/9 repurchase model (train, validate against the baselines, score)")
+    console.rule("7/10 journeys (a simulated clock: days in seconds)")
+    journey_reports = demo_journeys(settings.home / "demo", today)
+    console.rule("8/10 repurchase model (train, validate against the baselines, score)")
     from openaudience.cli.ml import print_training, train_repurchase
 
     repurchase = train_repurchase(activate=True, out=console)
-    console.rule("8/9 recommendation model and tasks")
+    console.rule("9/10 recommendation model and tasks")
     from openaudience.cli.ml import print_recommend, train_recommend
 
     recommend = train_recommend(out=console)
@@ -98,7 +102,7 @@ def demo(
     report_models(lambda text: console.print(f"note: {text}", markup=False), repurchase=repurchase[0],
                   activated=repurchase[1] is not None, report_path=repurchase[2], scoring=repurchase[1],
                   recommend=recommend[0], recommend_path=recommend[2], tasks=recommend[1])
-    console.rule("9/9 audiences from the models (Dagster job audiences_from_models)")
+    console.rule("10/10 audiences from the models (Dagster job audiences_from_models)")
     model_audiences = run_audience_job("audiences_from_models", today, console)
     reports = {
         "RFM": write_rfm_report("rfm_default"),
@@ -114,25 +118,25 @@ def demo(
     print_summaries(deliveries, console)
     print_training(*repurchase, out=console)
     print_recommend(*recommend, out=console)
+    reports.update(journey_reports)
     for kind, path in reports.items():
         console.print(f"{kind} report: {path}", soft_wrap=True)
 
 
-def demo_deliveries(folder: Path) -> list:
-    """Deliver the example destinations: the CRM webhook to a local receiver this process runs
-    (its messages land in crm_webhook_received.jsonl), and the hashed file export."""
+@contextmanager
+def crm_receiver(journal: Path) -> Iterator:
+    """A local receiver standing in for the CRM's webhook (its messages land in `journal`), with
+    OA_CRM_WEBHOOK_URL and OA_CRM_WEBHOOK_SECRET pointing at it while the block runs."""
     import secrets
 
     from connectors.webhook_receiver import WebhookReceiver
-    from orchestration.launch import run_delivery_job
 
     secret = os.environ.get("OA_CRM_WEBHOOK_SECRET") or secrets.token_hex(16)
-    journal = folder / "crm_webhook_received.jsonl"
     receiver = WebhookReceiver(secret=secret, journal=journal).start()
     saved = {k: os.environ.get(k) for k in ("OA_CRM_WEBHOOK_URL", "OA_CRM_WEBHOOK_SECRET")}
     os.environ.update({"OA_CRM_WEBHOOK_URL": receiver.url, "OA_CRM_WEBHOOK_SECRET": secret})
     try:
-        summaries = run_delivery_job(console)
+        yield receiver
     finally:
         receiver.stop()
         for k, v in saved.items():
@@ -140,9 +144,58 @@ def demo_deliveries(folder: Path) -> list:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def demo_deliveries(folder: Path) -> list:
+    """Deliver the example destinations: the CRM webhook to a local receiver this process runs
+    (its messages land in crm_webhook_received.jsonl), and the hashed file export."""
+    from orchestration.launch import run_delivery_job
+
+    journal = folder / "crm_webhook_received.jsonl"
+    with crm_receiver(journal) as receiver:
+        summaries = run_delivery_job(console)
     console.print(f"the demo CRM receiver accepted {len(receiver.state.accepted):,} message(s) "
                   f"({journal})", soft_wrap=True)
     return summaries
+
+
+DEMO_JOURNEYS = ("cart_abandon_reminder", "welcome_offer_ab")
+
+
+def demo_journeys(folder: Path, today: dt.date) -> dict[str, Path]:
+    """Run the two example journeys through a local CRM receiver with a simulated clock: started
+    ten days ago at 09:00, ticked then and again three days later, so the cart reminder's wait
+    and behaviour branch decide on the purchases history holds. Prints their people per step;
+    returns their reports."""
+    from openaudience.cli.journey import context, print_steps
+    from openaudience.cli.report import write_journey_report
+    from openaudience.journeys import engine
+    from openaudience.journeys.clock import to_utc
+    from orchestration.observe import report_journeys
+
+    journal = folder / "journeys_received.jsonl"
+    ctx = context(progress=lambda text: console.print(text, markup=False, highlight=False))
+    start = to_utc(dt.datetime.combine(today - dt.timedelta(days=10), dt.time(9, 0)), ctx.tz)
+    with crm_receiver(journal) as receiver:
+        for name in DEMO_JOURNEYS:
+            if engine.journey_row(ctx.wh, name) is not None:  # an earlier demo ran them: again, afresh
+                engine.forget(ctx, name)
+            engine.start(ctx, name, start)
+        reports = []
+        for at in (start, start + dt.timedelta(days=3, minutes=1)):
+            reports += engine.tick(ctx, list(DEMO_JOURNEYS), at)
+    report_journeys(list(DEMO_JOURNEYS), warn=lambda text: console.print(f"note: {text}", markup=False),
+                    reports=reports)
+    for r in reports:
+        if r.error:
+            raise UserError(f"journey {r.journey} failed: {r.error}")
+    out = {}
+    for name in DEMO_JOURNEYS:
+        print_steps(ctx.wh, name)
+        out[f"journey {name}"] = write_journey_report(name)
+    console.print(f"the demo CRM receiver accepted {len(receiver.state.accepted):,} journey message(s) "
+                  f"({journal})", soft_wrap=True)
+    return out
 
 
 def refresh_all_audiences(today: dt.date):

@@ -106,3 +106,32 @@ def write_audience_report(name: str, version: int | None = None, rfm_model: str 
     with console.status(f"analysing audience {name}"):
         page = report.audience_page(analyse_audience(Warehouse(reader=True), name, version, rfm_model))
     return write(page, _report_path(out, f"audience_{slug(name)}.html"))
+
+
+@report_app.command("journey")
+def report_journey(
+    name: Annotated[str, typer.Argument(help="Journey name (its file's stem).")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write.")] = None,
+) -> None:
+    """A journey as a self-contained HTML report: the flow with people per step and branch, each
+    send's funnel, the holdout's lift on the goal, the cycles."""
+    path = write_journey_report(name, out)
+    console.print(f"journey report: {path}", soft_wrap=True)
+
+
+def write_journey_report(name: str, out: Path | None = None) -> Path:
+    from openaudience.core.errors import UserError
+    from openaudience.core.report import slug, write
+    from openaudience.core.warehouse import Warehouse
+    from openaudience.journeys.engine import journey_row
+    from openaudience.journeys.report import journey_page
+    from openaudience.journeys.source import Plan
+
+    wh = Warehouse(reader=True)
+    row = journey_row(wh, name)
+    if row is None:
+        raise UserError(f"journey {name} has not been started: nothing to report yet "
+                        f"(`oa journey simulate {name}` shows what it would do)")
+    with console.status(f"reporting journey {name}"):
+        page = journey_page(wh, Plan.from_json(row["definition"]), row)
+    return write(page, _report_path(out, f"journey_{slug(name)}.html"))

@@ -77,6 +77,10 @@ class Settings:
     long as it takes)."""
     read_snapshot: bool = True
     """Readers fall back to the last published snapshot while a writer holds the DuckDB file."""
+    journey_max_running: int = 10
+    """Journeys that may run at once (spec §1: 10); more started ones wait as `pending`."""
+    journey_detail_days: int = 7
+    """Days the per-person journey state of a finished cycle is kept (spec §5.4: 7 days)."""
 
     @property
     def snapshot_path(self) -> Path:
@@ -134,6 +138,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if not (raw_concurrency.isdigit() and 1 <= int(raw_concurrency) <= 10):
         raise ConfigError(f"OA_AUDIENCE_CONCURRENCY={raw_concurrency!r}: give a whole number from 1 "
                           "to 10 (audience refreshes that may run at once; more queue)")
+    journey_max = _whole(env, "OA_JOURNEY_MAX_RUNNING", 10, 1, 1000,
+                         "journeys that may run at once; more started ones wait as pending")
+    detail_days = _whole(env, "OA_JOURNEY_DETAIL_DAYS", 7, 1, 3650,
+                         "days a finished cycle keeps its per-person state")
     return Settings(
         target=target,
         home=home,
@@ -145,7 +153,16 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         delivery_memory_limit=_size(env, "OA_DELIVERY_MEMORY_LIMIT", "512MB"),
         lock_wait=_lock_wait(env),
         read_snapshot=_switch(env, "OA_READ_SNAPSHOT", True),
+        journey_max_running=journey_max,
+        journey_detail_days=detail_days,
     )
+
+
+def _whole(env, name: str, default: int, low: int, high: int, meaning: str) -> int:
+    raw = env.get(name, "").strip() or str(default)
+    if not (raw.isdigit() and low <= int(raw) <= high):
+        raise ConfigError(f"{name}={raw!r}: give a whole number from {low} to {high} ({meaning})")
+    return int(raw)
 
 
 def _size(env, name: str, default: str) -> str:

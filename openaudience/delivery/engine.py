@@ -103,10 +103,11 @@ def _json_object(engine: str, pairs: list[tuple[str, str]]) -> str:
 
 
 def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_type: str,
-                    caps: list, is_message: bool, removals: bool,
-                    identities: bool = True) -> tuple[str, list, int, int]:
-    """The statement that fills the plan table, its parameters, and the places in them of the
-    version and the key prefix (filled by the caller)."""
+                    caps: list, is_message: bool, removals: bool, source: tuple[str, list],
+                    key_prefix: str, identities: bool = True) -> tuple[str, list]:
+    """The statement that fills the plan table and its parameters. `source` is a query of the
+    members (one_id, id_value of the audience's id type) with its parameters; `key_prefix`
+    starts every idempotency key."""
     txt = wh.sql_type("text")
     params: list = []
     variables = d.variables
@@ -121,11 +122,9 @@ def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_typ
         var_cols.append(f"{value} as {qident('var_' + name)}")
     join = f"left join {USER_TAGS} u on u.one_id = m.one_id" if needs_tags else ""
     var_list = "".join(f", {c}" for c in var_cols)
-    params += [d.audience]
-    src = (f"select m.one_id, {id_expr} as id_value{var_list} from {MEMBERS} m {join} "
-           f"where m.audience = %s and m.version = %s")
-    params.append(None)  # the version, filled by the caller
-    version_index = len(params) - 1
+    source_sql, source_params = source
+    params += source_params
+    src = f"select m.one_id, {id_expr} as id_value{var_list} from ({source_sql}) as m {join}"
     var_names = [qident("var_" + n) for n in variables]
     var_sel = "".join(f", {v}" for v in var_names)
     members = (f"select one_id, id_value{var_sel} from (select s.*, row_number() over "
@@ -144,8 +143,7 @@ def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_typ
     ctes = [f"members as ({members})", f"changes as ({changes})"]
     ctes.append("keyed as (select md5(%s || c.op || '|' || c.id_value) as idempotency_key, c.* "
                 "from changes c)")
-    params.append(None)  # the key prefix, filled by the caller
-    prefix_index = len(params) - 1
+    params.append(key_prefix)
     ctes.append(f"sup_direct as (select id_value, min(reason) as reason from {store.SUPPRESSION} "
                 f"where channel in (%s, '*') and id_type = %s group by id_value)")
     params += [d.channel, id_type]
@@ -192,29 +190,42 @@ def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_typ
               f"left join sup_direct sd on sd.id_value = k.id_value "
               f"left join sup_people sp on sp.one_id = k.one_id " + " ".join(cap_joins))
     sql = f"create temporary table {PLAN} as with {', '.join(ctes)} {select}"
-    return sql, params, version_index, prefix_index
+    return sql, params
+
+
+def members_source(audience: str, version: int) -> tuple[str, list]:
+    """The members of an audience version, as `_plan` reads them."""
+    return (f"select one_id, id_value from {MEMBERS} where audience = %s and version = %s",
+            [audience, version])
 
 
 def _plan(wh: Warehouse, conn, dests: Destinations, d: Destination, version: int, run_id: str,
-          trigger: str) -> dict[str, int]:
-    """Fill the log with the run's changes and record the run; returns the run's counts."""
-    id_type = dests.id_type(d.name)
-    audience = dests.audiences.audiences[d.audience]
+          trigger: str, *, source: tuple[str, list] | None = None, audience: str | None = None,
+          audience_id_type: str | None = None, key_prefix: str | None = None,
+          mode: str | None = None) -> dict[str, int]:
+    """Fill the log with the run's changes and record the run; returns the run's counts. By
+    default the run sends the destination's audience version; a journey gives its own `source`
+    of members (of `audience_id_type`), the audience it names, the key prefix and mode `full`."""
+    audience = audience or d.audience
+    audience_id_type = audience_id_type or dests.audiences.audiences[d.audience].id_type
+    id_type = d.id_type or audience_id_type
+    source = source or members_source(d.audience, version)
+    if mode and mode != d.mode:
+        d = d.model_copy(update={"mode": mode})
     caps = capabilities(d.channel)
-    sql, params, vi, pi = _plan_statement(wh, d, id_type, audience.id_type,
-                                          dests.policies.frequency_caps, caps.is_message,
-                                          caps.supports_removals,
-                                          wh.table_exists("marts", "dim_identities", conn))
-    params[vi] = version
-    params[pi] = f"{d.name}|{d.audience}|{version}|"
+    sql, params = _plan_statement(wh, d, id_type, audience_id_type, dests.policies.frequency_caps,
+                                  caps.is_message, caps.supports_removals, source,
+                                  key_prefix or f"{d.name}|{d.audience}|{version}|",
+                                  wh.table_exists("marts", "dim_identities", conn))
     # the version and the log were written moments ago, in bulk
     wh.refresh_statistics(conn, [MEMBERS, store.LOG, store.STATE])
     wh.execute(conn, f"drop table if exists {PLAN}")
     wh.execute(conn, sql, params)
-    missing = wh.execute(conn, f"select count(*) from {MEMBERS} m "
-                               + (f"left join {USER_TAGS} u on u.one_id = m.one_id where u.{qident(id_type)} "
-                                  "is null and " if id_type != audience.id_type else "where false and ")
-                               + "m.audience = %s and m.version = %s", [d.audience, version])[0][0]
+    missing = 0
+    if id_type != audience_id_type:
+        missing = wh.execute(conn, f"select count(*) from ({source[0]}) as m left join {USER_TAGS} u "
+                                   f"on u.one_id = m.one_id where u.{qident(id_type)} is null",
+                             source[1])[0][0]
     counts = {k: 0 for k in store.RUN_COUNTS}
     for status, n in wh.execute(conn, f"select status, count(*) from {PLAN} group by status"):
         counts[status] = int(n)
@@ -232,7 +243,7 @@ def _plan(wh: Warehouse, conn, dests: Destinations, d: Destination, version: int
                     else -1 end,
                one_id, %s, id_value, op, variables, status, rule, 0, %s
         from {PLAN} where status <> 'already_sent'""",
-               [run_id, d.name, d.channel, d.audience, version, d.batch_size, id_type, now])
+               [run_id, d.name, d.channel, audience, version, d.batch_size, id_type, now])
     # removals the channel cannot take still leave the destination's state
     wh.execute(conn, f"delete from {store.STATE} where destination = %s and id_value in "
                      f"(select id_value from {PLAN} where op = 'remove' and status = 'skipped')", [d.name])
@@ -242,7 +253,7 @@ def _plan(wh: Warehouse, conn, dests: Destinations, d: Destination, version: int
             heartbeat_at)
         values (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'running',
                 {', '.join(['%s'] * len(store.RUN_COUNTS))}, %s, %s, %s, %s)""",
-               [run_id, d.name, d.channel, d.audience, version, d.mode, id_type, d.id_form, trigger,
+               [run_id, d.name, d.channel, audience, version, d.mode, id_type, d.id_form, trigger,
                 *[counts[k] for k in store.RUN_COUNTS], now, *_owner(), now])
     wh.execute(conn, f"drop table {PLAN}")
     return counts
@@ -597,6 +608,9 @@ def deliver(dests: Destinations, name: str, *, wh: Warehouse | None = None, dry_
     """Resume the destination's unfinished runs, then deliver the audience's latest version
     (unless that version was delivered already and `force` is off)."""
     wh = wh or Warehouse()
+    if dests.get(name).schedule == "journey":
+        raise UserError(f"destination {name} has schedule: journey: only journeys send through it "
+                        f"(their people, at their steps); it is never delivered on its own")
     d = dests.get(name) if dry_run else dests.ready(name, environ)  # credentials before any run
     summaries: list[RunSummary] = []
     with wh.session() as conn:
@@ -617,7 +631,7 @@ def deliver(dests: Destinations, name: str, *, wh: Warehouse | None = None, dry_
             version = _latest_version(wh, conn, d.audience)
             delivered = wh.execute(conn, f"select count(*) from {store.RUNS} where destination = %s and "
                                          "audience_version = %s and status in ('succeeded', 'partial') "
-                                         "and trigger <> 'replay'", [d.name, version])[0][0]
+                                         "and trigger not in ('replay', 'journey')", [d.name, version])[0][0]
         if delivered and not force:
             return summaries
         with wh.transaction(conn):

@@ -54,7 +54,7 @@ CHANNEL_DEFAULTS: dict[str, dict] = {
 """What a channel's destinations get when the file does not say: each ad-platform batch is one
 upload and some platforms count uploads against a daily quota (Ocean Engine: 50 updates a day)
 or refuse concurrent jobs on one list (Google); Tencent's minute limit blocks for 5 minutes."""
-SCHEDULES = ("on_change", "manual", "hourly", "daily", "weekly", "monthly")
+SCHEDULES = ("on_change", "manual", "hourly", "daily", "weekly", "monthly", "journey")
 CRONS = {"hourly": "0 * * * *", "daily": "30 3 * * *", "weekly": "30 3 * * 1",
          "monthly": "30 3 1 * *"}
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
@@ -500,7 +500,9 @@ class Destination(Strict):
     aes_key_env: str | None = None
     """With id_form: aes, the variable holding the organisation's 16-character key."""
     mode: Literal["diff", "full"] = "diff"
-    schedule: Literal["on_change", "manual", "hourly", "daily", "weekly", "monthly"] = "on_change"
+    schedule: Literal["on_change", "manual", "hourly", "daily", "weekly", "monthly", "journey"] = "on_change"
+    """When the audience is delivered; `journey`: never on its own, only by the journeys that send
+    through it (its audience is then what its variables and id type are checked against)."""
     batch_size: int = Field(100, ge=1, le=1_000_000)
     rate_limit: float = Field(0, ge=0)
     concurrency: int = Field(4, ge=1, le=32)

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
+from typing import Any
 
 from openaudience.conditions import check_condition, modernize, reporter, validate_rewritten
 from openaudience.core.errors import UserError
@@ -180,6 +181,7 @@ class Project:
     paths: dict[str, Path]
     uploads: dict[tuple[str, str], Upload]  # (file, id type) -> the list read
     order: list[str]                       # every audience after the audiences it reads
+    external: dict[str, str] = field(default_factory=dict)  # audiences journeys generate -> journey
 
     def audience(self, name: str) -> Audience:
         if name not in self.audiences:
@@ -187,6 +189,9 @@ class Project:
         return self.audiences[name]
 
     def reads(self, name: str) -> set[str]:
+        """The audiences it reads (none for one a journey generates)."""
+        if name not in self.audiences:
+            return set()
         return {ref for _, ref, _ in references(self.audiences[name])}
 
     def upstream(self, names: list[str]) -> list[str]:
@@ -242,6 +247,8 @@ def load_project(folder: Path = AUDIENCE_DIR, catalog: Catalog | None = None,
     """Load and check every audience file of `folder` (problems of all files together). `files`
     names extra files (e.g. a definition outside the folder) that replace their namesakes."""
     catalog = catalog or Catalog.from_project()
+    external = {name: journey for name, journey in generated_audiences(folder.parent / "journeys").items()
+                if name not in {p.stem for p in audience_files(folder)}}
     problems: list[Problem] = []
     loaded: dict[str, _Loaded] = {}
     paths: dict[str, Path] = {}
@@ -267,6 +274,11 @@ def load_project(folder: Path = AUDIENCE_DIR, catalog: Catalog | None = None,
         for loc, ref, operand in references(item.audience):
             if ref == name:
                 report(name, loc, f"audience {name!r} cannot read itself")
+            elif ref in external and ref not in by_stem:
+                if operand and item.audience.id_type != "one_id":
+                    report(name, loc, f"set operations combine audiences of one id type: {ref!r} (generated "
+                                      f"by journey {external[ref]}) saves one_id, {name!r} saves "
+                                      f"{item.audience.id_type}")
             elif ref not in loaded:
                 known = set(by_stem) - {name}
                 hint = (" (its file has errors)" if ref in by_stem
@@ -303,7 +315,33 @@ def load_project(folder: Path = AUDIENCE_DIR, catalog: Catalog | None = None,
         raise AudienceErrors(problems)
     uploads = {key: u for item in loaded.values() for key, u in item.uploads.items()}
     return Project(folder=folder, catalog=catalog, audiences={n: i.audience for n, i in loaded.items()},
-                   paths=paths, uploads=uploads, order=order)
+                   paths=paths, uploads=uploads, order=order, external=external)
+
+
+def generated_audiences(folder: Path) -> dict[str, str]:
+    """The audiences journeys generate (name -> journey file stem), read leniently: what the
+    audience files may name before the journeys themselves are checked."""
+    out: dict[str, str] = {}
+
+    def scan(value: Any, stem: str) -> None:
+        if isinstance(value, dict):
+            g = value.get("generate_audience")
+            if isinstance(g, dict) and isinstance(g.get("name"), str):
+                out.setdefault(g["name"], stem)
+            for v in value.values():
+                scan(v, stem)
+        elif isinstance(value, list):
+            for v in value:
+                scan(v, stem)
+
+    files = sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    for path in files:
+        try:
+            data, _ = load_yaml(path)
+        except UserError:
+            continue
+        scan(data, path.stem)
+    return out
 
 
 def audience_files(folder: Path = AUDIENCE_DIR) -> list[Path]:

@@ -90,8 +90,14 @@ def _baseline(wh, conn) -> None:
     add_missing_columns(wh, conn, op.RECEIPT_SPOOL_OFFSETS, ("bytes_read",))
 
 
+def _journeys(wh, conn) -> None:
+    """The journey state: journeys, their cycles, people's positions, entries and actions."""
+    _create_missing(wh, conn, op.JOURNEY_TABLES)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the raw contracts and the operational tables of release 0.1", _baseline),
+    Migration(2, "journeys: the state of automated marketing journeys", _journeys),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -158,9 +158,57 @@ RECOMMENDATIONS = Table(ML_SCHEMA, "recommendations", _cols(
 POOL_ITEMS = Table(ML_SCHEMA, "pool_items", _cols("pool text, item_id text"),
                    "the products of each product pool, as last computed")
 
+# -- journeys -------------------------------------------------------------------------------------
+JOURNEY_SCHEMA = "journeys"
+JOURNEYS = Table(JOURNEY_SCHEMA, "journeys", _cols(
+    "journey text not null, status text not null, definition text not null, definition_hash text not null, "
+    "file text not null, audience text not null, periodic boolean not null, created_at timestamp not null, "
+    "started_at timestamp, next_cycle_at timestamp, end_at timestamp, finished_at timestamp, "
+    "updated_at timestamp not null, error text, cycles integer not null default 0"),
+    "one row per started journey: its status, the definition it runs (as it was when started) and "
+    "when its next cycle starts", primary_key=("journey",))
+JOURNEY_CYCLES = Table(JOURNEY_SCHEMA, "journey_cycles", _cols(
+    "journey text not null, cycle integer not null, status text not null, audience_version integer not null, "
+    "scheduled_at timestamp not null, started_at timestamp not null, finished_at timestamp, "
+    "entered integer not null default 0, held_out integer not null default 0, "
+    "not_reentered integer not null default 0"),
+    "one row per cycle (execution record) of a journey: the audience version it read and who entered",
+    primary_key=("journey", "cycle"))
+JOURNEY_POSITIONS = Table(JOURNEY_SCHEMA, "journey_positions", _cols(
+    "journey text not null, cycle integer not null, node text not null, one_id text not null, "
+    "id_value text, held_out boolean not null, arrived_at timestamp not null, due_at timestamp not null, "
+    "state text not null, branch text, run_id text, left_at timestamp"),
+    "one row per person, node and cycle: when they arrived, when the node acts on them (due_at), "
+    "their state (waiting, sending, done, stopped) and the branch they left by; kept "
+    "OA_JOURNEY_DETAIL_DAYS after their cycle ends",
+    indexes=(Index("journey_positions_due", ("journey", "state", "due_at")),
+             Index("journey_positions_node", ("journey", "cycle", "node", "one_id"))))
+JOURNEY_ENTRIES = Table(JOURNEY_SCHEMA, "journey_entries", _cols(
+    "journey text not null, one_id text not null, first_cycle integer not null, last_cycle integer not null, "
+    "last_entered_at timestamp not null, entries integer not null"),
+    "who entered each journey, when last and how often: what the re-entry policy reads",
+    primary_key=("journey", "one_id"))
+JOURNEY_ACTIONS = Table(JOURNEY_SCHEMA, "journey_actions", _cols(
+    "subtask_id text not null, journey text not null, cycle integer not null, node text not null, "
+    "kind text not null, destination text, channel text, run_id text, audience text, "
+    "audience_version integer, "
+    "status text not null, people integer not null default 0, held_out integer not null default 0, "
+    + ", ".join(f"{c} integer not null default 0" for c in RUN_COUNTS)
+    + ", started_at timestamp not null, finished_at timestamp, error text"),
+    "one row per execution of an action node (a sub-task, spec §5.4): the delivery run it made, or the "
+    "audience version it generated, with its counts", primary_key=("subtask_id",))
+JOURNEY_NODE_COUNTS = Table(JOURNEY_SCHEMA, "journey_node_counts", _cols(
+    "journey text not null, cycle integer not null, node text not null, branch text, "
+    "people integer not null, held_out integer not null"),
+    "per finished cycle, how many people reached each node and left by each branch: what reports read "
+    "once the per-person rows are gone")
+
 TABLES: tuple[Table, ...] = (
     QUARANTINE, LOAD_HISTORY, AUDIENCE_VERSIONS, AUDIENCE_MEMBERS, AUDIENCE_UPLOADS,
     DELIVERY_RUNS, DELIVERY_LOG, DELIVERY_STATE, DELIVERY_DEAD_LETTERS, SUPPRESSION_LIST,
     DELIVERY_RECEIPTS, RECEIPT_SPOOL_OFFSETS, MODEL_VERSIONS, REPURCHASE_SCORES, RECOMMENDATIONS,
-    POOL_ITEMS,
+    POOL_ITEMS, JOURNEYS, JOURNEY_CYCLES, JOURNEY_POSITIONS, JOURNEY_ENTRIES, JOURNEY_ACTIONS,
+    JOURNEY_NODE_COUNTS,
 )
+JOURNEY_TABLES = (JOURNEYS, JOURNEY_CYCLES, JOURNEY_POSITIONS, JOURNEY_ENTRIES, JOURNEY_ACTIONS,
+                  JOURNEY_NODE_COUNTS)

@@ -111,6 +111,8 @@ def delivery_definitions() -> dg.Definitions:
     on_change: dict[str, list[str]] = {}
     for name in sorted(dests.destinations):
         d = dests.destinations[name]
+        if d.schedule == "journey":  # sent by journeys only: no asset that would deliver its audience
+            continue
         assets.append(_delivery_asset(dests, name))
         if d.schedule == "on_change":
             on_change.setdefault(d.audience, []).append(name)
