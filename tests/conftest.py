@@ -298,3 +298,17 @@ def pytest_sessionfinish(session, exitstatus):
     if path and _MODULE_SECONDS and not hasattr(session.config, "workerinput"):  # xdist: the controller
         ordered = dict(sorted(_MODULE_SECONDS.items(), key=lambda kv: -kv[1]))
         Path(path).write_text(json.dumps({k: round(v, 1) for k, v in ordered.items()}, indent=1) + "\n")
+
+
+@pytest.fixture(scope="module")
+def journey_audiences(built_engines):
+    """The audiences the journeys (shipped and examples) enter, built on both engines as of the
+    data's date; the project they belong to."""
+    from openaudience.segments.engine import build
+    from openaudience.segments.source import load_project
+
+    project = load_project()
+    for target in built_engines.values():
+        build(project, ["cart_abandoners", "new_members_this_month", "shanghai_big_spenders"],
+              dt.date.fromisoformat(AS_OF), wh=target.warehouse)
+    return project

@@ -18,8 +18,6 @@ from openaudience.delivery.source import load_destinations
 from openaudience.journeys import engine
 from openaudience.journeys.clock import to_utc
 from openaudience.journeys.source import JourneyErrors, load_journeys
-from openaudience.segments.engine import build
-from openaudience.segments.source import load_project
 
 ENGINES = ["duckdb", "postgres"]
 SECRET = "journey-secret"
@@ -128,15 +126,6 @@ def test_a_holdout_needs_a_goal_and_generated_audiences_must_not_feed_their_own_
 
 
 # -- running, on both engines -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def journey_audiences(built_engines):
-    project = load_project()
-    for target in built_engines.values():
-        build(project, ["cart_abandoners", "new_members_this_month", "shanghai_big_spenders"], TODAY,
-              wh=target.warehouse)
-    return project
-
-
 @pytest.fixture()
 def receiver():
     r = WebhookReceiver(secret=SECRET).start()
@@ -367,10 +356,11 @@ def test_operations_statuses_and_the_running_limit(built_engines, journey_audien
             "steps": [{"wait": {"hours": 1}}, {"send": {"destination": "welcome_offer_a"}}]}
     for name in ("one", "two"):
         _write(folder, body, name)
-    monkeypatch.setenv("OA_JOURNEY_MAX_RUNNING", "1")
-    target.env["OA_JOURNEY_MAX_RUNNING"] = "1"
+    from openaudience.core.settings import load_settings
+    from openaudience.core.warehouse import Warehouse
+
     ctx = _context(target, journey_audiences, receiver, folder)
-    ctx.wh = target.warehouse
+    ctx.wh = Warehouse(load_settings({**target.env, "OA_JOURNEY_MAX_RUNNING": "1"}))
     assert ctx.wh.settings.journey_max_running == 1
     assert engine.start(ctx, "one", T0) == "running"
     assert engine.start(ctx, "two", T0) == "pending"
