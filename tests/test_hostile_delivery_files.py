@@ -517,3 +517,37 @@ def test_a_host_name_resolving_to_a_metadata_address_is_refused_when_connecting(
         assert isinstance(adapter, GuardedAdapter) and adapter.allow_private_network is True
     finally:
         allowed.close()
+
+
+JOURNEY_HOOK = ("name: hook\naudience: people\nchannel: webhook\nschedule: journey\n"
+                "webhook: {url_env: OA_TEST_HOOK_URL}\n")
+
+
+def test_journey_files_are_refused_at_their_line_and_a_copy_stays_in_journeys(project, tmp_path):
+    env = plain_env(tmp_path)
+    write(project, {"audiences/people.yml": PEOPLE, "destinations/hook.yml": JOURNEY_HOOK,
+                    "journeys/j.yml": "name: j  # the original\ntrigger: {audience: people}\n"
+                                      "steps:\n  - send: {destination: hook}\n"})
+    done = oa(project, env, "journey", "validate")
+    assert done.returncode == 0 and "1 journey file(s) valid" in done.stdout, done.stderr
+    for bad in ("../evil", "Evil", "x" * 81):
+        done = oa(project, env, "journey", "copy", "j", bad)
+        assert done.returncode == 2 and "is not a journey name" in done.stderr, (bad, done.stderr)
+    done = oa(project, env, "journey", "copy", "j", "j2")
+    assert done.returncode == 0, done.stderr
+    assert (project / "journeys/j2.yml").read_text().startswith("name: j2  # the original\n")
+    done = oa(project, env, "journey", "copy", "j", "j2")
+    assert done.returncode == 2 and "exists already" in done.stderr
+    assert sorted(p.name for p in (project / "journeys").iterdir()) == ["j.yml", "j2.yml"]
+    # an alias bomb and a step of the wrong shape: refused with the line, nothing else breaks
+    bomb = "name: bomb\nx: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"x{i}: &a{i} [{', '.join(['*a' if i == 0 else f'*a{i - 1}'] * 10)}]\n" for i in range(6))
+    write(project, {"journeys/bomb.yml": bomb,
+                    "journeys/shape.yml": "name: shape\ntrigger: {audience: people}\nsteps:\n  - 42\n"})
+    done = oa(project, env, "journey", "validate")
+    assert done.returncode == 2, done.stdout
+    assert "bomb.yml:" in done.stderr and "too many aliases" in done.stderr, done.stderr
+    assert "shape.yml:4: steps[0]" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    done = oa(project, env, "journey", "list")
+    assert done.returncode == 0 and "incomplete" in done.stdout and "not_started" in done.stdout, done.stdout

@@ -363,3 +363,15 @@ def journey_simulate(
     if result.still_inside:
         console.print(f"{result.still_inside:,} people would still be inside at {result.ended_at} (UTC)")
     console.print(f"report: {path}", soft_wrap=True)
+
+
+@journey_app.command("report")
+def journey_report(
+    name: Name,
+    out: Annotated[Path | None, typer.Option(help="HTML file to write.")] = None,
+) -> None:
+    """The journey's HTML report (as `oa report journey NAME`): the flow with people per step,
+    each send's funnel, the holdout's lift, the cycles."""
+    from openaudience.cli.report import write_journey_report
+
+    console.print(f"journey report: {write_journey_report(name, out)}", soft_wrap=True)

@@ -911,7 +911,7 @@ def _close_cycles(ctx: Context, conn, plan: Plan, now: dt.datetime, report: Jour
 def statuses(wh: Warehouse, journeys: Journeys) -> list[dict]:
     """Every journey: the files (incomplete, not_started) and the started ones, with their counts."""
     rows: dict[str, dict] = {}
-    if wh.table_exists(op.JOURNEY_SCHEMA, "journeys"):
+    if _have(wh, "journeys"):
         with wh.connect(read_only=True) as conn:
             cols = ("journey", "status", "definition_hash", "file", "audience", "started_at", "next_cycle_at",
                     "finished_at", "error", "cycles")
@@ -946,7 +946,7 @@ def node_counts(wh: Warehouse, journey: str, cycle: int | None = None) -> dict[s
     """Per node: people who reached it, are waiting, left by each branch, and held out; over the
     journey's cycles (or one), from the positions kept and the counts of purged cycles."""
     out: dict[str, dict] = {}
-    if not wh.table_exists(op.JOURNEY_SCHEMA, "journey_positions"):
+    if not _have(wh, "journey_positions"):
         return out
 
     def add(node: str, state: str | None, branch: str | None, n: int, held: int) -> None:
@@ -978,7 +978,7 @@ def node_counts(wh: Warehouse, journey: str, cycle: int | None = None) -> dict[s
 
 
 def actions(wh: Warehouse, journey: str) -> list[dict]:
-    if not wh.table_exists(op.JOURNEY_SCHEMA, "journey_actions"):
+    if not _have(wh, "journey_actions"):
         return []
     from openaudience.delivery import store
 
@@ -992,7 +992,7 @@ def actions(wh: Warehouse, journey: str) -> list[dict]:
 
 
 def cycles(wh: Warehouse, journey: str) -> list[dict]:
-    if not wh.table_exists(op.JOURNEY_SCHEMA, "journey_cycles"):
+    if not _have(wh, "journey_cycles"):
         return []
     cols = ("cycle", "status", "audience_version", "scheduled_at", "started_at", "finished_at", "entered",
             "held_out", "not_reentered")
@@ -1104,11 +1104,18 @@ def _drop(wh: Warehouse, conn, key: str, every_run: bool = False) -> None:
         wh.execute(conn, f"delete from {table} where journey = %s", [key])
 
 
+def _have(wh: Warehouse, table: str) -> bool:
+    """Whether the warehouse has a journey table (no warehouse yet: no)."""
+    if wh.engine == "duckdb" and not wh.settings.duckdb_path.exists():
+        return False
+    return wh.table_exists(op.JOURNEY_SCHEMA, table)
+
+
 def due_journeys(wh: Warehouse, now: dt.datetime | None = None) -> list[str]:
     """Journeys a tick would act on now: running ones with a cycle due, people due, or a send to
     resume, and pending ones when a place is free."""
     now = now or _now()
-    if not wh.table_exists(op.JOURNEY_SCHEMA, "journeys"):
+    if not _have(wh, "journeys"):
         return []
     with wh.connect(read_only=True) as conn:
         rows = wh.execute(conn, f"""
@@ -1128,7 +1135,7 @@ def due_journeys(wh: Warehouse, now: dt.datetime | None = None) -> list[str]:
 
 
 def journey_row(wh: Warehouse, journey: str) -> dict | None:
-    if not wh.table_exists(op.JOURNEY_SCHEMA, "journeys"):
+    if not _have(wh, "journeys"):
         return None
     with wh.connect(read_only=True) as conn:
         return _row(wh, conn, journey)
