@@ -218,3 +218,23 @@ def test_random_trees_route_every_entrant_to_its_leaves_and_conserve_counts(targ
                 leaves.setdefault(one_id, []).append(node)
         for one_id in crowd:
             assert sorted(leaves.get(one_id, [])) == _expected_leaves(plan, one_id), (name, one_id)
+
+
+def test_a_generated_audience_gets_a_version_per_cycle_and_keeps_the_last_five(target, tmp_path):
+    wh = target.warehouse
+    crowd = _people(wh, 50)
+    a, d, j = _project(tmp_path, {}, {"daily_gen": {
+        "trigger": {"audience": "people", "schedule": {"daily": "09:00"}, "reentry": "every_cycle"},
+        "steps": [{"generate_audience": {"name": "gen_daily"}}]}})
+    ctx = _context(wh, a, d, j)
+    engine.start(ctx, "daily_gen", T0 - dt.timedelta(hours=1))
+    for day in range(7):
+        engine.tick(ctx, now=T0 + dt.timedelta(days=day))
+    versions = wh.query("select version, size, kept from audiences.audience_versions "
+                        "where audience = 'gen_daily' order by version")
+    assert versions == [(v, 50, v > 2) for v in range(1, 8)]
+    kept = wh.query("select version, count(*) from audiences.audience_members where audience = 'gen_daily' "
+                    "group by version order by version")
+    assert kept == [(v, 50) for v in range(3, 8)]
+    assert sorted(o for (o,) in wh.query("select one_id from audiences.audience_members where audience = "
+                                         "'gen_daily' and version = 7")) == crowd

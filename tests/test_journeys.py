@@ -106,6 +106,15 @@ def test_bad_triggers(tmp_path, trigger, expected):
     assert "literal[" not in message, message
 
 
+def test_a_journey_destination_is_never_delivered_on_its_own():
+    from openaudience.delivery.engine import deliver
+
+    dests = load_destinations()
+    assert dests.destinations["cart_reminder_webhook"].schedule == "journey"
+    with pytest.raises(UserError, match="has schedule: journey: only journeys send through it"):
+        deliver(dests, "cart_reminder_webhook", dry_run=True)
+
+
 def test_a_holdout_needs_a_goal_and_generated_audiences_must_not_feed_their_own_trigger(tmp_path):
     folder = tmp_path / "journeys"
     _write(folder, {**BASE, "holdout": {"percent": 10}}, "j")

@@ -55,6 +55,7 @@ FCT_BEHAVIORS = qualified("marts", "fct_behaviors")
 ACTIVE = ("running", "pending", "paused")
 STATUSES = ("incomplete", "not_started", "pending", "running", "paused", "stopped", "completed", "failed")
 BUCKETS = 10_000
+GENERATED_KEPT = 5  # versions of a generated audience whose members are kept (as audiences' snapshots)
 MAX_PASSES = 500
 Progress = Callable[[str], None]
 
@@ -735,6 +736,13 @@ def _generate(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.da
         wh.execute(conn, f"insert into {ACTIONS} (subtask_id, journey, cycle, node, kind, audience, "
                          "audience_version, status, started_at) values (%s, %s, %s, %s, 'generate_audience', "
                          "%s, %s, 'succeeded', %s)", [subtask, name, cycle, node.id, audience, version, now])
+        # like a built audience's snapshots: the members of the last GENERATED_KEPT versions stay
+        old = [r[0] for r in wh.execute(conn, f"select version from {VERSIONS} where audience = %s and kept "
+                                              "order by version desc", [audience])][GENERATED_KEPT:]
+        for v in old:
+            wh.execute(conn, f"delete from {MEMBERS} where audience = %s and version = %s", [audience, v])
+            wh.execute(conn, f"update {VERSIONS} set kept = false where audience = %s and version = %s",
+                       [audience, v])
     wh.execute(conn, f"""
         insert into {MEMBERS} (audience, version, one_id, id_type, id_value)
         select distinct {lit(audience)}, {lit(version)}, p.one_id, 'one_id', p.one_id from {POS} p
