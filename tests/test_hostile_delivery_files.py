@@ -530,8 +530,10 @@ def test_journey_files_are_refused_at_their_line_and_a_copy_stays_in_journeys(pr
                                       "steps:\n  - send: {destination: hook}\n"})
     done = oa(project, env, "journey", "validate")
     assert done.returncode == 0 and "1 journey file(s) valid" in done.stdout, done.stderr
-    for bad in ("../evil", "Evil", "x" * 81):
-        done = oa(project, env, "journey", "copy", "j", bad)
+    from tests.support.hostile import run_main
+
+    for bad in ("../evil", "Evil", "x" * 81):  # refused before anything is read or written
+        done = run_main(["journey", "copy", "cart_abandon_reminder", bad], env)
         assert done.returncode == 2 and "is not a journey name" in done.stderr, (bad, done.stderr)
     done = oa(project, env, "journey", "copy", "j", "j2")
     assert done.returncode == 0, done.stderr

@@ -67,6 +67,7 @@ def _webhook(name: str, url: str, template: str) -> str:
             f"  params: {{template: {template}}}\n")
 
 
+@pytest.mark.slow  # a process killed mid-send, on both engines
 def test_a_journey_killed_mid_send_resumes_with_no_one_sent_twice_or_skipped(target, tmp_path):
     wh = target.warehouse
     ids = _people(wh, PEOPLE)
@@ -173,6 +174,7 @@ def _expected_leaves(plan, one_id: str) -> list[str]:
     return sorted(out)
 
 
+@pytest.mark.slow  # twenty random journeys on both engines
 @pytest.mark.parametrize("seed", range(4))
 def test_random_trees_route_every_entrant_to_its_leaves_and_conserve_counts(target, tmp_path, seed):
     wh = target.warehouse
