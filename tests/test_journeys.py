@@ -562,3 +562,18 @@ def test_the_published_json_schema_is_current_and_accepts_the_shipped_journeys()
         assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path.name
     bad = {"name": "x", "trigger": {"audience": "a"}, "steps": [{"sned": {"destination": "d"}}]}
     assert list(validator.iter_errors(bad))
+
+
+def test_the_lift_has_a_confidence_interval_and_a_verdict():
+    from openaudience.journeys.report import Arm
+
+    a = Arm("journey", treated=1000, treated_converted=150, held_out=1000, held_out_converted=100)
+    assert a.lift == pytest.approx(0.05)
+    low, high = a.interval  # 0.05 ± 1.96 * sqrt(.15*.85/1000 + .1*.9/1000) = 0.05 ± 0.028906
+    assert (low, high) == (pytest.approx(0.021094, abs=1e-5), pytest.approx(0.078906, abs=1e-5))
+    # pooled 0.125: z = 0.05 / sqrt(.125*.875*2/1000) = 3.3806, two-sided p = 0.000723
+    assert a.significant and a.p_value == pytest.approx(0.000723, rel=0.01)
+    assert a.verdict().startswith("raises conversion by 5.0 points") and "significant" in a.verdict()
+    small = Arm("journey", treated=90, treated_converted=12, held_out=10, held_out_converted=1)
+    assert not small.significant and "not significant at 95 %" in small.verdict()
+    assert "no comparison" in Arm("journey", 50, 5, 0, 0).verdict()
