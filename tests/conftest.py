@@ -312,3 +312,13 @@ def journey_audiences(built_engines):
         build(project, ["cart_abandoners", "new_members_this_month", "shanghai_big_spenders"],
               dt.date.fromisoformat(AS_OF), wh=target.warehouse)
     return project
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """A Kafka-protocol broker (tansu) on loopback for the module's tests."""
+    from tests.support.kafka import start_broker
+
+    b = start_broker()
+    yield b
+    b.stop()

@@ -32,7 +32,7 @@ from openaudience.segments.engine import MEMBERS, VERSIONS, build, write_version
 from openaudience.segments.source import AUDIENCE_DIR, load_project
 from tests.conftest import OA, point_process_at
 from tests.support.faults import FaultProxy
-from tests.support.kafka import read_all, start_broker
+from tests.support.kafka import read_all
 from tests.test_segments import CATALOG, TODAY
 
 ENGINES = ["duckdb", "postgres"]
@@ -635,14 +635,6 @@ def test_delivery_models_count_the_funnel_receipts_and_conversions(built_engines
 
 
 # -- Kafka ----------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def broker():
-
-    b = start_broker()
-    yield b
-    b.stop()
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 def test_kafka_gets_one_keyed_message_per_change_then_adds_and_removes(
         built_engines, broker, tmp_path, engine):

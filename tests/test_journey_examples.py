@@ -22,7 +22,7 @@ from openaudience.journeys import engine
 from openaudience.journeys.clock import to_utc
 from openaudience.journeys.source import load_journeys
 from tests.support.ad_platforms import OceanEngine, TencentAds
-from tests.support.kafka import read_all, start_broker
+from tests.support.kafka import read_all
 from tests.support.sms_platform import FileServer, SmsPlatform
 from tests.support.smtp import Mailbox, SmtpServer
 from tests.test_journeys import TZ, _members, _reset
@@ -36,13 +36,6 @@ SECRET = "examples-secret"
 def _digits(phone: str) -> str:
     d = "".join(c for c in phone if c.isdigit())
     return d[2:] if len(d) == 13 else d
-
-
-@pytest.fixture(scope="module")
-def broker():
-    b = start_broker()
-    yield b
-    b.stop()
 
 
 @pytest.mark.parametrize("engine_name", ENGINES)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -177,15 +178,15 @@ class ResultBranchItem(Branch):
     result: Literal["success", "failure", "opened", "clicked", "no_feedback"]
 
 
-class Fork(Strict):
+class Fork(Strict, ABC):
     """A branch step: every person of it goes down one branch (or, for copy and time branches,
     every branch)."""
 
     id: str | None = Field(default=None, pattern=NAME)
 
+    @abstractmethod
     def lists(self) -> list[tuple[str, list[Step], tuple]]:
         """(branch name, its steps, its location under the step) in order."""
-        raise NotImplementedError
 
 
 class CopyBranch(Fork):
