@@ -311,6 +311,9 @@ def _observe(names: list[str], reports=None) -> None:
     """What the command did, shown on the journeys' assets in Dagster."""
     from orchestration.observe import report_journeys
 
+    if not names:
+        return
+
     report_journeys(names, warn=lambda text: err.print(f"[yellow]note[/yellow]: {escape(text)}"),
                     reports=reports)
 
