@@ -331,7 +331,7 @@ def activate(wh, version: int, model: str = MODEL) -> None:
 
 
 def versions(wh, model: str = MODEL) -> list[dict]:
-    cols = ("version", "trained_at", "active", "purchases", "metrics", "data_window")
+    cols = ("version", "trained_at", "active", "purchases", "metrics", "data_window", "config")
     with wh.connect() as conn:
         if not wh.table_exists(op.ML_SCHEMA, op.MODEL_VERSIONS.name, conn):
             return []  # nothing trained yet

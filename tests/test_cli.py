@@ -53,3 +53,15 @@ def test_a_bad_target_is_reported_before_anything_runs(duck):
     done = duck.oa("status", script=True)  # the installed script itself, in a process of its own
     assert done.returncode == 2
     assert "OA_TARGET='oracle' is not a warehouse" in done.stderr
+
+
+def test_ml_train_task_names_are_checked_before_any_training(tmp_path):
+    from tests.support.hostile import run_main
+
+    env = make_target("duckdb", tmp_path, None, "unused").env
+    done = run_main(["ml", "train", "repurchase", "--task", "vip_flagship_preference"], env)
+    assert done.returncode == 2 and "--task names recommendation tasks" in done.stderr, done.stderr
+    done = run_main(["ml", "train", "recommend", "--task", "no_such_task"], env)
+    assert done.returncode == 2 and "unknown task(s) 'no_such_task'; the tasks of ml/recommend.yml are" \
+        in done.stderr, done.stderr
+    assert not (tmp_path / "home" / "warehouse.duckdb").exists()  # nothing was opened, let alone trained

@@ -6,6 +6,9 @@ stored as a version, scores everyone predictable, and reports."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -165,6 +168,15 @@ def test_the_model_beats_both_baselines_and_scores_everyone(signal_engines, engi
     images = pngs(training, scoring)
     assert set(images) == {"top_groups", "calibration", "importance", "validation_scores", "scores"}
     assert all(png.startswith(b"\x89PNG") for png in images.values())
+    # `oa ml models`: one validation cutoff is a date and the window its labels cover
+    done = signal_engines[engine].oa("ml", "models")
+    assert done.returncode == 0, done.stderr
+    window = rp.versions(wh)[0]
+    cutoff = json.loads(window["data_window"])["validate"][0][:10]
+    horizon = json.loads(window["config"])["horizon_days"]
+    end = dt.date.fromisoformat(cutoff) + dt.timedelta(days=horizon)
+    assert f"cutoff {cutoff}, purchases to {end}" in " ".join(done.stdout.split()), done.stdout
+    assert f"{cutoff} – {cutoff}" not in done.stdout
 
 
 def test_too_little_data_is_a_clear_message(built_engines):

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated
@@ -83,8 +84,13 @@ def train_recommend(out: Console | None = None, tasks: list[str] | None = None, 
     from openaudience.core.warehouse import Warehouse
 
     out = out or console
-    wh = Warehouse()
     config = rc.load_config()
+    known = [t.name for t in config.tasks]
+    unknown = [t for t in tasks or [] if t not in known]
+    if unknown:  # before the training, not after it
+        raise UserError(f"unknown task(s) {', '.join(map(repr, unknown))}; the tasks of ml/recommend.yml are "
+                        f"{', '.join(known) or 'none'}")
+    wh = Warehouse()
     with Progress(SpinnerColumn(), TextColumn("[bold]recommend[/bold] {task.description}"),
                   TimeElapsedColumn(), console=out) as progress:
         task = progress.add_task("", total=None)
@@ -115,13 +121,18 @@ def print_recommend(training, results, path: Path, out: Console | None = None) -
 @ml_app.command("train")
 def train_cmd(model: Annotated[str, typer.Argument(help="repurchase or recommend")],
               activate: Annotated[bool, typer.Option(help="Make the new version active and score.")] = True,
+              task: Annotated[list[str] | None, typer.Option(
+                  "--task", help="recommend: run only this task of ml/recommend.yml (repeatable); "
+                                 "default: every task.")] = None,
               ) -> None:
     """Train a new version, validate it against the baselines and write its report."""
     from orchestration.observe import report_models
 
     _model(model)
+    if task and model != "recommend":
+        raise UserError("--task names recommendation tasks: it goes with `oa ml train recommend`")
     if model == "recommend":
-        training, results, path = train_recommend(activate=activate)
+        training, results, path = train_recommend(activate=activate, tasks=task)
         print_recommend(training, results, path)
         report_models(_note, recommend=training, recommend_path=path, tasks=results)
     else:
@@ -201,13 +212,25 @@ def models_cmd() -> None:
     console.print(rec)
     table = Table(title="repurchase model versions")
     for col in ("version", "trained", "active", "AUC", "BG/NBD AUC", "heuristic AUC", "validated on"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "validated on")
     for v in rp.versions(wh):
         m = json.loads(v["metrics"])
         table.add_row(str(v["version"]), f"{v['trained_at']:%Y-%m-%d %H:%M}", "yes" if v["active"] else "",
                       f"{m['model']['auc']:.3f}", f"{m['bgnbd']['auc']:.3f}", f"{m['heuristic']['auc']:.3f}",
-                      " – ".join(json.loads(v["data_window"])["validate"]))
+                      _validated_on(v))
     console.print(table)
+
+
+def _validated_on(version: dict) -> str:
+    """The validation cutoff(s) and the window their labels cover: one cutoff is a date, not a
+    range of one day."""
+    first, last = json.loads(version["data_window"])["validate"][:2]
+    horizon = json.loads(version.get("config") or "{}").get("horizon_days")
+    cutoffs = first if first == last else f"{first} – {last}"
+    if not horizon:
+        return f"cutoff {cutoffs}"
+    end = dt.date.fromisoformat(str(last)[:10]) + dt.timedelta(days=int(horizon))
+    return f"cutoff {cutoffs}, purchases to {end}"
 
 
 @ml_app.command("activate")
