@@ -1,23 +1,28 @@
 """Product recommendation: for each person, the products they are most likely to buy, learnt
 from who bought what.
 
-Three candidate models, all on the person x product purchase matrix of the lookback window:
+Candidate models, all on the person x product purchase matrix of the lookback window:
 
 - **popularity**: the best sellers (distinct buyers), the same list for everyone; the baseline;
 - **cosine**: item-item cosine similarity of co-purchase, with a shrinkage term, scoring each
   product by its similarity to what the person bought;
 - **EASE** (Steck 2019): the closed-form item-item ridge regression B = I - P / diag(P),
-  P = (X'X + lambda I)^-1, with a zero diagonal.
+  P = (X'X + lambda I)^-1, with a zero diagonal;
+- **EASE, recency-weighted**: the tuned EASE weights, with each product of a person's history
+  weighted by exp(-age / tau) instead of 1, so what they bought lately counts more. It costs no
+  fit (the weights are EASE's) and is kept only when it wins on the tuning split.
 
-Evaluation is time-ordered leave-last-out: each person's last purchase (all its products) is held
-out and the model, fitted on every purchase except the evaluated people's last ones (and what
-they bought after), ranks the whole pool. Other people's later purchases stay in the fit, as in
-any leave-last-out; a split on one common date would remove that optimism, at the cost of
-judging fewer people. HR@K (a held-out
-product in the top K), recall@K and NDCG@K are reported for K = 3 and 10. Hyper-parameters
-(lambda, shrinkage) are tuned on an earlier split (the purchase before the last), the model is
-chosen there, and the last-purchase split reports every model against the best sellers. The
-chosen model is then refitted on all purchases and stored as a version.
+Evaluation is a global time split: the models are fitted on every purchase up to a cutoff
+(`holdout_days` before the end) and nothing after it, so no later purchase of anybody helps. The
+people judged bought before and after the cutoff; for each, the products of their last purchase
+day after it are held out, and what they bought before that day is their history. HR@K (a
+held-out product in the top K), recall@K and NDCG@K are reported for K = 3 and 10, twice: with
+the products the person bought excluded from the ranking (as the tasks exclude them, see
+`exclude_purchased`), and included. Hyper-parameters and the model are chosen by NDCG@10 on an
+earlier split (cutoff 2 x holdout_days before the end, judged on the window after it); the later
+split reports every model against the best sellers. The chosen model is then refitted on all
+purchases and stored as a version, with each product's repeat rate (the share of its buyers who
+bought it on two days or more), which `exclude_purchased: auto` reads.
 
 The models see purchases only: no product tag enters them, so the statistic tags of the product
 catalogue (sales_90d and the like, flagged is_statistic) cannot leak into training; pools may
@@ -32,7 +37,7 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
@@ -63,19 +68,27 @@ CHUNK = 4096
 SEED = 20_240_601
 
 
+MAX_TOP = 100
+Exclude = bool | Literal["auto"]
+
+
 class Task(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     audience: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     pool: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
-    top: int = Field(5, ge=1, le=10)
+    top: int = Field(5, ge=1, le=MAX_TOP)
+    exclude_purchased: Exclude | None = None
+    """Leave out products the person already bought: true, false, or auto (those bought again
+    by fewer than repeat_threshold of their buyers). Default: the config's."""
 
 
 # a hyper-parameter grid: each value fits one more model, so a handful; finite, and EASE's
 # lambda above 0 (the regularised Gram matrix must be invertible)
-Grid = Field(min_length=1, max_length=10)
+Grid = Field(min_length=1, max_length=20)
 Lambdas = Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Grid]
 Shrinks = Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Grid]
+Taus = Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Field(max_length=20)]
 
 
 class RecommendConfig(BaseModel):
@@ -83,8 +96,14 @@ class RecommendConfig(BaseModel):
     purchase_type: str = "purchase"
     lookback_days: int = Field(365, ge=30, le=36_500)
     as_of: dt.date | None = None
-    ease_lambdas: Lambdas = Field(default_factory=lambda: [50.0, 200.0, 800.0])
+    ease_lambdas: Lambdas = Field(default_factory=lambda: [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0])
     cosine_shrinks: Shrinks = Field(default_factory=lambda: [0.0, 10.0, 50.0])
+    recency_days: Taus = Field(default_factory=lambda: [30.0, 90.0, 180.0])
+    """tau of the recency-weighted EASE (days); [] leaves that candidate out."""
+    holdout_days: int = Field(30, ge=7, le=365)
+    """The evaluation windows: the last holdout_days judge the models, the ones before tune them."""
+    exclude_purchased: Exclude = "auto"
+    repeat_threshold: float = Field(0.15, ge=0, le=1)
     max_pairs: int = Field(50_000_000_000, ge=1)
     """A task refuses an audience x pool larger than this (the manual's 50 billion)."""
     evaluation_users: int = Field(20_000, ge=100)
@@ -145,6 +164,10 @@ class Purchases:
     at: np.ndarray                # datetime64 per line
     as_of: dt.date
 
+    @property
+    def day(self) -> np.ndarray:
+        return self.at.astype("datetime64[D]")
+
     def matrix(self, mask: np.ndarray | None = None) -> sp.csr_matrix:
         rows, cols = (self.person, self.item) if mask is None else (self.person[mask], self.item[mask])
         m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
@@ -170,13 +193,47 @@ def read_purchases(wh, config: RecommendConfig) -> Purchases:
     return Purchases(people, items, person, item, pd.to_datetime(df["at"]).to_numpy(), as_of)
 
 
+def bought_before(wh, config: RecommendConfig, people: list[str], as_of: dt.date) -> pd.DataFrame:
+    """Every (one_id, item_id) the people bought up to `as_of`, over all history (not only the
+    lookback window): what `exclude_purchased` leaves out."""
+    rows = wh.query("select distinct one_id, item_id from marts.fct_behaviors where event_type = %s "
+                    "and behavior_date <= %s and one_id is not null and item_id is not null",
+                    [config.purchase_type, as_of])
+    df = pd.DataFrame(rows, columns=["one_id", "item_id"]).astype(str)
+    return df[df["one_id"].isin(set(people))]
+
+
+def repeat_rates(p: Purchases, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per product code: the share of its buyers (in the lines of `mask`) who bought it on two
+    different days or more; 0 for products nobody bought there."""
+    mask = np.ones(len(p.person), bool) if mask is None else mask
+    df = pd.DataFrame({"person": p.person[mask], "item": p.item[mask], "day": p.day[mask]})
+    days = df.drop_duplicates().groupby(["item", "person"]).size()
+    per_item = (days >= 2).groupby(level="item").mean()
+    rates = np.zeros(len(p.items))
+    rates[per_item.index.to_numpy()] = per_item.to_numpy()
+    return rates
+
+
+def excludable(policy: Exclude, rates: np.ndarray, threshold: float) -> np.ndarray:
+    """Per product code: True where a product the person bought is left out of their ranking."""
+    if policy == "auto":
+        return rates < threshold
+    return np.full(len(rates), bool(policy))
+
+
 # -- models ---------------------------------------------------------------------------------------
 class ItemModel:
     """A model as an item x item weight matrix W (or, for popularity, one score per item):
-    a person's scores are their purchase row times W."""
+    a person's scores are their purchase row times W. `tau` (days): each product of the history
+    weighs exp(-age / tau) instead of 1 (the history must then carry ages, see `history`)."""
 
     def __init__(self, name: str, params: dict, weights: np.ndarray | None, popularity: np.ndarray) -> None:
         self.name, self.params, self.weights, self.popularity = name, params, weights, popularity
+
+    @property
+    def tau(self) -> float | None:
+        return self.params.get("tau")
 
     def scores(self, history: sp.csr_matrix) -> np.ndarray:
         if self.weights is None:
@@ -189,6 +246,16 @@ class ItemModel:
         return out
 
 
+def history(rows: np.ndarray, items: np.ndarray, age_days: np.ndarray, shape: tuple[int, int],
+            tau: float | None) -> sp.csr_matrix:
+    """People's purchase rows: 1 per product bought, or with `tau` the most recent purchase's
+    exp(-age / tau)."""
+    weight = np.ones(len(rows), np.float32) if tau is None else np.exp(-age_days / tau).astype(np.float32)
+    df = pd.DataFrame({"r": rows, "i": items, "w": weight}).groupby(["r", "i"], sort=False)["w"].max()
+    r, i = (df.index.get_level_values(k).to_numpy() for k in ("r", "i"))
+    return sp.csr_matrix((df.to_numpy(), (r, i)), shape=shape)
+
+
 def fit(name: str, params: dict, X: sp.csr_matrix) -> ItemModel:
     popularity = np.asarray(X.sum(axis=0)).ravel().astype(np.float64)
     if name == "popularity":
@@ -199,7 +266,7 @@ def fit(name: str, params: dict, X: sp.csr_matrix) -> ItemModel:
         weights = gram / (np.outer(norms, norms) + params["shrink"] + 1e-12)
         np.fill_diagonal(weights, 0.0)
         return ItemModel(name, params, weights, popularity)
-    if name == "ease":
+    if name in ("ease", "ease_recency"):
         g = gram.copy()
         g[np.diag_indices_from(g)] += params["lambda"]
         p = np.linalg.inv(g)
@@ -217,62 +284,97 @@ def candidates(config: RecommendConfig) -> list[tuple[str, dict]]:
 # -- evaluation -----------------------------------------------------------------------------------
 @dataclass
 class Split:
-    train: np.ndarray          # mask of purchase lines to fit on
-    users: np.ndarray          # person codes evaluated
-    held: list[np.ndarray]     # per evaluated person: the held-out product codes
+    fit: np.ndarray            # mask of purchase lines the models are fitted on (up to the cutoff)
+    users: np.ndarray          # person codes judged
+    held: list[np.ndarray]     # per judged person: the held-out product codes
+    rows: np.ndarray           # their history lines: row (index into users), product, age in days
+    items: np.ndarray
+    ages: np.ndarray
+    cutoff: dt.date
+    end: dt.date
+
+    def history(self, n_items: int, tau: float | None = None) -> sp.csr_matrix:
+        return history(self.rows, self.items, self.ages, (len(self.users), n_items), tau)
 
 
-def leave_last_out(p: Purchases, within: np.ndarray | None = None, max_users: int = 20_000) -> Split:
-    """Hold out each person's last purchase (every product bought at their latest time) among
-    the lines in `within`; fit on the lines before it."""
-    within = np.ones(len(p.person), bool) if within is None else within
-    idx = np.flatnonzero(within)
-    df = pd.DataFrame({"person": p.person[idx], "item": p.item[idx], "at": p.at[idx], "line": idx})
-    last = df.groupby("person")["at"].transform("max")
-    first = df.groupby("person")["at"].transform("min")
-    evaluable = df[last > first]  # people with an earlier purchase to learn from
-    held = evaluable[evaluable["at"] == last[evaluable.index]]
-    if held.empty:
-        raise DataTooSmall("nobody bought on two different occasions, so no purchase can be held out "
-                           "to judge a recommender")
-    train = within.copy()
-    # the held-out purchase and anything at or after it leave training, for everyone evaluated
-    cut = held.groupby("person")["at"].max()
-    after = (pd.Series(p.at) >= pd.Series(p.person).map(cut)).to_numpy()  # NaT compares False
-    train &= ~after
-    users = np.unique(held["person"].to_numpy())
-    if len(users) > max_users:
-        users = np.sort(np.random.default_rng(SEED).choice(users, max_users, replace=False))
-    sampled = held[held["person"].isin(set(users.tolist()))]
-    groups = sampled.groupby("person")["item"].apply(lambda s: np.unique(s.to_numpy()))
-    return Split(train=train, users=users, held=[groups[u] for u in users])
+def time_split(p: Purchases, cutoff: dt.date, end: dt.date, max_users: int = 20_000) -> Split:
+    """Fit on the lines up to `cutoff`; judge the people who bought in (cutoff, end] and before
+    their last purchase day there: that day's products are held out, what they bought before it
+    is their history."""
+    day = p.day
+    cut, stop = np.datetime64(cutoff, "D"), np.datetime64(end, "D")
+    window = (day > cut) & (day <= stop)
+    last = pd.Series(day[window]).groupby(p.person[window]).max()
+    first = pd.Series(day).groupby(p.person).min()
+    judged = last.index[(first.reindex(last.index) < last).to_numpy()].to_numpy()
+    if len(judged) == 0:
+        raise DataTooSmall(f"nobody bought both before and after {cutoff} and by {end} on two different "
+                           "days, so no purchase can be held out to judge a recommender; load more "
+                           "history or raise holdout_days in recommend.yml")
+    if len(judged) > max_users:
+        judged = np.sort(np.random.default_rng(SEED).choice(judged, max_users, replace=False))
+    row_of = np.full(len(p.people), -1)
+    row_of[judged] = np.arange(len(judged))
+    held_day = np.full(len(p.people), np.datetime64("NaT"), "datetime64[D]")
+    held_day[judged] = last.reindex(judged).to_numpy().astype("datetime64[D]")
+    mine = row_of[p.person] >= 0
+    before = mine & (day < held_day[p.person])
+    at_held = mine & (day == held_day[p.person])
+    groups = pd.Series(p.item[at_held]).groupby(row_of[p.person[at_held]]).unique()
+    ages = (held_day[p.person[before]] - day[before]).astype(np.float64)
+    return Split(fit=day <= cut, users=judged, held=[np.asarray(groups[r]) for r in range(len(judged))],
+                 rows=row_of[p.person[before]], items=p.item[before], ages=ages, cutoff=cutoff, end=end)
 
 
-def evaluate(model: ItemModel, X: sp.csr_matrix, split: Split, pool: np.ndarray | None = None) -> dict:
-    """HR@K, recall@K and NDCG@K over the full ranking of the pool (every product by default)."""
+def evaluate(model: ItemModel, split: Split, n_items: int, exclude: np.ndarray | None = None,
+             pool: np.ndarray | None = None) -> dict:
+    """HR@K, recall@K and NDCG@K over the full ranking of the pool (every product by default).
+    `exclude` (per product): the products of a person's history that leave their ranking, and
+    their held-out products that are not counted; people with nothing left are not judged."""
     ks = max(KS)
     hits = {k: [] for k in KS}
     recall = {k: [] for k in KS}
     ndcg = {k: [] for k in KS}
+    X = split.history(n_items, model.tau)
+    seen = split.history(n_items) if exclude is not None and exclude.any() else None
     for start in range(0, len(split.users), CHUNK):
-        users = split.users[start:start + CHUNK]
-        scores = model.scores(X[users])
+        scores = model.scores(X[start:start + CHUNK])
         if pool is not None:
             masked = np.full_like(scores, -np.inf)
             masked[:, pool] = scores[:, pool]
             scores = masked
+        block = None
+        if seen is not None:
+            block = sp.csr_matrix(seen[start:start + CHUNK].multiply(exclude[None, :].astype(np.float32)))
+            block.eliminate_zeros()
+            r, c = block.nonzero()
+            scores[r, c] = -np.inf
         top = np.argsort(-scores, axis=1, kind="stable")[:, :ks]
         for row, held in enumerate(split.held[start:start + CHUNK]):
-            ranks = {item: r for r, item in enumerate(top[row])}
+            if block is not None:
+                gone = block.indices[block.indptr[row]:block.indptr[row + 1]]
+                held = np.setdiff1d(held, gone)
+                if len(held) == 0:
+                    continue
+            ranks = {item: r for r, item in enumerate(top[row]) if np.isfinite(scores[row, item])}
             for k in KS:
                 found = [ranks[i] for i in held if i in ranks and ranks[i] < k]
                 hits[k].append(1.0 if found else 0.0)
                 recall[k].append(len(found) / len(held))
                 ideal = sum(1 / np.log2(i + 2) for i in range(min(len(held), k)))
                 ndcg[k].append(sum(1 / np.log2(r + 2) for r in found) / ideal)
-    return {**{f"hr@{k}": float(np.mean(hits[k])) for k in KS},
-            **{f"recall@{k}": float(np.mean(recall[k])) for k in KS},
-            **{f"ndcg@{k}": float(np.mean(ndcg[k])) for k in KS}}
+    judged = len(hits[KS[0]])
+    return {**{f"hr@{k}": float(np.mean(hits[k])) if judged else 0.0 for k in KS},
+            **{f"recall@{k}": float(np.mean(recall[k])) if judged else 0.0 for k in KS},
+            **{f"ndcg@{k}": float(np.mean(ndcg[k])) if judged else 0.0 for k in KS},
+            "people": judged}
+
+
+def judge(model: ItemModel, split: Split, n_items: int, exclude: np.ndarray) -> dict:
+    """The figures with the policy's exclusion, and HR@10/NDCG@10 with bought products included."""
+    main = evaluate(model, split, n_items, exclude)
+    included = evaluate(model, split, n_items) if exclude.any() else main
+    return {**main, "hr@10 incl": included["hr@10"], "ndcg@10 incl": included["ndcg@10"]}
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -281,12 +383,13 @@ class Training:
     version: int
     chosen: tuple[str, dict]
     tuning: pd.DataFrame          # every candidate on the tuning split
-    test: pd.DataFrame            # the tuned models on the last-purchase split
+    test: pd.DataFrame            # the tuned models on the later split
     graph: pd.DataFrame           # top products by sales and their strongest links
     nodes: pd.DataFrame
     people: int
     products: int
     as_of: dt.date
+    exclude: Exclude = "auto"
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
@@ -303,32 +406,44 @@ def train(wh, config: RecommendConfig | None = None, progress=None, activate: bo
         raise DataTooSmall(f"{len(p.people):,} buyers and {len(p.items):,} products in the lookback "
                            f"window; recommendation needs at least {config.min_users:,} buyers "
                            f"(min_users in {CONFIG_FILE.name}) and 10 products")
-    test = leave_last_out(p, max_users=config.evaluation_users)
-    tune = leave_last_out(p, within=test.train, max_users=config.evaluation_users)
+    w = dt.timedelta(days=config.holdout_days)
+    test = time_split(p, p.as_of - w, p.as_of, config.evaluation_users)
+    tune = time_split(p, p.as_of - 2 * w, p.as_of - w, config.evaluation_users)
     if len(tune.users) < 50 or len(test.users) < 50:
-        raise DataTooSmall(f"only {len(test.users):,} people bought more than once; evaluating a "
-                           "recommender needs at least 50")
+        raise DataTooSmall(f"only {min(len(tune.users), len(test.users)):,} people bought both before and "
+                           f"within a {config.holdout_days}-day window after a cutoff; evaluating a "
+                           "recommender needs at least 50 (raise holdout_days in recommend.yml, or load "
+                           "more history)")
+    n = len(p.items)
     rows = []
-    X_tune = p.matrix(tune.train)
+    X_tune = p.matrix(tune.fit)
+    tune_exclude = excludable(config.exclude_purchased, repeat_rates(p, tune.fit), config.repeat_threshold)
     for name, params in candidates(config):
         step(f"tuning {name} {params}")
-        rows.append({"model": name, "params": json.dumps(params),
-                     **evaluate(fit(name, params, X_tune), X_tune, tune)})
+        model = fit(name, params, X_tune)
+        rows.append({"model": name, "params": json.dumps(params), **judge(model, tune, n, tune_exclude)})
+        if name == "ease":
+            for tau in config.recency_days:
+                recent = ItemModel("ease_recency", {**params, "tau": tau}, model.weights, model.popularity)
+                rows.append({"model": "ease_recency", "params": json.dumps(recent.params),
+                             **judge(recent, tune, n, tune_exclude)})
     tuning = pd.DataFrame(rows)
-    best = {name: json.loads(group.sort_values("ndcg@10", ascending=False).iloc[0]["params"])
+    best = {name: json.loads(group.sort_values("ndcg@10", ascending=False, kind="stable").iloc[0]["params"])
             for name, group in tuning.groupby("model")}
-    chosen_row = tuning.sort_values("ndcg@10", ascending=False).iloc[0]
+    chosen_row = tuning.sort_values("ndcg@10", ascending=False, kind="stable").iloc[0]
     chosen = (chosen_row["model"], json.loads(chosen_row["params"]))
-    X_test = p.matrix(test.train)
+    X_test = p.matrix(test.fit)
+    test_exclude = excludable(config.exclude_purchased, repeat_rates(p, test.fit), config.repeat_threshold)
     rows = []
-    for name in ("popularity", "cosine", "ease"):
+    for name in [m for m in ("popularity", "cosine", "ease", "ease_recency") if m in best]:
         step(f"testing {name}")
         rows.append({"model": name, "params": json.dumps(best[name]),
-                     **evaluate(fit(name, best[name], X_test), X_test, test)})
+                     **judge(fit(name, best[name], X_test), test, n, test_exclude)})
     test_table = pd.DataFrame(rows)
     step(f"fitting {chosen[0]} on every purchase")
     X = p.matrix()
     final = fit(*chosen, X)
+    rates = repeat_rates(p)
     nodes, graph = association_graph(p, X)
     warnings = []
     pop = test_table.set_index("model").loc["popularity", "hr@10"]
@@ -336,10 +451,11 @@ def train(wh, config: RecommendConfig | None = None, progress=None, activate: bo
     if mine <= pop:
         warnings.append(f"the chosen {chosen[0]} model's HR@10 {mine:.3f} does not beat the best "
                         f"sellers' {pop:.3f}; the version is not made active")
-    version = _store(wh, config, final, p, tuning, test_table, chosen, active=activate and not warnings)
+    version = _store(wh, config, final, p, rates, tuning, test_table, chosen,
+                     active=activate and not warnings)
     t = Training(version=version, chosen=chosen, tuning=tuning, test=test_table, graph=graph,
                  nodes=nodes, people=len(p.people), products=len(p.items), as_of=p.as_of,
-                 warnings=warnings)
+                 exclude=config.exclude_purchased, warnings=warnings)
     t.seconds = time.perf_counter() - started
     return t
 
@@ -366,13 +482,17 @@ def association_graph(p: Purchases, X: sp.csr_matrix, top: int = 10, links: int 
 
 
 # -- versions and tasks ---------------------------------------------------------------------------
-def _store(wh, config, model: ItemModel, p: Purchases, tuning, test, chosen, active: bool) -> int:
+def _store(wh, config, model: ItemModel, p: Purchases, rates: np.ndarray, tuning, test, chosen,
+           active: bool) -> int:
     from ml.repurchase import save_version
 
     metrics = {"chosen": {"model": chosen[0], "params": chosen[1]},
+               "exclude_purchased": config.exclude_purchased,
                "test": test.to_dict(orient="records"), "tuning": tuning.to_dict(orient="records")}
-    return save_version(wh, MODEL, {"model": model, "items": p.items}, config.model_dump_json(),
-                        {"as_of": str(p.as_of), "lookback_days": config.lookback_days}, metrics,
+    return save_version(wh, MODEL, {"model": model, "items": p.items, "repeat_rates": rates},
+                        config.model_dump_json(),
+                        {"as_of": str(p.as_of), "lookback_days": config.lookback_days,
+                         "holdout_days": config.holdout_days}, metrics,
                         int(len(p.person)), active=active)
 
 
@@ -437,30 +557,59 @@ def run_task(wh, task: Task, config: RecommendConfig | None = None,
     people = np.flatnonzero(known)
     row_of = np.full(len(p.people), -1)
     row_of[people] = np.arange(len(people))
-    X = sp.csr_matrix((np.ones(keep.sum(), np.float32), (row_of[p.person[keep]], mapped[p.item[keep]])),
-                      shape=(len(people), len(items)))
-    X.data[:] = 1.0
+    ages = (np.datetime64(p.as_of, "D") - p.day[keep]).astype(np.float64)
+    X = history(row_of[p.person[keep]], mapped[p.item[keep]], ages, (len(people), len(items)), model.tau)
     single = len(pool) == 1
+    policy = config.exclude_purchased if task.exclude_purchased is None else task.exclude_purchased
+    rates = bundle.get("repeat_rates")
+    if rates is None:  # a version trained before repeat rates were kept: auto leaves out all
+        rates = np.zeros(len(items))
+    bought = None
+    if not single and excludable(policy, rates, config.repeat_threshold)[pool].any():
+        # what each person ever bought (not only in the lookback window), among the pool's
+        # products that the policy leaves out
+        out_of = excludable(policy, rates, config.repeat_threshold)
+        pairs = bought_before(wh, config, list(p.people[people]), p.as_of)
+        person_row = pd.Series(np.arange(len(people)), index=p.people[people])
+        cols = pairs["item_id"].map(code)
+        ok = cols.notna().to_numpy()
+        r = person_row.reindex(pairs["one_id"][ok]).to_numpy()
+        c = cols[ok].to_numpy().astype(np.int64)
+        keep_pair = out_of[c]
+        bought = sp.csr_matrix((np.ones(int(keep_pair.sum()), np.float32), (r[keep_pair], c[keep_pair])),
+                               shape=(len(people), len(items)))[:, pool].tocsr()
     top = 1 if single else min(task.top, len(pool))
-    out = {"one_id": [], "item_id": [], "rank": [], "score": []}
+    parts: list[pd.DataFrame] = []
     all_scores = []
     for start in range(0, len(people), CHUNK):
         scores = model.scores(X[start:start + CHUNK])[:, pool]
         if single:
             all_scores.append(scores[:, 0])
             continue
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
-        for r in range(len(order)):
-            for rank, j in enumerate(order[r], start=1):
-                out["one_id"].append(p.people[people[start + r]])
-                out["item_id"].append(items[pool[j]])
-                out["rank"].append(rank)
-                out["score"].append(float(scores[r, j]))
+        if bought is not None:
+            r, c = bought[start:start + len(scores)].nonzero()
+            scores[r, c] = -np.inf
+        if top < scores.shape[1]:
+            part = np.argpartition(-scores, top - 1, axis=1)[:, :top]
+        else:
+            part = np.tile(np.arange(scores.shape[1]), (len(scores), 1))
+        picked = np.take_along_axis(scores, part, axis=1)
+        # rank by score, ties by product order, as a stable sort would
+        order = np.lexsort((part, -picked), axis=1)
+        part, picked = np.take_along_axis(part, order, axis=1), np.take_along_axis(picked, order, axis=1)
+        rows = np.repeat(np.arange(len(scores)), top)
+        frame = pd.DataFrame({"one_id": p.people[people[start + rows]], "item_id": items[pool[part.ravel()]],
+                              "rank": np.tile(np.arange(1, top + 1), len(scores)),
+                              "score": picked.ravel()})
+        parts.append(frame[np.isfinite(frame["score"].to_numpy())])  # bought products left out
     if single:  # a preference index: the person's percentile among the audience, 0-1
         s = np.concatenate(all_scores)
         preference = (pd.Series(s).rank(method="average").to_numpy() - 1) / max(len(s) - 1, 1)
         out = {"one_id": list(p.people[people]), "item_id": [items[pool[0]]] * len(people),
                "rank": [1] * len(people), "score": list(preference)}
+    else:
+        frame = pd.concat(parts) if parts else pd.DataFrame(columns=["one_id", "item_id", "rank", "score"])
+        out = {k: frame[k].tolist() for k in ("one_id", "item_id", "rank", "score")}
     n = len(out["one_id"])
     table = pa.table({"task": pa.array([task.name] * n, pa.string()),
                       "pool": pa.array([task.pool] * n, pa.string()),

@@ -126,11 +126,11 @@ def recommend_metrics_chart(test: pd.DataFrame) -> alt.Chart:
     long = test.melt(id_vars=["model"], value_vars=["hr@3", "hr@10", "recall@3", "recall@10", "ndcg@3",
                                                       "ndcg@10"], var_name="metric")
     return alt.Chart(long).mark_bar().encode(
-        x=alt.X("model:N", title=None, sort=["popularity", "cosine", "ease"]),
+        x=alt.X("model:N", title=None, sort=["popularity", "cosine", "ease", "ease_recency"]),
         y=alt.Y("value:Q", title=None), color=alt.Color("model:N", title=None),
         column=alt.Column("metric:N", title=None),
         tooltip=["model", "metric", alt.Tooltip("value:Q", format=".3f")],
-    ).properties(width=80, height=180, title="Leave-last-out on the last purchase, full ranking")
+    ).properties(width=80, height=180, title="The last purchase day after the cutoff, full ranking")
 
 
 def association_chart(nodes: pd.DataFrame, graph: pd.DataFrame) -> alt.LayerChart:
@@ -171,17 +171,21 @@ def recommend_page(training, tasks=()) -> Page:
     p.metrics({"HR@10": f"{test.loc[name, 'hr@10']:.3f}",
                "best sellers HR@10": f"{test.loc['popularity', 'hr@10']:.3f}",
                "NDCG@10": f"{test.loc[name, 'ndcg@10']:.3f}",
-               "recall@10": f"{test.loc[name, 'recall@10']:.3f}"})
+               "recall@10": f"{test.loc[name, 'recall@10']:.3f}",
+               "HR@10, bought included": f"{test.loc[name, 'hr@10 incl']:.3f}"})
     for w in training.warnings:
         p.note("Warning: " + w)
     p.heading("Against the best sellers")
-    p.note("Each person's last purchase is held out; each model, fitted on everything bought before "
-           "it, ranks every product. HR@K: a held-out product in the top K; recall@K: the share of "
-           "held-out products there; NDCG@K: higher when they rank higher.")
+    p.note("Each model is fitted on every purchase up to a cutoff and nothing after it. The people "
+           "judged bought before and after the cutoff: the products of their last purchase day after "
+           "it are held out, and what they bought before that day is their history. Each model ranks "
+           "every product. HR@K: a held-out product in the top K; recall@K: the share of held-out "
+           "products there; NDCG@K: higher when they rank higher. "
+           + _exclusion_note(getattr(training, "exclude", "auto")))
     p.chart(recommend_metrics_chart(training.test))
     fmt = {c: ".3f" for c in training.test.columns if "@" in c}
     p.table(training.test, fmt)
-    p.heading("Tuning, on the purchase before the last")
+    p.heading("Tuning, on the window before")
     p.note("The hyper-parameters and the model are chosen here, by NDCG@10, so the table above "
            "judges them on purchases they were not chosen on.")
     p.table(training.tuning, fmt)
@@ -192,6 +196,14 @@ def recommend_page(training, tasks=()) -> Page:
         p.heading("Tasks")
         p.table(pd.DataFrame([t.__dict__ for t in tasks]))
     return p
+
+
+def _exclusion_note(policy) -> str:
+    what = {True: "every product the person bought", False: "nothing",
+            "auto": "the products the person bought that their buyers rarely buy again (exclude_purchased: "
+                    "auto)"}[policy]
+    return (f"The ranking leaves out {what}, as the tasks do, and those products held out are not "
+            "counted; the columns marked 'incl' rank every product.")
 
 
 def write_recommend_report(training, folder: Path, tasks=()) -> Path:

@@ -145,16 +145,17 @@ def make_target(name: str, tmp_path: Path, pg_cluster: PostgresCluster | None, d
     return Target(name=name, env=env)
 
 
-def build_both_engines(data: Path, pg_cluster: PostgresCluster, root: Path, db: str,
-                       then: Callable[[Target], None] | None = None) -> dict[str, str]:
-    """Both engines loaded from the same files and built (dbt build) with the same as-of date,
-    under `root/<engine>` and in the PostgreSQL database `db`; `then` finishes each. Returns
-    each engine's build log."""
+def build_both_engines(data: Path, pg_cluster: PostgresCluster | None, root: Path, db: str,
+                       then: Callable[[Target], None] | None = None,
+                       engines: tuple[str, ...] = ENGINES) -> dict[str, str]:
+    """Both engines (or `engines`) loaded from the same files and built (dbt build) with the
+    same as-of date, under `root/<engine>` and in the PostgreSQL database `db`; `then` finishes
+    each. Returns each engine's build log."""
     from openaudience.core.schema.raw import LOAD_ORDER
     from openaudience.raw.loading import load_file
 
     logs = {}
-    for engine in ENGINES:
+    for engine in engines:
         target = make_target(engine, root / engine, pg_cluster, db)
         for table in LOAD_ORDER:
             load_file(target.warehouse, table, data / f"{table}.parquet")
@@ -187,16 +188,18 @@ def shared_build(name: str, tmp_path_factory, build: Callable[[Path], dict]) -> 
     return folder, done["info"]
 
 
-def copy_engines(name: str, folder: Path, info: dict, pg_cluster: PostgresCluster,
-                 tmp_path_factory) -> dict[str, Target]:
+def copy_engines(name: str, folder: Path, info: dict, pg_cluster: PostgresCluster | None,
+                 tmp_path_factory, engines: tuple[str, ...] = ENGINES, copy: str = "") -> dict[str, Target]:
     """This worker's own copy of a shared build: the DuckDB home folder copied, the PostgreSQL
-    database made from the built one as a template."""
+    database made from the built one as a template. `copy` names a second copy of the same
+    build in one worker."""
     targets = {}
-    for engine in ENGINES:
-        dest = tmp_path_factory.mktemp(f"{name}-{engine}")
+    label = f"{name}{'_' + copy if copy else ''}"
+    for engine in engines:
+        dest = tmp_path_factory.mktemp(f"{label}-{engine}")
         if (folder / engine / "home").exists():  # a PostgreSQL build may write nothing there
             shutil.copytree(folder / engine / "home", dest / "home")
-        target = make_target(engine, dest, pg_cluster, f"{name}_{WORKER}", template=f"{name}_template")
+        target = make_target(engine, dest, pg_cluster, f"{label}_{WORKER}", template=f"{name}_template")
         target.build_log = info["logs"][engine]
         targets[engine] = target
     return targets
@@ -246,24 +249,35 @@ def small_demo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def signal_engines(pg_cluster, tmp_path_factory) -> dict[str, Target]:
+def signal(tmp_path_factory) -> Target:
     """30,000 generated people over a year (the generator plants a repurchase signal), built on
-    both engines once per test run (a copy per xdist worker): enough for honest validation
-    numbers of the models."""
+    DuckDB once per test run (a copy per xdist worker): enough for honest validation numbers of
+    the models. What the models read is the same on PostgreSQL (`ml_engines` proves it on the
+    small data set), so the model quality is judged once."""
     from openaudience.demo.generator import DemoConfig, generate
 
     def build(root: Path) -> dict:
         data = root / "data"
         generate(data, DemoConfig(users=30_000, days=365, seed=5, end_date=END_DATE, chunk_users=15_000))
-        return {"logs": build_both_engines(data, pg_cluster, root, "signal_engines_template")}
+        return {"logs": build_both_engines(data, None, root, "", engines=("duckdb",))}
 
-    folder, info = shared_build("signal_engines", tmp_path_factory, build)
-    return copy_engines("signal_engines", folder, info, pg_cluster, tmp_path_factory)
+    folder, info = shared_build("signal", tmp_path_factory, build)
+    return copy_engines("signal", folder, info, None, tmp_path_factory, engines=("duckdb",))["duckdb"]
+
+
+@pytest.fixture(scope="module")
+def ml_engines(built_engines, pg_cluster, tmp_path_factory) -> dict[str, Target]:
+    """A module's own copy of `built_engines`, for tests that train, activate and score models
+    (which would replace the model outputs other modules' audiences read)."""
+    folder = tmp_path_factory.getbasetemp()
+    folder = (folder.parent if WORKER != "main" else folder) / "shared-built_engines"
+    info = {"logs": {engine: target.build_log for engine, target in built_engines.items()}}
+    return copy_engines("built_engines", folder, info, pg_cluster, tmp_path_factory, copy="ml")
 
 
 # Fixtures that build the dbt project (once per session or module): a test that uses one is part
 # of `make test` but not of `make test-fast`, the edit loop's unit, compile and in-memory checks.
-BUILDS = frozenset({"built_engines", "signal_engines", "built", "examples_built", "delivered_audiences",
+BUILDS = frozenset({"built_engines", "signal", "ml_engines", "built", "examples_built", "delivered_audiences",
                     "evaluators", "shop", "ui"})
 
 

@@ -151,6 +151,30 @@ def test_the_ui_shows_the_graph_a_cli_build_automation_partitions_and_stopped_se
         finally:
             browser.close()
     assert os.path.isdir(env["DAGSTER_HOME"])
+    _assert_graphql_answers(url)
+
+
+def _assert_graphql_answers(url: str) -> None:
+    """What the UI reads, asked of the webserver's GraphQL API: the code location loaded as the
+    UI loads it (the workspace of `make ui`), with the nightly job and schedule, the lineage from
+    raw tables and the GX checks on them."""
+    import json
+
+    query = ("{ repositoriesOrError { ... on RepositoryConnection { nodes { schedules { name "
+             "cronSchedule } jobs { name } } } } assetNodes { assetKey { path } dependencyKeys "
+             "{ path } assetChecksOrError { ... on AssetChecks { checks { name } } } } }")
+    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        data = json.load(response)["data"]
+    repo = data["repositoriesOrError"]["nodes"][0]
+    assert {"name": "nightly_refresh_schedule", "cronSchedule": "0 2 * * *"} in repo["schedules"]
+    assert {"name": "nightly_refresh"} in repo["jobs"]
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
+    assert {"path": ["raw", "customers"]} in nodes["staging/stg_shop__customers"]["dependencyKeys"]
+    raw_checks = [c["name"] for c in nodes["raw/customers"]["assetChecksOrError"]["checks"]]
+    assert raw_checks == ["gx_suite_customers"]
+    assert "marts/user_tags" in nodes
 
 
 def test_a_cli_load_is_a_materialization_of_its_raw_asset(small_demo, tmp_path):

@@ -103,11 +103,14 @@ def train_recommend(out: Console | None = None, tasks: list[str] | None = None, 
 def print_recommend(training, results, path: Path, out: Console | None = None) -> None:
     out = out or console
     table = Table(title=f"recommend v{training.version}: chosen {training.chosen[0]} "
-                        f"{training.chosen[1]}; last-purchase split")
-    for col in ("model", "HR@3", "HR@10", "recall@10", "NDCG@10"):
+                        f"{training.chosen[1]}; {int(training.test['people'].max()):,} people judged "
+                        f"on their last purchase day after the cutoff; bought products left out: "
+                        f"{training.exclude}")
+    for col in ("model", "HR@3", "HR@10", "recall@10", "NDCG@10", "HR@10 incl", "NDCG@10 incl"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in training.test.to_dict(orient="records"):
-        table.add_row(r["model"], *(f"{r[k]:.3f}" for k in ("hr@3", "hr@10", "recall@10", "ndcg@10")))
+        table.add_row(r["model"], *(f"{r[k]:.3f}" for k in ("hr@3", "hr@10", "recall@10", "ndcg@10",
+                                                             "hr@10 incl", "ndcg@10 incl")))
     out.print(table)
     for w in training.warnings:
         out.print(f"[yellow]warning[/yellow]: {w}", soft_wrap=True)

@@ -298,7 +298,7 @@ class RecommendedLeaf(Leaf):
     item: str | None = Field(default=None, min_length=1)
     pool: str | None = Field(default=None, pattern=NAME)
     min_score: float | None = Field(default=None, ge=0, le=1)
-    top: int | None = Field(default=None, ge=1, le=10)
+    top: int | None = Field(default=None, ge=1, le=100)
 
     @model_validator(mode="after")
     def _one(self) -> RecommendedLeaf:
