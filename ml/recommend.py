@@ -45,6 +45,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
+from ml import purchases
 from ml.pools import POOL_DIR, CompiledPool, load_pools, pool_items, write_pool_items
 from openaudience.core.errors import UserError
 from openaudience.core.schema import operational as op
@@ -93,7 +94,6 @@ Taus = Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Field
 
 class RecommendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    purchase_type: str = "purchase"
     lookback_days: int = Field(365, ge=30, le=36_500)
     as_of: dt.date | None = None
     ease_lambdas: Lambdas = Field(default_factory=lambda: [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0])
@@ -122,6 +122,11 @@ def load_config(path: Path = CONFIG_FILE, pool_dir: Path = POOL_DIR,
     The references are checked here, not when a task runs, so that a typo fails before the
     training it would otherwise follow."""
     data, lines = read_yaml(path, ConfigErrors, "a mapping of recommendation settings")
+    if isinstance(data, dict) and "purchase_type" in data:
+        raise ConfigErrors([Problem(path, line_of(lines, ("purchase_type",)), "purchase_type",
+                                    "purchase_type moved to meta.repurchase.purchase_type in "
+                                    "models/marts/ml/_ml__models.yml, the one definition of a purchase "
+                                    "for both models (marts.ml_purchases); remove it here")])
     config = validate_model(RecommendConfig, data, path, lines, ConfigErrors)
     pools = {p.stem for p in pool_dir.glob("*.yml")}
     audiences = {p.stem for p in [*audience_dir.glob("*.yml"), *audience_dir.glob("*.yaml")]}
@@ -177,28 +182,26 @@ class Purchases:
 
 
 def read_purchases(wh, config: RecommendConfig) -> Purchases:
-    as_of = config.as_of or wh.query("select max(behavior_date) from marts.fct_behaviors where "
-                                     "event_type = %s", [config.purchase_type])[0][0]
-    if as_of is None:
-        raise DataTooSmall("no purchases in marts.fct_behaviors to learn from")
+    """The purchase lines of the lookback window (marts.ml_purchases: behaviour purchases or paid
+    order lines), of products in the catalogue."""
+    purchases.source(wh)  # a clear message when there is nothing to learn from
+    as_of = config.as_of or wh.query(f"select max(purchase_date) from {purchases.TABLE}")[0][0]
     start = as_of - dt.timedelta(days=config.lookback_days)
-    rows = wh.query("select b.one_id, b.item_id, b.occurred_at from marts.fct_behaviors b "
+    rows = wh.query(f"select b.one_id, b.item_id, b.occurred_at from {purchases.TABLE} b "
                     "join marts.product_tags p on p.item_id = b.item_id "
-                    "where b.event_type = %s and b.behavior_date > %s and b.behavior_date <= %s "
-                    "order by b.one_id, b.occurred_at, b.item_id",
-                    [config.purchase_type, start, as_of])
+                    "where b.purchase_date > %s and b.purchase_date <= %s "
+                    "order by b.one_id, b.occurred_at, b.item_id", [start, as_of])
     df = pd.DataFrame(rows, columns=["one_id", "item_id", "at"])
     people, person = np.unique(df["one_id"].astype(str).to_numpy(), return_inverse=True)
     items, item = np.unique(df["item_id"].astype(str).to_numpy(), return_inverse=True)
     return Purchases(people, items, person, item, pd.to_datetime(df["at"]).to_numpy(), as_of)
 
 
-def bought_before(wh, config: RecommendConfig, people: list[str], as_of: dt.date) -> pd.DataFrame:
+def bought_before(wh, people: list[str], as_of: dt.date) -> pd.DataFrame:
     """Every (one_id, item_id) the people bought up to `as_of`, over all history (not only the
     lookback window): what `exclude_purchased` leaves out."""
-    rows = wh.query("select distinct one_id, item_id from marts.fct_behaviors where event_type = %s "
-                    "and behavior_date <= %s and one_id is not null and item_id is not null",
-                    [config.purchase_type, as_of])
+    rows = wh.query(f"select distinct one_id, item_id from {purchases.TABLE} where purchase_date <= %s "
+                    "and item_id is not null", [as_of])
     df = pd.DataFrame(rows, columns=["one_id", "item_id"]).astype(str)
     return df[df["one_id"].isin(set(people))]
 
@@ -390,6 +393,7 @@ class Training:
     products: int
     as_of: dt.date
     exclude: Exclude = "auto"
+    source: str = ""              # which purchases, in words
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
@@ -400,7 +404,8 @@ def train(wh, config: RecommendConfig | None = None, progress=None, activate: bo
     started = time.perf_counter()
     config = config or load_config()
     step = progress or (lambda text: None)
-    step("reading purchases")
+    used = purchases.source(wh)
+    step(f"reading purchases: {used.describe()}")
     p = read_purchases(wh, config)
     if len(p.people) < config.min_users or len(p.items) < 10:
         raise DataTooSmall(f"{len(p.people):,} buyers and {len(p.items):,} products in the lookback "
@@ -421,12 +426,12 @@ def train(wh, config: RecommendConfig | None = None, progress=None, activate: bo
     for name, params in candidates(config):
         step(f"tuning {name} {params}")
         model = fit(name, params, X_tune)
-        rows.append({"model": name, "params": json.dumps(params), **judge(model, tune, n, tune_exclude)})
+        rows.append({"model": name, "params": json.dumps(params), **evaluate(model, tune, n, tune_exclude)})
         if name == "ease":
             for tau in config.recency_days:
                 recent = ItemModel("ease_recency", {**params, "tau": tau}, model.weights, model.popularity)
                 rows.append({"model": "ease_recency", "params": json.dumps(recent.params),
-                             **judge(recent, tune, n, tune_exclude)})
+                             **evaluate(recent, tune, n, tune_exclude)})
     tuning = pd.DataFrame(rows)
     best = {name: json.loads(group.sort_values("ndcg@10", ascending=False, kind="stable").iloc[0]["params"])
             for name, group in tuning.groupby("model")}
@@ -455,7 +460,7 @@ def train(wh, config: RecommendConfig | None = None, progress=None, activate: bo
                      active=activate and not warnings)
     t = Training(version=version, chosen=chosen, tuning=tuning, test=test_table, graph=graph,
                  nodes=nodes, people=len(p.people), products=len(p.items), as_of=p.as_of,
-                 exclude=config.exclude_purchased, warnings=warnings)
+                 exclude=config.exclude_purchased, source=used.describe(), warnings=warnings)
     t.seconds = time.perf_counter() - started
     return t
 
@@ -569,7 +574,7 @@ def run_task(wh, task: Task, config: RecommendConfig | None = None,
         # what each person ever bought (not only in the lookback window), among the pool's
         # products that the policy leaves out
         out_of = excludable(policy, rates, config.repeat_threshold)
-        pairs = bought_before(wh, config, list(p.people[people]), p.as_of)
+        pairs = bought_before(wh, list(p.people[people]), p.as_of)
         person_row = pd.Series(np.arange(len(people)), index=p.people[people])
         cols = pairs["item_id"].map(code)
         ok = cols.notna().to_numpy()

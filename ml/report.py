@@ -77,27 +77,40 @@ def page(training, scoring=None) -> Page:
     p = Page(f"Repurchase model, version {training.version}",
              f"buys again within {c.horizon_days} days; trained on cutoffs "
              f"{', '.join(training.cutoffs['train'])} ({training.rows['train']:,} rows), validated on "
-             f"{', '.join(training.cutoffs['validate'])} ({training.rows['validate']:,} people)")
+             f"{', '.join(training.cutoffs['validate'])} ({training.rows['validate']:,} people)"
+             + (f"; learnt from {training.source}" if getattr(training, "source", "") else ""))
     p.metrics({"AUC": f"{m['model']['auc']:.3f}", "PR-AUC": f"{m['model']['pr_auc']:.3f}",
                "top 25% precision": f"{m['model']['precision_top25']:.1%}",
                "random group": f"{m['model']['random_precision_top25']:.1%}",
                "lift, top 5%": f"{m['model']['lift_top5']:.2f}×"})
-    for w in training.warnings:
+    for w in training.warnings + getattr(training, "cautions", []):
         p.note("Warning: " + w)
+    chosen = getattr(training, "chosen", "gboost")
     p.heading("Against the baselines, on the same validation people")
-    p.note("heuristic: recent and frequent buyers first. BG/NBD: the buy-till-you-die model "
-           f"(r={training.bgnbd.r:.3g}, α={training.bgnbd.alpha:.3g}, a={training.bgnbd.a:.3g}, "
-           f"b={training.bgnbd.b:.3g}) fitted to the training cutoffs, ranking by expected purchases.")
-    table = pd.DataFrame([{"model": name, **values} for name, values in m.items()])
+    p.note(f"model: the chosen candidate ({chosen}, chosen by AUC on the "
+           f"{getattr(training, 'chosen_on', '') or 'training cutoffs'}). gboost: gradient boosting, "
+           "calibrated on whole training cutoffs left out in turn; logistic: logistic regression on "
+           "standardised features; bgnbd: the buy-till-you-die model fitted at each cutoff "
+           f"(on the training cutoffs together: r={training.bgnbd.r:.3g}, α={training.bgnbd.alpha:.3g}, "
+           f"a={training.bgnbd.a:.3g}, b={training.bgnbd.b:.3g}), ranking by expected purchases; "
+           "heuristic: recent and frequent buyers first. All but the heuristic also see BG/NBD's "
+           "expected purchases and P(alive) as features.")
+    table = pd.DataFrame([{"model": name, **{k: v for k, v in values.items() if k not in ("brier", "ece")}}
+                          for name, values in m.items()])
     p.table(table, {"auc": ".3f", "pr_auc": ".3f", "precision_top25": ".1%",
                     "random_precision_top25": ".1%", "lift_top5": ".2f"})
+    if getattr(training, "selection", None):
+        p.note("AUC where the model was chosen: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                             training.selection.items()))
     p.heading("Precision and recall against a random group of the same size (the manual's chart)")
     p.chart(top_share_chart(training.top_shares))
     p.table(training.top_shares, {"users": ",", "precision": ".1%", "recall": ".1%",
                                   "random_precision": ".1%", "random_recall": ".1%", "lift": ".2f"})
     p.heading("Calibration")
     p.note("Predicted probability against the share who really bought, per decile of the "
-           "validation scores; the dashed line is perfect calibration.")
+           "validation scores; the dashed line is perfect calibration."
+           + (f" Brier score {m['model']['brier']:.3f}; expected calibration error "
+              f"{m['model']['ece']:.3f} (the mean gap, weighted by decile)." if "ece" in m["model"] else ""))
     p.chart(calibration_chart(training.calibration))
     p.heading("What the model relies on")
     p.chart(importance_chart(training.importance))

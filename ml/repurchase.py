@@ -1,12 +1,21 @@
 """Repurchase prediction: the probability that a person buys again within the horizon.
 
 The features come from dbt (`marts.ml_repurchase_features`, one row per cutoff and predictable
-person, every feature reading purchases on or before its cutoff). Training uses the `train`
-cutoffs; validation uses the later `validate` cutoff, whose labels no training row saw. Every
-training is compared, on the same validation rows, with two baselines: a recency/frequency
-heuristic and a BG/NBD model fitted to the training cutoffs. Each training is a model version
-(config, data window, metrics, the fitted model) in `ml.model_versions`; scoring uses the active
-version and writes `ml.repurchase_scores`.
+person, every feature reading purchases on or before its cutoff). To them Python adds what the
+BG/NBD model knows: fitted at each cutoff on that cutoff's people (their purchases up to it),
+their expected purchases in the horizon and P(alive); and recency against the person's own
+rhythm (days since the last purchase over their average interval).
+
+Three candidates: gradient boosting (calibrated on whole training cutoffs left out in turn),
+logistic regression on standardised features, and BG/NBD itself (its expected purchases made a
+probability). They are fitted on the older training cutoffs and chosen by AUC on the latest one
+(held out in time); the chosen one is then fitted on every training cutoff. The `validate`
+cutoff, whose labels no training row saw, judges it against every candidate and three baselines
+(BG/NBD, a recency/frequency heuristic, logistic regression on RFM), and checks its calibration
+(Brier score, expected calibration error; a gap there is a caution, since a base rate that moved
+since training, as in a season, shows there). A version that a baseline beats is not made
+active. Each training is a model version (config, data window, metrics, the fitted model)
+in `ml.model_versions`; scoring uses the active version and writes `ml.repurchase_scores`.
 
 The configuration is the dbt model's `config.meta.repurchase` (models/marts/ml/_ml__models.yml),
 read from the manifest, so the features and the model agree on it.
@@ -19,13 +28,14 @@ import json
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ml import bgnbd
+from ml import bgnbd, purchases
 from openaudience.core.errors import ConfigError, UserError
 from openaudience.core.schema import operational as op
 from openaudience.core.settings import PROJECT_ROOT
@@ -56,15 +66,20 @@ class ModelSettings(BaseModel):
     calibration: str = Field("isotonic", pattern="^(isotonic|sigmoid)$")
     min_users: int = Field(500, ge=50)
     drift_warning: float = Field(0.2, gt=0, le=10)
+    calibration_warning: float = Field(0.05, gt=0, le=1)
+    """warn when the expected calibration error on the validation cutoff is above this"""
 
 
 class RepurchaseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    purchase_type: str = "purchase"
-    horizon_days: int = Field(30, ge=15, le=90)
+    purchase_type: str = Field("purchase", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    purchase_source: Literal["auto", "behaviors", "orders"] = "auto"
+    horizon_days: int = Field(30, ge=15, le=365)
     as_of: dt.date | None = None
     lookback_days: int = Field(365, ge=30, le=36_500)
-    training_cutoffs: int = Field(3, ge=1, le=12)
+    training_cutoffs: int = Field(3, ge=1, le=24)
+    cutoff_step_days: int | None = Field(None, ge=7, le=365)
+    """days between training cutoffs; default horizon_days"""
     model: ModelSettings = ModelSettings()
 
 
@@ -123,6 +138,129 @@ def matrix(df: pd.DataFrame, vocabulary: dict[str, list[str]]) -> np.ndarray:
     return np.hstack(parts)
 
 
+# -- what Python adds to the SQL features -----------------------------------------------------------
+ENGINEERED = ("bg_expected", "bg_p_alive", "recency_vs_rhythm")
+CANDIDATES = ("gboost", "logistic", "bgnbd")
+BASELINES = ("bgnbd", "heuristic", "rfm_logistic")  # what the chosen model must beat
+
+
+def engineer(df: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """The features plus ENGINEERED: BG/NBD fitted at each cutoff on that cutoff's rows (which
+    see purchases up to the cutoff only), their expected purchases in the horizon and P(alive);
+    and days since the last purchase over the person's average interval."""
+    out = df.copy()
+    out["bg_expected"] = np.nan
+    out["bg_p_alive"] = np.nan
+    for _, index in df.groupby("cutoff_date", sort=True).groups.items():
+        part = df.loc[index]
+        x, t_x, T = bgnbd_inputs(part)
+        bg = bgnbd.fit(x, t_x, T)
+        out.loc[index, "bg_expected"] = bg.expected_purchases(horizon, x, t_x, T)
+        out.loc[index, "bg_p_alive"] = bg.p_alive(x, t_x, T)
+    interval = df["avg_interval"].astype(float)
+    out["recency_vs_rhythm"] = df["days_since_last"].astype(float) / interval.where(interval > 0)
+    return out
+
+
+def _signed_log(values: np.ndarray) -> np.ndarray:
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+@dataclass
+class Scorer:
+    """A fitted candidate: `kind` (gboost, logistic or bgnbd), the columns it reads and its
+    estimator; `predict(df)` takes feature rows as read from the table."""
+
+    kind: str
+    horizon: int
+    vocabulary: dict[str, list[str]]
+    estimator: object = None
+
+    @property
+    def columns(self) -> list[str]:
+        if self.kind == "bgnbd":
+            return ["bg_expected"]
+        return [*FEATURES, *ENGINEERED, *CATEGORICAL]
+
+    def matrix(self, eng: pd.DataFrame) -> np.ndarray:
+        numeric = [*FEATURES, *ENGINEERED]
+        if self.kind == "bgnbd":
+            return np.log1p(eng[["bg_expected"]].to_numpy(float))
+        if self.kind == "gboost":  # the booster takes categories as codes
+            return np.hstack([eng[numeric].to_numpy(float), _codes(eng, self.vocabulary)])
+        parts = [_signed_log(eng[numeric].to_numpy(float))]
+        for name in CATEGORICAL:  # one-hot for the linear model
+            codes = _codes(eng[[name]], {name: self.vocabulary[name]}).ravel()
+            onehot = np.zeros((len(eng), len(self.vocabulary[name])))
+            known = ~np.isnan(codes)
+            onehot[np.flatnonzero(known), codes[known].astype(int)] = 1.0
+            parts.append(onehot)
+        return np.hstack(parts)
+
+    def fit(self, eng: pd.DataFrame, settings: ModelSettings, calibrate: bool = True) -> Scorer:
+        """Fit on the rows of `eng`; `calibrate=False` leaves the booster uncalibrated (for a
+        ranking only: AUC does not need it)."""
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        X, y = self.matrix(eng), eng["label"].astype(int).to_numpy()
+        if self.kind == "gboost":
+            booster = HistGradientBoostingClassifier(
+                learning_rate=settings.learning_rate, max_iter=settings.max_iter,
+                max_leaf_nodes=settings.max_leaf_nodes, early_stopping=True, validation_fraction=0.15,
+                random_state=RANDOM_SEED, categorical_features=[X.shape[1] - 1 - i for i in
+                                                                 range(len(CATEGORICAL))])
+            if not calibrate:
+                self.estimator = booster.fit(X, y)
+                return self
+            cutoffs = eng["cutoff_date"].to_numpy()
+            groups = np.unique(cutoffs)
+            # calibrated on whole cutoffs left out in turn, not on rows of the cutoffs it learnt
+            folds = ([(np.flatnonzero(cutoffs != g), np.flatnonzero(cutoffs == g)) for g in groups]
+                     if len(groups) >= 2 else 3)
+            self.estimator = CalibratedClassifierCV(booster, method=settings.calibration, cv=folds).fit(X, y)
+        elif self.kind == "logistic":
+            self.estimator = make_pipeline(SimpleImputer(strategy="median", add_indicator=True,
+                                                         keep_empty_features=True),
+                                           StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+            self.estimator.fit(X, y)
+        else:  # BG/NBD's expected purchases, made a probability (monotone: its ranking stays)
+            self.estimator = LogisticRegression(max_iter=1000).fit(np.nan_to_num(X), y)
+        return self
+
+    def predict_engineered(self, eng: pd.DataFrame) -> np.ndarray:
+        X = self.matrix(eng)
+        if self.kind == "bgnbd":
+            X = np.nan_to_num(X)
+        return self.estimator.predict_proba(X)[:, 1]
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        return self.predict_engineered(engineer(df, self.horizon))
+
+
+def _codes(df: pd.DataFrame, vocabulary: dict[str, list[str]]) -> np.ndarray:
+    parts = []
+    for name in CATEGORICAL:
+        codes = {v: i for i, v in enumerate(vocabulary[name])}
+        parts.append(df[name].map(codes).to_numpy(float).reshape(-1, 1))
+    return np.hstack(parts)
+
+
+def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, float]:
+    """Brier score, and the expected calibration error over `bins` equal-count bins (the mean
+    |predicted - observed| weighted by bin size)."""
+    order = np.argsort(p, kind="stable")
+    ece = 0.0
+    for chunk in np.array_split(order, bins):
+        if len(chunk):
+            ece += len(chunk) / len(p) * abs(p[chunk].mean() - y[chunk].mean())
+    return {"brier": float(np.mean((p - y) ** 2)), "ece": float(ece)}
+
+
 # -- baselines ------------------------------------------------------------------------------------
 def heuristic_score(df: pd.DataFrame) -> np.ndarray:
     """Recency and frequency: recent, frequent buyers first (the RFM rule of thumb)."""
@@ -130,6 +268,23 @@ def heuristic_score(df: pd.DataFrame) -> np.ndarray:
     frequency = (np.log1p(df["purchases_90d"].to_numpy(float))
                  + 0.5 * np.log1p(df["purchase_count"].to_numpy(float)))
     return recency * (1.0 + frequency)
+
+
+RFM = ("days_since_last", "purchase_days", "purchase_count", "total_amount", "avg_amount")
+
+
+def rfm_logistic(train_df: pd.DataFrame, valid: pd.DataFrame) -> np.ndarray:
+    """The plain baseline: logistic regression on recency, frequency and monetary value (log,
+    standardised), fitted on the training rows; the validation rows' probabilities."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
+                          LogisticRegression(max_iter=1000))
+    model.fit(_signed_log(train_df[list(RFM)].to_numpy(float)), train_df["label"].astype(int).to_numpy())
+    return model.predict_proba(_signed_log(valid[list(RFM)].to_numpy(float)))[:, 1]
 
 
 def bgnbd_inputs(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -176,14 +331,19 @@ class Training:
     config: RepurchaseConfig
     cutoffs: dict[str, list[str]]
     rows: dict[str, int]
-    metrics: dict[str, dict[str, float]]     # model, heuristic, bgnbd -> metrics
+    metrics: dict[str, dict[str, float]]     # model (the chosen one), each candidate, heuristic
     top_shares: pd.DataFrame
     calibration: pd.DataFrame
     importance: pd.DataFrame
     validation_scores: np.ndarray
     bgnbd: bgnbd.BgNbd
     purchases: int
-    warnings: list[str] = field(default_factory=list)
+    source: str = ""              # which purchases, in words (ml.purchases.Source.describe)
+    chosen: str = "gboost"        # the candidate chosen (CANDIDATES)
+    chosen_on: str = ""           # where it was chosen
+    selection: dict[str, float] = field(default_factory=dict)   # each candidate's AUC there
+    warnings: list[str] = field(default_factory=list)   # why the version should not go live
+    cautions: list[str] = field(default_factory=list)   # worth knowing, not a reason to hold it back
     seconds: float = 0.0
 
 
@@ -204,8 +364,7 @@ def read_features(wh, roles: tuple[str, ...]) -> pd.DataFrame:
 
 
 def purchase_rows(wh, config: RepurchaseConfig) -> int:
-    return int(wh.query("select count(*) from marts.fct_behaviors where event_type = %s",
-                        [config.purchase_type])[0][0])
+    return purchases.source(wh, config.purchase_type).lines
 
 
 def _check_size(df: pd.DataFrame, role: str, settings: ModelSettings) -> None:
@@ -223,65 +382,106 @@ def _check_size(df: pd.DataFrame, role: str, settings: ModelSettings) -> None:
 
 
 def train(wh, config: RepurchaseConfig | None = None, progress=None) -> Training:
-    """Fit the model on the train cutoffs, judge it and both baselines on the validation
-    cutoff, store the version (not yet active), and return what was measured."""
+    """Choose among the candidates on the latest training cutoff, fit the chosen one on every
+    training cutoff, judge it against all of them and the heuristic on the validation cutoff,
+    store the version (not yet active), and return what was measured."""
     import time
 
     config = config or load_config()  # a configuration error before seconds of importing sklearn
-    from sklearn.calibration import CalibratedClassifierCV, calibration_curve
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.calibration import calibration_curve
     from sklearn.inspection import permutation_importance
 
     started = time.perf_counter()
     step = progress or (lambda text: None)
-    step("reading features")
+    used = purchases.source(wh, config.purchase_type)
+    step(f"reading features: {used.describe(config.purchase_type)}")
     df = read_features(wh, ("train", "validate"))
     for role in ("train", "validate"):
         _check_size(df, role, config.model)
-    train_df, valid = df[df["cutoff_role"] == "train"], df[df["cutoff_role"] == "validate"]
+    step("fitting BG/NBD at each cutoff")
+    eng = engineer(df, config.horizon_days)
+    train_df, valid = eng[eng["cutoff_role"] == "train"], eng[eng["cutoff_role"] == "validate"]
     # the booster takes at most 255 categories: the 254 most frequent, the rest as missing
     vocabulary = {name: sorted(str(v) for v in train_df[name].dropna().value_counts().index[:254])
                   for name in CATEGORICAL}
-    X, y = matrix(train_df, vocabulary), train_df["label"].astype(int).to_numpy()
-    Xv, yv = matrix(valid, vocabulary), valid["label"].astype(int).to_numpy()
+    yv = valid["label"].astype(int).to_numpy()
     s = config.model
-    step(f"training on {len(train_df):,} rows")
-    categorical = [len(FEATURES) + i for i in range(len(CATEGORICAL))]
-    booster = HistGradientBoostingClassifier(learning_rate=s.learning_rate, max_iter=s.max_iter,
-                                             max_leaf_nodes=s.max_leaf_nodes, early_stopping=True,
-                                             validation_fraction=0.15, random_state=RANDOM_SEED,
-                                             categorical_features=categorical)
-    model = CalibratedClassifierCV(booster, method=s.calibration, cv=3)
-    model.fit(X, y)
+
+    # the choice: each candidate fitted on the older training cutoffs, judged on the latest (held
+    # out in time); the chosen one is then fitted on every training cutoff
+    cutoffs = sorted(train_df["cutoff_date"].unique())
+    selection: dict[str, float] = {}
+    if len(cutoffs) >= 2:
+        older = train_df[train_df["cutoff_date"] < cutoffs[-1]]
+        latest = train_df[train_df["cutoff_date"] == cutoffs[-1]]
+        chosen_on = f"training cutoff {cutoffs[-1]} (fitted on the {len(cutoffs) - 1} before it)"
+        yl = latest["label"].astype(int).to_numpy()
+        for kind in CANDIDATES:
+            step(f"choosing: {kind} on the earlier cutoffs, judged on the latest")
+            scorer = Scorer(kind, config.horizon_days, vocabulary).fit(older, s, calibrate=False)
+            selection[kind] = evaluate(yl, scorer.predict_engineered(latest))["auc"]
+    else:  # one training cutoff: nothing to hold out before validation, which then chooses
+        chosen_on = f"validation cutoff {valid['cutoff_date'].iloc[0]} (one training cutoff)"
+
+    # every candidate on every training cutoff (the chosen one calibrated), judged on validation
+    def best_of(aucs: dict[str, float]) -> str:
+        return max(CANDIDATES, key=lambda k: (aucs[k], -CANDIDATES.index(k)))
+
+    chosen = best_of(selection) if selection else None
+    scorers, predictions = {}, {}
+    for kind in CANDIDATES:
+        step(f"training {kind} on {len(train_df):,} rows")
+        scorers[kind] = Scorer(kind, config.horizon_days, vocabulary).fit(
+            train_df, s, calibrate=chosen is None or kind == chosen)
+        predictions[kind] = scorers[kind].predict_engineered(valid)
+    if chosen is None:
+        selection = {kind: evaluate(yv, predictions[kind])["auc"] for kind in CANDIDATES}
+        chosen = best_of(selection)
     step("validating")
-    p_model = model.predict_proba(Xv)[:, 1]
-    p_heur = heuristic_score(valid)
-    bg = bgnbd.fit(*bgnbd_inputs(train_df))
-    p_bg = bg.expected_purchases(config.horizon_days, *bgnbd_inputs(valid))
-    metrics = {"model": evaluate(yv, p_model), "heuristic": evaluate(yv, p_heur),
-               "bgnbd": evaluate(yv, p_bg)}
+    best = scorers[chosen]
+    p_model = predictions[chosen]
+    metrics = {"model": {**evaluate(yv, p_model), **calibration_error(yv, p_model)},
+               **{kind: evaluate(yv, predictions[kind]) for kind in CANDIDATES},
+               "heuristic": evaluate(yv, heuristic_score(valid)),
+               "rfm_logistic": evaluate(yv, rfm_logistic(train_df, valid))}
     frac, mean = calibration_curve(yv, p_model, n_bins=10, strategy="quantile")
     calibration = pd.DataFrame({"predicted": mean, "observed": frac})
     step("permutation importance")
     sample = np.random.default_rng(RANDOM_SEED).choice(len(yv), min(len(yv), 20_000), replace=False)
-    imp = permutation_importance(model, Xv[sample], yv[sample], scoring="roc_auc", n_repeats=3,
+    Xv = best.matrix(valid)
+    if chosen == "bgnbd":
+        Xv = np.nan_to_num(Xv)
+    imp = permutation_importance(best.estimator, Xv[sample], yv[sample], scoring="roc_auc", n_repeats=3,
                                  random_state=RANDOM_SEED, n_jobs=1)
-    importance = pd.DataFrame({"feature": (*FEATURES, *CATEGORICAL), "importance": imp.importances_mean}) \
+    names = best.columns if chosen != "logistic" else [*FEATURES, *ENGINEERED, *(
+        f"{c}={v}" for c in CATEGORICAL for v in vocabulary[c])]
+    importance = pd.DataFrame({"feature": names, "importance": imp.importances_mean}) \
         .sort_values("importance", ascending=False).reset_index(drop=True)
-    version = _store_version(wh, config, {"model": model, "bgnbd": bg, "vocabulary": vocabulary},
-                             df, metrics, purchase_rows(wh, config))
+    bg = bgnbd.fit(*bgnbd_inputs(train_df))
+    stored = {**metrics, "selection": {"chosen": chosen, "on": chosen_on,
+                                       "auc": {k: round(v, 6) for k, v in selection.items()}}}
+    version = _store_version(wh, config, {"scorer": best, "bgnbd": bg, "vocabulary": vocabulary},
+                             df, stored, used.lines)
     training = Training(
         version=version, config=config,
         cutoffs={role: sorted(str(c) for c in df.loc[df["cutoff_role"] == role, "cutoff_date"].unique())
                  for role in ("train", "validate")},
         rows={"train": len(train_df), "validate": len(valid)}, metrics=metrics,
         top_shares=top_share_table(yv, p_model), calibration=calibration, importance=importance,
-        validation_scores=p_model, bgnbd=bg, purchases=purchase_rows(wh, config))
+        validation_scores=p_model, bgnbd=bg, purchases=used.lines,
+        source=used.describe(config.purchase_type), chosen=chosen, chosen_on=chosen_on,
+        selection=selection)
     training.seconds = time.perf_counter() - started
-    for name in ("heuristic", "bgnbd"):
-        if metrics["model"]["auc"] <= metrics[name]["auc"]:
-            training.warnings.append(f"the model's validation AUC {metrics['model']['auc']:.3f} does not "
-                                     f"beat the {name} baseline's {metrics[name]['auc']:.3f}")
+    for name in BASELINES:  # the candidates it was chosen among are reported, not rules
+        if name != chosen and metrics["model"]["auc"] < metrics[name]["auc"]:
+            training.warnings.append(f"the chosen {chosen} model's validation AUC "
+                                     f"{metrics['model']['auc']:.3f} is below the {name} baseline's "
+                                     f"{metrics[name]['auc']:.3f}")
+    if metrics["model"]["ece"] > s.calibration_warning:
+        training.cautions.append(f"the {chosen} model's calibration error on the validation cutoff is "
+                                 f"{metrics['model']['ece']:.3f}, above calibration_warning "
+                                 f"{s.calibration_warning}: its probabilities are off by that much "
+                                 "on average")
     return training
 
 
@@ -370,7 +570,10 @@ def score(wh) -> Scoring:
     if df.empty:
         raise DataTooSmall("no predictable people at the as-of date: nobody bought within the "
                            "lookback window")
-    p = bundle["model"].predict_proba(matrix(df, bundle["vocabulary"]))[:, 1]
+    if "scorer" in bundle:
+        p = bundle["scorer"].predict(df)
+    else:  # a version trained before the candidates: a calibrated booster on the SQL features
+        p = bundle["model"].predict_proba(matrix(df, bundle["vocabulary"]))[:, 1]
     config = RepurchaseConfig.model_validate_json(active_config(wh, active["version"]))
     warnings = []
     now = purchase_rows(wh, config)

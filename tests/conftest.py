@@ -265,6 +265,27 @@ def signal(tmp_path_factory) -> Target:
     return copy_engines("signal", folder, info, None, tmp_path_factory, engines=("duckdb",))["duckdb"]
 
 
+@pytest.fixture(scope="session")
+def buyers(tmp_path_factory) -> Target:
+    """12,000 people over two years who buy by habit, by season and by category, with no BG/NBD
+    structure (tests/support/buyers.py): orders and order lines only, no behaviour events. Built
+    on DuckDB (what the models read) once per test run, a copy per xdist worker."""
+    from openaudience.raw.loading import load_file
+    from tests.support import buyers as shop
+
+    def build(root: Path) -> dict:
+        files = shop.generate(root / "data")
+        target = make_target("duckdb", root / "duckdb", None, "")
+        for table in ("customers", "products", "orders", "order_items"):
+            load_file(target.warehouse, table, files[table])
+        done = target.dbt("build", "--select", "resource_type:seed +ml_repurchase_features",
+                          "--indirect-selection", "cautious")
+        return {"logs": {"duckdb": done.stdout}}
+
+    folder, info = shared_build("buyers", tmp_path_factory, build)
+    return copy_engines("buyers", folder, info, None, tmp_path_factory, engines=("duckdb",))["duckdb"]
+
+
 @pytest.fixture(scope="module")
 def ml_engines(built_engines, pg_cluster, tmp_path_factory) -> dict[str, Target]:
     """A module's own copy of `built_engines`, for tests that train, activate and score models
@@ -277,8 +298,8 @@ def ml_engines(built_engines, pg_cluster, tmp_path_factory) -> dict[str, Target]
 
 # Fixtures that build the dbt project (once per session or module): a test that uses one is part
 # of `make test` but not of `make test-fast`, the edit loop's unit, compile and in-memory checks.
-BUILDS = frozenset({"built_engines", "signal", "ml_engines", "built", "examples_built", "delivered_audiences",
-                    "evaluators", "shop", "ui"})
+BUILDS = frozenset({"built_engines", "signal", "ml_engines", "buyers", "built", "examples_built",
+                    "delivered_audiences", "evaluators", "shop", "ui"})
 
 
 # Each module's seconds in the last measured run (`OA_TEST_TIMES=tests/module_seconds.json make

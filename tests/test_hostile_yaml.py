@@ -335,13 +335,13 @@ def test_repurchase_meta_is_checked_in_its_file(tmp_path):
     first, second = _line_of(doubled, HORIZON), _line_of(doubled, HORIZON_AGAIN)
     assert str(info.value) == (f"{path}:{second}: models[0].config.meta.repurchase.horizon_days: key "
                                f"'horizon_days' appears twice (first at line {first}); keep one")
-    path.write_text(text.replace("horizon_days: 30", "horizon_days: 120").replace("max_iter: 250",
+    path.write_text(text.replace("horizon_days: 30", "horizon_days: 400").replace("max_iter: 250",
                                                                                   "max_iter: many"))
     with pytest.raises(rp.PropertiesErrors) as info:
         rp.check_properties(path)
     assert [str(p).replace(str(tmp_path) + "/", "") for p in info.value.problems] == [
         f"_ml__models.yml:{_line_of(text, HORIZON)}: models[0].config.meta.repurchase."
-        "horizon_days: Input should be less than or equal to 90",
+        "horizon_days: Input should be less than or equal to 365",
         f"_ml__models.yml:{_line_of(text, '            max_iter: 250')}: models[0].config.meta.repurchase."
         "model.max_iter: Input should be a valid integer, unable to parse string as an integer",
     ]

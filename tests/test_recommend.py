@@ -269,3 +269,10 @@ def test_the_evaluation_does_not_count_a_held_out_product_the_ranking_left_out()
     exclude = np.ones(len(p.items), bool)
     assert rc.evaluate(model, split, len(p.items), exclude)["people"] == 1
     assert rc.evaluate(model, split, len(p.items))["people"] == 2
+
+
+def test_purchase_type_in_recommend_yml_says_where_it_went(tmp_path):
+    (tmp_path / "recommend.yml").write_text("lookback_days: 365\npurchase_type: purchase\ntasks: []\n")
+    moved = r"recommend.yml:2: purchase_type: purchase_type moved to meta.repurchase.purchase_type in models"
+    with pytest.raises(rc.ConfigErrors, match=moved):
+        rc.load_config(tmp_path / "recommend.yml")

@@ -679,3 +679,14 @@ def test_count_and_sql_commands(built_engines, evaluators, engine):
     assert done.returncode == 0 and done.stdout.lstrip().startswith(("SELECT", "WITH")), done.stderr
     done = target.oa("audience", "sql", "no_such_audience")
     assert done.returncode == 2 and "no audience 'no_such_audience'" in done.stderr
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_everyone_is_one_id_is_not_null(built_engines, evaluators, engine, tmp_path):
+    """The "everyone" audience: every person of user_tags."""
+    path = tmp_path / "everyone.yml"
+    path.write_text("name: everyone\nid_type: one_id\nwhere:\n  tag: {name: one_id, is_not_null: true}\n")
+    audience = load_audience(path, CATALOG)
+    members = evaluators[engine].members(audience)
+    [(people,)] = built_engines[engine].warehouse.query("select count(*) from marts.user_tags")
+    assert len(members) == people > 1000

@@ -62,15 +62,17 @@ def train_repurchase(activate: bool = True, out: Console | None = None) -> tuple
 
 def print_training(training, scoring, path: Path, out: Console | None = None) -> None:
     out = out or console
-    table = Table(title=f"repurchase v{training.version}: validation on "
-                        f"{', '.join(training.cutoffs['validate'])} ({training.rows['validate']:,} people)")
+    table = Table(title=f"repurchase v{training.version}: {training.chosen} chosen on the "
+                        f"{training.chosen_on}; validation on {', '.join(training.cutoffs['validate'])} "
+                        f"({training.rows['validate']:,} people)")
     for col in ("", "AUC", "PR-AUC", "top 25% precision", "random group", "lift top 5%"):
         table.add_column(col, justify="left" if not col else "right")
     for name, m in training.metrics.items():
         table.add_row(name, f"{m['auc']:.3f}", f"{m['pr_auc']:.3f}", f"{m['precision_top25']:.1%}",
                       f"{m['random_precision_top25']:.1%}", f"{m['lift_top5']:.2f}")
     out.print(table)
-    for w in training.warnings + (scoring.warnings if scoring else []):
+    out.print(f"learnt from {training.source}", soft_wrap=True)
+    for w in training.warnings + training.cautions + (scoring.warnings if scoring else []):
         out.print(f"[yellow]warning[/yellow]: {w}", soft_wrap=True)
     if scoring:
         out.print(f"scored {scoring.users:,} people as of {scoring.as_of} into ml.repurchase_scores")
@@ -112,6 +114,7 @@ def print_recommend(training, results, path: Path, out: Console | None = None) -
         table.add_row(r["model"], *(f"{r[k]:.3f}" for k in ("hr@3", "hr@10", "recall@10", "ndcg@10",
                                                              "hr@10 incl", "ndcg@10 incl")))
     out.print(table)
+    out.print(f"learnt from {training.source}", soft_wrap=True)
     for w in training.warnings:
         out.print(f"[yellow]warning[/yellow]: {w}", soft_wrap=True)
     for r in results:
@@ -214,13 +217,15 @@ def models_cmd() -> None:
                     f"{test['popularity']['hr@10']:.3f}")
     console.print(rec)
     table = Table(title="repurchase model versions")
-    for col in ("version", "trained", "active", "AUC", "BG/NBD AUC", "heuristic AUC", "validated on"):
+    for col in ("version", "trained", "active", "model", "AUC", "BG/NBD AUC", "heuristic AUC",
+                "RFM logistic AUC", "validated on"):
         table.add_column(col, no_wrap=col == "validated on")
     for v in rp.versions(wh):
         m = json.loads(v["metrics"])
+        rfm = f"{m['rfm_logistic']['auc']:.3f}" if "rfm_logistic" in m else ""
         table.add_row(str(v["version"]), f"{v['trained_at']:%Y-%m-%d %H:%M}", "yes" if v["active"] else "",
-                      f"{m['model']['auc']:.3f}", f"{m['bgnbd']['auc']:.3f}", f"{m['heuristic']['auc']:.3f}",
-                      _validated_on(v))
+                      (m.get("selection") or {}).get("chosen", "gboost"), f"{m['model']['auc']:.3f}",
+                      f"{m['bgnbd']['auc']:.3f}", f"{m['heuristic']['auc']:.3f}", rfm, _validated_on(v))
     console.print(table)
 
 

@@ -59,8 +59,9 @@ class Catalog:
         rfm, _ = load_yaml(root / "models/marts/rfm/_rfm__models.yml")
         aipl, _ = load_yaml(root / "models/marts/aipl/_aipl__models.yml")
         aipl_node = next(m for m in aipl["models"] if m["name"] == "aipl_daily")
-        # the id columns of user_tags filter like text tags ("has a mobile": is_not_null)
-        ids = {name: "text" for name in ID_TYPES if name != "one_id"}
+        # the id columns of user_tags filter like text tags ("has a mobile": is_not_null; everyone:
+        # one_id is_not_null)
+        ids = {name: "text" for name in ID_TYPES}
         return cls(
             tags={**ids, **{r["tag_name"]: r["tag_type"] for r in rows("tag_catalogue.csv")}},
             delimiters={r["tag_name"]: r["delimiter"] for r in rows("tag_catalogue.csv")

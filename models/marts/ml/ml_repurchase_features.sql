@@ -1,9 +1,10 @@
 {#- Repurchase features as of a set of cutoff dates, one row per (cutoff, predictable user).
 
     T is the as-of date: meta.repurchase.as_of, or the day of the latest purchase (the manual's
-    reference date). Cutoffs are horizon_days apart: T itself (role 'score', no label), T - N
-    ('validate') and T - 2N ... T - (1 + training_cutoffs) N ('train'). A row's label is a purchase
-    in (cutoff, cutoff + N], so every training label ends on or before the validation cutoff and
+    reference date). The cutoffs: T itself (role 'score', no label), T - N ('validate'), and
+    training_cutoffs 'train' ones from T - 2N back, cutoff_step_days apart (T - 2N, T - 2N - step,
+    ...; the step defaults to N). A row's label is a purchase in (cutoff, cutoff + N], so every
+    training label ends on or before the validation cutoff and
     nothing a cutoff's features see comes after it: every feature reads purchases on or before
     its cutoff only.
 
@@ -21,10 +22,12 @@
 {%- set cfg = repurchase_config() -%}
 {%- set n = cfg.horizon_days -%}
 {%- set ks = range(0, cfg.training_cutoffs + 2) -%}
-with lines as (
-    select b.one_id, b.occurred_at, b.behavior_date, b.channel, b.item_id, b.behavior_amount
-    from {{ ref('fct_behaviors') }} as b
-    where b.event_type = '{{ cfg.purchase_type }}'
+{#- days before T of cutoff k: 0 (score), N (validate), then 2N, 2N + step, 2N + 2 step, ... -#}
+{%- set offsets = [0, n] -%}
+{%- for j in range(cfg.training_cutoffs) -%}{%- do offsets.append(2 * n + j * cfg.cutoff_step_days) -%}{%- endfor -%}
+with lines as (  -- behaviour purchases or paid order lines (ml_purchases says which)
+    select one_id, occurred_at, purchase_date as behavior_date, channel, item_id, amount as behavior_amount
+    from {{ ref('ml_purchases') }}
 ),
 
 purchases as (
@@ -55,7 +58,8 @@ steps as (
 ),
 
 cutoffs as (
-    select s.k, s.cutoff_role, cast(r.t - {{ n }} * s.k as date) as cutoff_date
+    select s.k, s.cutoff_role, cast(r.t - case s.k {%- for k in ks %} when {{ k }} then {{ offsets[k] }}{% endfor %} end
+                                    as date) as cutoff_date
     from steps as s cross join reference as r
     where r.t is not null
 ),
@@ -64,7 +68,7 @@ cutoffs as (
 cutoff_row as (
     select
         {%- for k in ks %}
-        cast(r.t - {{ n }} * {{ k }} as date) as c{{ k }}{{ ',' if not loop.last }}
+        cast(r.t - {{ offsets[k] }} as date) as c{{ k }}{{ ',' if not loop.last }}
         {%- endfor %}
     from reference as r
 ),

@@ -23,9 +23,10 @@ def _metrics_md(metrics: dict) -> str:
 
 
 @dg.asset(key=["ml", "repurchase_model"], deps=[FEATURES], group_name="ml",
-          description="A new repurchase model version: trained on the train cutoffs, validated on the "
-                      "later one against a recency/frequency heuristic and BG/NBD, made active when it "
-                      "beats both, with its HTML report.")
+          description="A new repurchase model version: gradient boosting, logistic regression and "
+                      "BG/NBD fitted on the older training cutoffs, the best on the latest one chosen and "
+                      "fitted on all, validated on the later cutoff against every candidate and a "
+                      "recency/frequency heuristic, made active when none beats it; with its HTML report.")
 def repurchase_model(context: dg.AssetExecutionContext,
                      warehouse: WarehouseResource) -> dg.MaterializeResult:
     from ml import repurchase as rp
@@ -37,7 +38,7 @@ def repurchase_model(context: dg.AssetExecutionContext,
     if activated:
         rp.activate(wh, training.version)
     path = write_report(training, wh.settings.home / "reports")
-    for w in training.warnings:
+    for w in training.warnings + training.cautions:
         context.log.warning(w)
     return dg.MaterializeResult(metadata=repurchase_model_metadata(training, activated, path))
 
@@ -51,14 +52,17 @@ def repurchase_model_metadata(training, activated: bool, path) -> dict[str, dg.M
     return {
         "version": dg.MetadataValue.int(training.version),
         "activated": dg.MetadataValue.bool(activated),
+        "chosen": dg.MetadataValue.text(f"{training.chosen} (on the {training.chosen_on})"),
         "auc": dg.MetadataValue.float(m["auc"]),
         "pr_auc": dg.MetadataValue.float(m["pr_auc"]),
         "bgnbd_auc": dg.MetadataValue.float(training.metrics["bgnbd"]["auc"]),
         "heuristic_auc": dg.MetadataValue.float(training.metrics["heuristic"]["auc"]),
+        "rfm_logistic_auc": dg.MetadataValue.float(training.metrics["rfm_logistic"]["auc"]),
+        "calibration_error": dg.MetadataValue.float(m["ece"]),
         "against_baselines": dg.MetadataValue.md(_metrics_md(training.metrics)),
         "training_rows": dg.MetadataValue.int(training.rows["train"]),
         "validation_people": dg.MetadataValue.int(training.rows["validate"]),
-        "warnings": dg.MetadataValue.text("; ".join(training.warnings) or "none"),
+        "warnings": dg.MetadataValue.text("; ".join(training.warnings + training.cautions) or "none"),
         "report": dg.MetadataValue.path(str(path)),
         "top_groups_chart": png_markdown(figures["top_groups"], "Top groups vs random"),
         "calibration_chart": png_markdown(figures["calibration"], "Calibration"),
@@ -96,10 +100,10 @@ def repurchase_scores_metadata(scoring) -> dict[str, dg.MetadataValue]:
     }
 
 
-BEHAVIORS = dg.AssetKey(["marts", "fct_behaviors"])
+PURCHASES = dg.AssetKey(["marts", "ml_purchases"])
 
 
-@dg.asset(key=["ml", "recommend_model"], deps=[BEHAVIORS, dg.AssetKey(["marts", "product_tags"])],
+@dg.asset(key=["ml", "recommend_model"], deps=[PURCHASES, dg.AssetKey(["marts", "product_tags"])],
           group_name="ml",
           description="A new recommendation model version: popularity, item-item cosine, EASE and "
                       "recency-weighted EASE tuned on an earlier time split, chosen, judged against the "
