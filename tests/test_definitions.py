@@ -20,7 +20,7 @@ from openaudience.core.schema.raw import LOAD_ORDER, RAW_TABLES
 from openaudience.core.settings import PROJECT_ROOT
 from openaudience.raw.loading import load_file
 from orchestration.resources import WarehouseResource, warehouse_resource
-from tests.conftest import AS_OF, OA
+from tests.conftest import AS_OF
 
 AIPL_KEY = dg.AssetKey(["marts", "aipl_daily"])
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -310,8 +310,9 @@ def test_nightly_job_runs_checks_and_builds(loaded, tmp_path):
     env = {**loaded.env, "DAGSTER_HOME": str(tmp_path / "dagster")}
     folders = Path(env.get("DBT_TARGET_PATH") or PROJECT_ROOT / "target") / "dagster"
     before = set(folders.iterdir()) if folders.exists() else set()
-    done = subprocess.run([OA, "nightly"], env=env, cwd=PROJECT_ROOT, capture_output=True,
-                          text=True)
+    from tests.support.hostile import run_main
+
+    done = run_main(["nightly"], env)  # `oa nightly` through the CLI's main, in this process
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "nightly_refresh succeeded" in done.stdout
     assert "0 failed" in done.stdout

@@ -216,17 +216,17 @@ def models_cmd() -> None:
                     f"{chosen} {m['chosen']['params']}", f"{test[chosen]['hr@10']:.3f}",
                     f"{test['popularity']['hr@10']:.3f}")
     console.print(rec)
-    table = Table(title="repurchase model versions")
-    for col in ("version", "trained", "active", "model", "AUC", "BG/NBD AUC", "heuristic AUC",
-                "RFM logistic AUC", "validated on"):
-        table.add_column(col, no_wrap=col == "validated on")
+    # one line per version: the figures and the validation window do not fit a narrow table
+    console.print("[bold]repurchase model versions[/bold] (* active)")
     for v in rp.versions(wh):
         m = json.loads(v["metrics"])
-        rfm = f"{m['rfm_logistic']['auc']:.3f}" if "rfm_logistic" in m else ""
-        table.add_row(str(v["version"]), f"{v['trained_at']:%Y-%m-%d %H:%M}", "yes" if v["active"] else "",
-                      (m.get("selection") or {}).get("chosen", "gboost"), f"{m['model']['auc']:.3f}",
-                      f"{m['bgnbd']['auc']:.3f}", f"{m['heuristic']['auc']:.3f}", rfm, _validated_on(v))
-    console.print(table)
+        chosen = (m.get("selection") or {}).get("chosen", "gboost")
+        baselines = ", ".join(f"{label} {m[key]['auc']:.3f}" for key, label in (
+            ("bgnbd", "BG/NBD"), ("heuristic", "heuristic"), ("rfm_logistic", "RFM logistic")) if key in m)
+        active = " *" if v["active"] else ""
+        console.print(f"v{v['version']}{active} trained {v['trained_at']:%Y-%m-%d %H:%M}: "
+                      f"{chosen}, validation AUC {m['model']['auc']:.3f} against {baselines}; "
+                      f"{_validated_on(v)}", soft_wrap=True, markup=False)
 
 
 def _validated_on(version: dict) -> str:

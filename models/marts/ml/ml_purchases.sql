@@ -9,6 +9,7 @@
 {%- set cfg = repurchase_config(from_features=true) -%}
 with events as (
     select
+        cast(behavior_id as {{ dbt.type_string() }}) as purchase_id,
         one_id,
         occurred_at,
         behavior_date as purchase_date,
@@ -22,6 +23,7 @@ with events as (
 
 orders as (
     select
+        cast(order_item_id as {{ dbt.type_string() }}) as purchase_id,
         one_id,
         ordered_at as occurred_at,
         ordered_date as purchase_date,
