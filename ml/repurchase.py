@@ -130,12 +130,8 @@ def load_config(manifest: dict | None = None) -> RepurchaseConfig:
 
 def matrix(df: pd.DataFrame, vocabulary: dict[str, list[str]]) -> np.ndarray:
     """The numeric features, then each categorical one as its code in `vocabulary` (NaN for a
-    value training never saw)."""
-    parts = [df[list(FEATURES)].to_numpy(float)]
-    for name in CATEGORICAL:
-        codes = {v: i for i, v in enumerate(vocabulary[name])}
-        parts.append(df[name].map(codes).to_numpy(float).reshape(-1, 1))
-    return np.hstack(parts)
+    value training never saw): what versions trained before the candidates read."""
+    return np.hstack([df[list(FEATURES)].to_numpy(float), _codes(df, vocabulary)])
 
 
 # -- what Python adds to the SQL features -----------------------------------------------------------
@@ -190,7 +186,7 @@ class Scorer:
             return np.hstack([eng[numeric].to_numpy(float), _codes(eng, self.vocabulary)])
         parts = [_signed_log(eng[numeric].to_numpy(float))]
         for name in CATEGORICAL:  # one-hot for the linear model
-            codes = _codes(eng[[name]], {name: self.vocabulary[name]}).ravel()
+            codes = _codes(eng, self.vocabulary, (name,)).ravel()
             onehot = np.zeros((len(eng), len(self.vocabulary[name])))
             known = ~np.isnan(codes)
             onehot[np.flatnonzero(known), codes[known].astype(int)] = 1.0
@@ -242,9 +238,12 @@ class Scorer:
         return self.predict_engineered(engineer(df, self.horizon))
 
 
-def _codes(df: pd.DataFrame, vocabulary: dict[str, list[str]]) -> np.ndarray:
+def _codes(df: pd.DataFrame, vocabulary: dict[str, list[str]],
+           names: tuple[str, ...] = CATEGORICAL) -> np.ndarray:
+    """Each categorical column of `names` as its code in `vocabulary` (NaN for a value training
+    never saw)."""
     parts = []
-    for name in CATEGORICAL:
+    for name in names:
         codes = {v: i for i, v in enumerate(vocabulary[name])}
         parts.append(df[name].map(codes).to_numpy(float).reshape(-1, 1))
     return np.hstack(parts)
