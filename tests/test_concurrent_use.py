@@ -19,10 +19,12 @@ import pytest
 
 from connectors.webhook_receiver import WebhookReceiver
 from openaudience.core.locks import lock_file
+from openaudience.delivery import store
 from tests.conftest import AS_OF, OA, Target
 from tests.support.postgres import free_port
 
 SECRET = "side-by-side-secret"
+DESTINATION = "crm_coupon_webhook"
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
@@ -88,6 +90,13 @@ def test_readers_answer_and_writers_wait_while_a_build_holds_the_warehouse(built
     (tmp_path / "dagster").mkdir()
     shutil.copyfile(Path(__file__).parents[1] / "dagster.yaml", tmp_path / "dagster" / "dagster.yaml")
     warehouse = home / "warehouse.duckdb"
+    # the copy starts as if this destination had never delivered (a diff with nothing new would
+    # send nothing), whatever other tests of this worker did on the shared build
+    wh = target.warehouse
+    with wh.connect() as conn:
+        wh.ensure_schema(conn)
+        for table in (store.RUNS, store.LOG, store.STATE, store.DEAD):
+            wh.execute(conn, f"delete from {table} where destination = %s", [DESTINATION])
 
     # the delivery's audience, built by a writing command, which also publishes the snapshot
     done = target.oa("audience", "build", "shanghai_big_spenders", "--as-of", AS_OF)
@@ -116,7 +125,7 @@ def test_readers_answer_and_writers_wait_while_a_build_holds_the_warehouse(built
             assert build.poll() is None, build.communicate()
             assert time.monotonic() < deadline, "the build never took the warehouse"
             time.sleep(0.2)
-        delivery = start(OA, "deliver", "crm_coupon_webhook")
+        delivery = start(OA, "deliver", DESTINATION)
 
         # while the build (then the delivery) holds the file: every reader answers, from the
         # snapshot, and says whose work it waits out

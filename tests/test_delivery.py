@@ -126,7 +126,9 @@ def delivered_audiences(built_engines):
     project = load_project(AUDIENCE_DIR, CATALOG)
     for target in built_engines.values():
         build(project, ["shanghai_big_spenders", "high_value_rfm"], TODAY, wh=target.warehouse)
-    return project
+    yield project
+    for target in built_engines.values():  # the shared build is put back: nothing delivered
+        _reset_delivery(target.warehouse)
 
 
 def _reset_delivery(wh) -> None:
