@@ -95,7 +95,6 @@ Taus = Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Field
 class RecommendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lookback_days: int = Field(365, ge=30, le=36_500)
-    as_of: dt.date | None = None
     ease_lambdas: Lambdas = Field(default_factory=lambda: [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0])
     cosine_shrinks: Shrinks = Field(default_factory=lambda: [0.0, 10.0, 50.0])
     recency_days: Taus = Field(default_factory=lambda: [30.0, 90.0, 180.0])
@@ -122,6 +121,12 @@ def load_config(path: Path = CONFIG_FILE, pool_dir: Path = POOL_DIR,
     The references are checked here, not when a task runs, so that a typo fails before the
     training it would otherwise follow."""
     data, lines = read_yaml(path, ConfigErrors, "a mapping of recommendation settings")
+    if isinstance(data, dict) and "as_of" in data:
+        raise ConfigErrors([Problem(path, line_of(lines, ("as_of",)), "as_of",
+                                    "as_of is gone: a run has one as-of date, the --as-of of oa build and "
+                                    "oa nightly (the dbt var as_of), and both models take T, the day of "
+                                    "the latest purchase on or before it (marts.ml_reference_date); "
+                                    "remove it here")])
     if isinstance(data, dict) and "purchase_type" in data:
         raise ConfigErrors([Problem(path, line_of(lines, ("purchase_type",)), "purchase_type",
                                     "purchase_type moved to meta.repurchase.purchase_type in "
@@ -147,7 +152,8 @@ def load_config(path: Path = CONFIG_FILE, pool_dir: Path = POOL_DIR,
                               "ml/pools/<name>.yml")
         if task.audience not in audiences:
             report(i, "audience", f"unknown audience {task.audience!r}{suggest(task.audience, audiences)}; "
-                                  "the audiences are audiences/<name>.yml")
+                                  "the audiences are audiences/<name>.yml (a removed audience takes its "
+                                  "tasks along: remove this task)")
     if problems:
         raise ConfigErrors(problems)
     return config
@@ -184,8 +190,7 @@ class Purchases:
 def read_purchases(wh, config: RecommendConfig) -> Purchases:
     """The purchase lines of the lookback window (marts.ml_purchases: behaviour purchases or paid
     order lines), of products in the catalogue."""
-    purchases.source(wh)  # a clear message when there is nothing to learn from
-    as_of = config.as_of or wh.query(f"select max(purchase_date) from {purchases.TABLE}")[0][0]
+    as_of = purchases.source(wh).reference  # T; a clear message when there is nothing to learn from
     start = as_of - dt.timedelta(days=config.lookback_days)
     rows = wh.query(f"select b.one_id, b.item_id, b.occurred_at from {purchases.TABLE} b "
                     "join marts.product_tags p on p.item_id = b.item_id "
@@ -329,6 +334,21 @@ def time_split(p: Purchases, cutoff: dt.date, end: dt.date, max_users: int = 20_
                  rows=row_of[p.person[before]], items=p.item[before], ages=ages, cutoff=cutoff, end=end)
 
 
+def top_columns(scores: np.ndarray, k: int) -> np.ndarray:
+    """The k best columns of each row, best first, ties by column number: what a stable argsort
+    gives, at the cost of a partial sort (the evaluation ranks every product for every judged
+    person, and a full sort of each row is most of its time on a large catalogue)."""
+    rows, n = scores.shape
+    if k >= n or rows == 0:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    kth = np.partition(scores, n - k, axis=1)[:, n - k]  # each row's k-th largest
+    r, c = np.nonzero(scores >= kth[:, None])           # at least k per row; more on ties
+    order = np.lexsort((c, -scores[r, c], r))
+    r, c = r[order], c[order]
+    rank = np.arange(len(r)) - np.searchsorted(r, np.arange(rows))[r]
+    return c[rank < k].reshape(rows, k)
+
+
 def evaluate(model: ItemModel, split: Split, n_items: int, exclude: np.ndarray | None = None,
              pool: np.ndarray | None = None) -> dict:
     """HR@K, recall@K and NDCG@K over the full ranking of the pool (every product by default).
@@ -352,7 +372,7 @@ def evaluate(model: ItemModel, split: Split, n_items: int, exclude: np.ndarray |
             block.eliminate_zeros()
             r, c = block.nonzero()
             scores[r, c] = -np.inf
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :ks]
+        top = top_columns(scores, ks)
         for row, held in enumerate(split.held[start:start + CHUNK]):
             if block is not None:
                 gone = block.indices[block.indptr[row]:block.indptr[row + 1]]
@@ -405,7 +425,7 @@ def train(wh, config: RecommendConfig | None = None, progress=None, activate: bo
     config = config or load_config()
     step = progress or (lambda text: None)
     used = purchases.source(wh)
-    step(f"reading purchases: {used.describe()}")
+    step(f"reading purchases: {used.describe()}, {used.as_of()}")
     p = read_purchases(wh, config)
     if len(p.people) < config.min_users or len(p.items) < 10:
         raise DataTooSmall(f"{len(p.people):,} buyers and {len(p.items):,} products in the lookback "
@@ -458,9 +478,12 @@ def train(wh, config: RecommendConfig | None = None, progress=None, activate: bo
                         f"sellers' {pop:.3f}; the version is not made active")
     version = _store(wh, config, final, p, rates, tuning, test_table, chosen,
                      active=activate and not warnings)
+    if used.stale():  # said, but not a reason to keep the version inactive
+        warnings.append(used.stale())
     t = Training(version=version, chosen=chosen, tuning=tuning, test=test_table, graph=graph,
                  nodes=nodes, people=len(p.people), products=len(p.items), as_of=p.as_of,
-                 exclude=config.exclude_purchased, source=used.describe(), warnings=warnings)
+                 exclude=config.exclude_purchased, source=f"{used.describe()}, {used.as_of()}",
+                 warnings=warnings)
     t.seconds = time.perf_counter() - started
     return t
 

@@ -75,14 +75,24 @@ class RepurchaseConfig(BaseModel):
     purchase_type: str = Field("purchase", pattern=r"^[a-z][a-z0-9_]{0,62}$")
     purchase_source: Literal["auto", "behaviors", "orders"] = "auto"
     horizon_days: int = Field(30, ge=15, le=365)
-    as_of: dt.date | None = None
     lookback_days: int = Field(365, ge=30, le=36_500)
     training_cutoffs: int = Field(3, ge=1, le=24)
     cutoff_step_days: int | None = Field(None, ge=7, le=365)
     """days between training cutoffs; default horizon_days"""
     model: ModelSettings = ModelSettings()
 
+    @classmethod
+    def stored(cls, text: str) -> RepurchaseConfig:
+        """A version's stored configuration; versions trained before one as-of per run kept an
+        as_of key, which nothing reads now."""
+        data = json.loads(text)
+        data.pop("as_of", None)
+        return cls.model_validate(data)
 
+
+AS_OF_MOVED = ("as_of is gone: a run has one as-of date, the --as-of of oa build and oa nightly (the dbt var "
+               "as_of), and both models take T, the day of the latest purchase on or before it "
+               "(marts.ml_reference_date); remove as_of here")
 PROPERTIES = "models/marts/ml/_ml__models.yml"
 FEATURES_MODEL = "ml_repurchase_features"
 
@@ -106,6 +116,9 @@ def check_properties(path: Path = PROJECT_ROOT / PROPERTIES) -> RepurchaseConfig
     for key in ("config", "meta", "repurchase"):
         section = section.get(key) if isinstance(section, dict) else None
     at = ("models", found[0], "config", "meta", "repurchase")
+    if isinstance(section, dict) and "as_of" in section:
+        raise PropertiesErrors([Problem(path, line_of(lines, (*at, "as_of")), "meta.repurchase.as_of",
+                                        AS_OF_MOVED)])
     return validate_model(RepurchaseConfig, section or {}, path, lines, PropertiesErrors, at)
 
 
@@ -120,8 +133,11 @@ def load_config(manifest: dict | None = None) -> RepurchaseConfig:
     node = manifest["nodes"].get("model.openaudience.ml_repurchase_features")
     if node is None:
         raise ConfigError("the dbt model ml_repurchase_features is missing from the project")
+    block = (node["config"].get("meta") or {}).get("repurchase") or {}
+    if isinstance(block, dict) and "as_of" in block:
+        raise ConfigError(f"{PROPERTIES}: ml_repurchase_features: meta.repurchase.{AS_OF_MOVED}")
     try:
-        return RepurchaseConfig.model_validate((node["config"].get("meta") or {}).get("repurchase") or {})
+        return RepurchaseConfig.model_validate(block)
     except ValidationError as exc:
         problems = "; ".join(f"meta.repurchase.{'.'.join(map(str, e['loc']))}: {e['msg']}"
                              for e in exc.errors())
@@ -362,10 +378,6 @@ def read_features(wh, roles: tuple[str, ...]) -> pd.DataFrame:
     return df
 
 
-def purchase_rows(wh, config: RepurchaseConfig) -> int:
-    return purchases.source(wh, config.purchase_type).lines
-
-
 def _check_size(df: pd.DataFrame, role: str, settings: ModelSettings) -> None:
     part = df[df["cutoff_role"] == role]
     if len(part) < settings.min_users:
@@ -393,7 +405,7 @@ def train(wh, config: RepurchaseConfig | None = None, progress=None) -> Training
     started = time.perf_counter()
     step = progress or (lambda text: None)
     used = purchases.source(wh, config.purchase_type)
-    step(f"reading features: {used.describe(config.purchase_type)}")
+    step(f"reading features: {used.describe(config.purchase_type)}, {used.as_of()}")
     df = read_features(wh, ("train", "validate"))
     for role in ("train", "validate"):
         _check_size(df, role, config.model)
@@ -468,9 +480,11 @@ def train(wh, config: RepurchaseConfig | None = None, progress=None) -> Training
         rows={"train": len(train_df), "validate": len(valid)}, metrics=metrics,
         top_shares=top_share_table(yv, p_model), calibration=calibration, importance=importance,
         validation_scores=p_model, bgnbd=bg, purchases=used.lines,
-        source=used.describe(config.purchase_type), chosen=chosen, chosen_on=chosen_on,
+        source=f"{used.describe(config.purchase_type)}, {used.as_of()}", chosen=chosen, chosen_on=chosen_on,
         selection=selection)
     training.seconds = time.perf_counter() - started
+    if used.stale():
+        training.cautions.append(used.stale())
     for name in BASELINES:  # the candidates it was chosen among are reported, not rules
         if name != chosen and metrics["model"]["auc"] < metrics[name]["auc"]:
             training.warnings.append(f"the chosen {chosen} model's validation AUC "
@@ -573,9 +587,10 @@ def score(wh) -> Scoring:
         p = bundle["scorer"].predict(df)
     else:  # a version trained before the candidates: a calibrated booster on the SQL features
         p = bundle["model"].predict_proba(matrix(df, bundle["vocabulary"]))[:, 1]
-    config = RepurchaseConfig.model_validate_json(active_config(wh, active["version"]))
-    warnings = []
-    now = purchase_rows(wh, config)
+    config = RepurchaseConfig.stored(active_config(wh, active["version"]))
+    used = purchases.source(wh, config.purchase_type)
+    warnings = [used.stale()] if used.stale() else []
+    now = used.lines
     trained = int(active["purchases"] or 0)
     if trained and (now - trained) / trained >= config.model.drift_warning:
         warnings.append(f"purchases grew {(now - trained) / trained:.0%} since version "

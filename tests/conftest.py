@@ -147,11 +147,12 @@ def make_target(name: str, tmp_path: Path, pg_cluster: PostgresCluster | None, d
 
 def build_both_engines(data: Path, pg_cluster: PostgresCluster | None, root: Path, db: str,
                        then: Callable[[Target], None] | None = None,
-                       engines: tuple[str, ...] = ENGINES, command: str = "build") -> dict[str, str]:
+                       engines: tuple[str, ...] = ENGINES, command: str = "build",
+                       as_of: str = AS_OF) -> dict[str, str]:
     """Both engines (or `engines`) loaded from the same files and built (`dbt build`, or
     NO_TESTS for a data set whose models other tests already hold to their data tests) with the same
-    as-of date, under `root/<engine>` and in the PostgreSQL database `db`; `then` finishes each.
-    Returns each engine's build log."""
+    as-of date (AS_OF, the day before the data end, unless `as_of`), under `root/<engine>` and in
+    the PostgreSQL database `db`; `then` finishes each. Returns each engine's build log."""
     from openaudience.core.schema.raw import LOAD_ORDER
     from openaudience.raw.loading import load_file
 
@@ -160,7 +161,7 @@ def build_both_engines(data: Path, pg_cluster: PostgresCluster | None, root: Pat
         target = make_target(engine, root / engine, pg_cluster, db)
         for table in LOAD_ORDER:
             load_file(target.warehouse, table, data / f"{table}.parquet")
-        logs[engine] = target.dbt(*command.split()).stdout
+        logs[engine] = target.dbt(*command.split(), as_of=as_of).stdout
         if then is not None:
             then(target)
     return logs
@@ -262,8 +263,10 @@ def signal(tmp_path_factory) -> Target:
     def build(root: Path) -> dict:
         data = root / "data"
         generate(data, DemoConfig(users=30_000, days=365, seed=5, end_date=END_DATE, chunk_users=15_000))
-        # the data tests hold on built_engines; here only the models' numbers matter
-        return {"logs": build_both_engines(data, None, root, "", engines=("duckdb",), command=NO_TESTS)}
+        # the data tests hold on built_engines; here only the models' numbers matter, as of the
+        # day the data end
+        return {"logs": build_both_engines(data, None, root, "", engines=("duckdb",), command=NO_TESTS,
+                                           as_of=END_DATE.isoformat())}
 
     folder, info = shared_build("signal", tmp_path_factory, build)
     return copy_engines("signal", folder, info, None, tmp_path_factory, engines=("duckdb",))["duckdb"]
@@ -282,7 +285,8 @@ def buyers(tmp_path_factory) -> Target:
         target = make_target("duckdb", root / "duckdb", None, "")
         for table in ("customers", "products", "orders", "order_items"):
             load_file(target.warehouse, table, files[table])
-        done = target.dbt(*NO_TESTS.split(), "--select", "+ml_repurchase_features")
+        done = target.dbt(*NO_TESTS.split(), "--select", "+ml_repurchase_features",
+                          as_of=shop.END.isoformat())
         return {"logs": {"duckdb": done.stdout}}
 
     folder, info = shared_build("buyers", tmp_path_factory, build)

@@ -259,7 +259,8 @@ def test_recommend_config_refuses_duplicate_tasks_and_unknown_pools_and_audience
         "recommend.yml:4: tasks[1].pool: unknown pool 'skincare' (did you mean 'skincare_only'?); the pools "
         "are ml/pools/<name>.yml",
         "recommend.yml:5: tasks[2].audience: unknown audience 'shanghai_big_spender' (did you mean "
-        "'shanghai_big_spenders'?); the audiences are audiences/<name>.yml",
+        "'shanghai_big_spenders'?); the audiences are audiences/<name>.yml (a removed audience takes its "
+        "tasks along: remove this task)",
     ]
 
 
@@ -267,6 +268,7 @@ def test_recommend_config_refuses_duplicate_tasks_and_unknown_pools_and_audience
     ("lookback_days: 365\nmin_users: 10\nlookback_days: 30\n",
      "recommend.yml:3: lookback_days: key 'lookback_days' appears twice (first at line 1)"),
     ("as_of: 2026-02-29\n", "recommend.yml:1: as_of: '2026-02-29' is not a date"),
+    ("min_users: 10\nas_of: 2026-06-01\n", "recommend.yml:2: as_of: as_of is gone: a run has one as-of date"),
     ("ease_lambdas: [0, .inf]\n", "recommend.yml:1: ease_lambdas[0]: Input should be greater than 0"),
     ("ease_lambdas: [0, .inf]\n", "recommend.yml:1: ease_lambdas[1]: Input should be a finite number"),
     ("lookback_days: 100000000\n", "recommend.yml:1: lookback_days: Input should be less than or equal to "

@@ -276,3 +276,47 @@ def test_purchase_type_in_recommend_yml_says_where_it_went(tmp_path):
     moved = r"recommend.yml:2: purchase_type: purchase_type moved to meta.repurchase.purchase_type in models"
     with pytest.raises(rc.ConfigErrors, match=moved):
         rc.load_config(tmp_path / "recommend.yml")
+
+
+def test_the_partial_sort_ranks_as_a_full_stable_sort_does():
+    """top_columns (partial sort) against a stable argsort, with ties, -inf rows and k past the
+    number of columns: the same columns in the same order."""
+    rng = np.random.default_rng(4)
+    for rows, cols, k in ((50, 200, 10), (30, 7, 10), (40, 60, 60), (1, 1, 1), (0, 5, 3)):
+        scores = rng.integers(0, 5, size=(rows, cols)).astype(np.float32)  # many ties
+        if rows > 2:
+            scores[1] = -np.inf
+            scores[2, : cols // 2] = -np.inf
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(rc.top_columns(scores, k), expected)
+
+
+def test_the_demo_recommendation_example_leaves_the_project_as_one_unit(tmp_path):
+    """The shipped tasks are the demo's: removing them breaks exactly the one audience that reads
+    them, with what to do; removing that audience too leaves a valid project (audiences,
+    destinations, journeys, and the recommendation settings with no tasks)."""
+    import shutil
+
+    from openaudience.core.yaml_files import FileErrors
+    from openaudience.core.settings import PROJECT_ROOT
+    from openaudience.delivery.source import load_destinations
+    from openaudience.journeys.source import load_journeys
+    from openaudience.segments.source import Catalog
+
+    for folder in ("audiences", "destinations", "journeys", "ml", "seeds", "models"):
+        shutil.copytree(PROJECT_ROOT / folder, tmp_path / folder)
+    config = tmp_path / "ml" / "recommend.yml"
+    text = config.read_text()
+    config.write_text(text[:text.index("\ntasks:")] + "\ntasks: []\n")
+    with pytest.raises(FileErrors) as info:
+        load_project(tmp_path / "audiences", Catalog.from_project(tmp_path))
+    [problem] = info.value.problems
+    assert str(problem).startswith(f"{tmp_path}/audiences/recommended_skincare_and_beauty.yml:")
+    assert "unknown recommendation task 'shanghai_beauty_picks'" in str(problem)
+    assert "remove this condition, or this audience" in str(problem)
+
+    (tmp_path / "audiences" / "recommended_skincare_and_beauty.yml").unlink()
+    project = load_project(tmp_path / "audiences", Catalog.from_project(tmp_path))
+    dests = load_destinations(tmp_path / "destinations", project)
+    load_journeys(tmp_path / "journeys", project, dests)
+    assert rc.load_config(config, tmp_path / "ml" / "pools", tmp_path / "audiences").tasks == []

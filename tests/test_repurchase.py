@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml import bgnbd
+from ml import bgnbd, purchases
 from ml import repurchase as rp
 from ml.report import pngs, write_report
 from openaudience.core.errors import ConfigError, UserError
 from openaudience.core.settings import PROJECT_ROOT
-from tests.conftest import DBT, ENGINES
+from tests.conftest import AS_OF, DBT, ENGINES
 
 FEATURE_COLUMNS = ["cutoff_date", "one_id", *rp.FEATURES, *rp.CATEGORICAL]
 
@@ -73,6 +73,24 @@ def test_the_shipped_config_loads_and_bad_values_name_the_file():
     assert "meta.repurchase.purchase_type" in str(info.value)
     expected = "meta.repurchase.purchase_source: Input should be 'auto', 'behaviors' or 'orders'"
     assert expected in str(info.value)
+    # one as-of per run: the model's own as_of is gone, with what to do instead
+    manifest["nodes"]["model.openaudience.ml_repurchase_features"]["config"]["meta"]["repurchase"] = {
+        "as_of": "2026-06-01"}
+    with pytest.raises(ConfigError, match=r"meta\.repurchase\.as_of is gone: a run has one as-of date, "
+                                          r"the --as-of of oa build"):
+        rp.load_config(manifest)
+    # versions trained before kept an as_of key in their stored configuration; they still score
+    assert rp.RepurchaseConfig.stored('{"horizon_days": 60, "as_of": null}').horizon_days == 60
+
+
+def test_the_properties_file_refuses_as_of_at_its_line(tmp_path):
+    path = tmp_path / "_ml__models.yml"
+    path.write_text("version: 2\nmodels:\n  - name: ml_repurchase_features\n    config:\n      meta:\n"
+                    "        repurchase:\n          horizon_days: 30\n          as_of: 2026-06-01\n")
+    with pytest.raises(rp.PropertiesErrors) as info:
+        rp.check_properties(path)
+    assert str(info.value.problems[0]).replace(str(tmp_path) + "/", "").startswith(
+        "_ml__models.yml:8: meta.repurchase.as_of: as_of is gone")
 
 
 @pytest.mark.slow  # dbt compiles of a project copy
@@ -105,6 +123,12 @@ def test_cutoffs_step_apart_and_dbt_refuses_a_purchase_type_that_is_not_a_code(t
     assert [(int(c), int(d)) for d, c in row] == [(0, 0), (1, 60), (2, 120), (3, 134), (4, 148), (5, 162)]
     assert "d.purchase_date <= c.c5 + 60" in sql  # the label: the horizon after each cutoff
 
+    path.write_text(shipped.replace("horizon_days: 30", "horizon_days: 30\n          as_of: 2026-06-01"))
+    done = compile_("ml_purchases")
+    assert done.returncode != 0
+    assert ("models/marts/ml/_ml__models.yml: ml_repurchase_features: meta.repurchase.as_of is gone: a run "
+            "has one as-of date") in done.stdout, done.stdout[-3000:]
+
     path.write_text(shipped.replace("purchase_type: purchase", "purchase_type: \"x' or 1=1 --\""))
     done = compile_("ml_purchases")
     assert done.returncode != 0
@@ -132,6 +156,12 @@ def test_features_see_nothing_after_their_cutoff(built_engines, engine):
                              "where cutoff_role = 'validate'")
     [(last,)] = wh.query("select max(behavior_date) from marts.fct_behaviors where event_type = 'purchase'")
     assert len(before) > 1000 and validate < last
+    # one as-of for the run: T is the latest purchase on or before the build's as-of date
+    as_of = dt.date.fromisoformat(AS_OF)
+    used = purchases.source(wh)
+    assert used.requested == used.reference == as_of == last
+    assert used.stale() is None and used.as_of() == f"as of {AS_OF}"
+    beyond = as_of + dt.timedelta(days=2)
     try:
         with wh.connect() as conn:
             other_item = wh.execute(conn, "select max(item_id) from marts.product_tags")[0][0]
@@ -146,15 +176,38 @@ def test_features_see_nothing_after_their_cutoff(built_engines, engine):
                        channel, object_attribute, object_value, item_id, behavior_count, behavior_amount
                 from marts.fct_behaviors
                 where event_type = 'purchase' and behavior_date <= %s and behavior_date > %s""",
-                       [validate, validate - __import__("datetime").timedelta(days=3)])
-        target.dbt("run", "--select", "ml_purchases ml_repurchase_features")
+                       [validate, validate - dt.timedelta(days=3)])
+            # and a purchase after the as-of date, which this run must not see (it would move T
+            # and with it every cutoff)
+            wh.execute(conn, """
+                insert into marts.fct_behaviors (behavior_id, one_id, occurred_at, behavior_date, event_type,
+                    channel, object_attribute, object_value, item_id, behavior_count, behavior_amount)
+                select gen_random_uuid(), one_id, occurred_at + interval '2 days', behavior_date + 2,
+                       event_type, channel, object_attribute, object_value, item_id, behavior_count,
+                       behavior_amount
+                from marts.fct_behaviors
+                where event_type = 'purchase' and behavior_date = %s
+                limit 1""", [as_of])
+        target.dbt("run", "--select", "ml_purchases ml_reference_date ml_repurchase_features")
+        assert purchases.source(wh).reference == as_of
         after = _features(wh)
         assert len(after) == len(before)
         pd.testing.assert_frame_equal(before[FEATURE_COLUMNS], after[FEATURE_COLUMNS])
         changed = (before["label"] != after["label"]) & (before["cutoff_role"] == "validate")
         assert changed.sum() > 0  # the perturbation did reach the future
+
+        # a run as of a date well after the data: the models say they are as of the last purchase
+        later = as_of + dt.timedelta(days=20)
+        target.dbt("run", "--select", "ml_purchases ml_reference_date", as_of=later.isoformat())
+        used = purchases.source(wh)
+        assert (used.requested, used.reference) == (later, beyond)
+        gap = (later - beyond).days
+        assert used.as_of() == (f"as of {beyond}, the latest purchase on or before the requested {later} "
+                                f"({gap} days before it)")
+        assert used.stale().startswith(f"the purchases end on {beyond}, {gap} days before the run's as-of "
+                                       f"date {later}")
     finally:
-        target.dbt("run", "--select", "fct_behaviors ml_purchases ml_repurchase_features")
+        target.dbt("run", "--select", "fct_behaviors ml_purchases ml_reference_date ml_repurchase_features")
     pd.testing.assert_frame_equal(before, _features(wh))
 
 
@@ -261,7 +314,6 @@ def test_orders_without_purchase_events_train_both_models_and_say_so(ml_engines)
     """A shop that loaded orders and order lines and no purchase events (the usual start): both
     models learn from the paid order lines, and say so; with neither, the message says what to
     load. (The generated purchase events are the paid order lines, so the features agree.)"""
-    from ml import purchases
     from ml import recommend as rc
 
     config = rp.load_config()
@@ -273,7 +325,7 @@ def test_orders_without_purchase_events_train_both_models_and_say_so(ml_engines)
         try:
             with wh.connect() as conn:
                 wh.execute(conn, "delete from marts.fct_behaviors where event_type = 'purchase'")
-            target.dbt("run", "--select", "ml_purchases ml_repurchase_features")
+            target.dbt("run", "--select", "ml_purchases ml_reference_date ml_repurchase_features")
             used = purchases.source(wh)
             assert used.name == "orders" and used.lines > 1000
             after = _features(wh)
@@ -288,14 +340,16 @@ def test_orders_without_purchase_events_train_both_models_and_say_so(ml_engines)
             assert "paid order lines" in rc.train(wh, activate=False).source
             with wh.connect() as conn:
                 wh.execute(conn, "delete from marts.fct_order_items")
-            target.dbt("run", "--select", "ml_purchases ml_repurchase_features")
-            nothing = "no purchases to learn from: marts.fct_behaviors has no 'purchase' events"
+            target.dbt("run", "--select", "ml_purchases ml_reference_date ml_repurchase_features")
+            nothing = (f"no purchases to learn from on or before the as-of date {AS_OF}: "
+                       "marts.fct_behaviors has no 'purchase' events")
             with pytest.raises(purchases.EmptyPurchases, match=nothing):
                 rp.train(wh, config)
             with pytest.raises(purchases.EmptyPurchases):
                 rc.train(wh)
         finally:
-            target.dbt("run", "--select", "fct_behaviors fct_order_items ml_purchases ml_repurchase_features")
+            target.dbt("run", "--select",
+                       "fct_behaviors fct_order_items ml_purchases ml_reference_date ml_repurchase_features")
 
 
 @pytest.mark.slow

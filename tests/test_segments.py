@@ -518,7 +518,8 @@ def _problems(tmp_path: Path, text: str, name: str = "bad") -> list[str]:
      "from 1 to 4"),
     ("where:\n  recommended: {task: shanghai_beauty_pick, pool: skincare}\n",
      "bad.yml:3: where.recommended.task: unknown recommendation task 'shanghai_beauty_pick' (did you "
-     "mean 'shanghai_beauty_picks'?); the tasks are in ml/recommend.yml"),
+     "mean 'shanghai_beauty_picks'?); the tasks are in ml/recommend.yml (a removed task takes the "
+     "conditions that read it along: remove this condition, or this audience)"),
     ("where:\n  recommended: {task: shanghai_beauty_picks, pool: skincare}\n",
      "bad.yml:3: where.recommended.pool: unknown product pool 'skincare' (did you mean "
      "'skincare_only'?); the pools are ml/pools/<name>.yml"),

@@ -12,8 +12,7 @@
     {#- dbt parses SQL before it reads properties files: the defaults then, the config at run time -#}
     {%- if not execute -%}
         {%- do return({'purchase_type': 'purchase', 'purchase_source': 'auto', 'horizon_days': 30,
-                       'training_cutoffs': 3, 'cutoff_step_days': 30, 'lookback_days': 365,
-                       'as_of': none}) -%}
+                       'training_cutoffs': 3, 'cutoff_step_days': 30, 'lookback_days': 365}) -%}
     {%- endif -%}
     {%- set origin = none -%}
     {%- if from_features -%}
@@ -53,9 +52,10 @@
     {%- if lookback is not number or lookback != (lookback | int) or lookback < 30 -%}
         {{ repurchase_fail("lookback_days must be a whole number of days >= 30, not " ~ lookback, origin) }}
     {%- endif -%}
-    {%- set as_of = cfg.get('as_of') -%}
-    {%- if as_of is not none and not modules.re.match('^\d{4}-\d{2}-\d{2}$', as_of | string) -%}
-        {{ repurchase_fail("as_of must be a date (YYYY-MM-DD) or left out for the latest purchase, not " ~ as_of, origin) }}
+    {%- if 'as_of' in cfg -%}
+        {{ repurchase_fail("as_of is gone: a run has one as-of date, the --as-of of oa build and oa nightly "
+                           ~ "(the dbt var as_of), and both models take T, the day of the latest purchase "
+                           ~ "on or before it (marts.ml_reference_date); remove as_of here", origin) }}
     {%- endif -%}
     {%- set purchase_type = cfg.get('purchase_type', 'purchase') -%}
     {#- it goes into SQL as a literal: a behaviour type's code, nothing else -#}
@@ -68,6 +68,5 @@
     {%- endif -%}
     {%- do return({'purchase_type': purchase_type, 'purchase_source': source, 'horizon_days': horizon | int,
                    'training_cutoffs': cutoffs | int, 'cutoff_step_days': step | int,
-                   'lookback_days': lookback | int,
-                   'as_of': as_of}) -%}
+                   'lookback_days': lookback | int}) -%}
 {%- endmacro %}

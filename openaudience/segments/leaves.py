@@ -311,7 +311,8 @@ class RecommendedLeaf(Leaf):
         if self.task not in env.recommend_tasks:
             report((*loc, "task"), f"unknown recommendation task {self.task!r}"
                                    f"{suggest(self.task, env.recommend_tasks)}; the tasks are in "
-                                   "ml/recommend.yml")
+                                   "ml/recommend.yml (a removed task takes the conditions that read it "
+                                   "along: remove this condition, or this audience)")
         if self.pool is not None and self.pool not in env.pools:
             report((*loc, "pool"), f"unknown product pool {self.pool!r}{suggest(self.pool, env.pools)}"
                                    f"; the pools are ml/pools/<name>.yml")

@@ -26,9 +26,10 @@ CONSUMABLES = {"coffee": 21, "pet_food": 30, "skincare": 45, "razor": 60}  # cat
 DURABLES = ("electronics", "furniture", "luggage")
 SEASONAL = ("gifts", "festival")
 CHANNELS = ("app", "web", "mini_program", "store")
+END = dt.date(2026, 6, 30)  # the last day of the data
 
 
-def generate(folder: Path, people: int = 12_000, days: int = 730, end: dt.date = dt.date(2026, 6, 30),
+def generate(folder: Path, people: int = 12_000, days: int = 730, end: dt.date = END,
              seed: int = 3) -> dict[str, Path]:
     """Write customers.csv, products.csv, orders.csv and order_items.csv into `folder`."""
     rng = np.random.default_rng(seed)

@@ -5,7 +5,10 @@
     the behaviour events when there is any, the paid order lines otherwise. A shop that loads
     orders and order lines and no behaviour stream (the usual start) thus gets models; one whose
     behaviour stream carries its purchases keeps reading them. `source` says which one a row
-    came from, and the models print it. -#}
+    came from, and the models print it.
+
+    Only purchases on or before the run's as-of date (the as_of var, or today) are read: what
+    came after it does not exist for this run, so both models see the same past. -#}
 {%- set cfg = repurchase_config(from_features=true) -%}
 with events as (
     select
@@ -19,6 +22,7 @@ with events as (
         'behaviors' as source
     from {{ ref('fct_behaviors') }}
     where event_type = '{{ cfg.purchase_type }}' and one_id is not null
+        and behavior_date <= {{ as_of_date() }}
 ),
 
 orders as (
@@ -32,7 +36,7 @@ orders as (
         amount,
         'orders' as source
     from {{ ref('fct_order_items') }}
-    where is_paid and one_id is not null
+    where is_paid and one_id is not null and ordered_date <= {{ as_of_date() }}
 )
 
 {% if cfg.purchase_source in ('auto', 'behaviors') %}

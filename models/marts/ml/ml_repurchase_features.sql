@@ -1,7 +1,7 @@
 {#- Repurchase features as of a set of cutoff dates, one row per (cutoff, predictable user).
 
-    T is the as-of date: meta.repurchase.as_of, or the day of the latest purchase (the manual's
-    reference date). The cutoffs: T itself (role 'score', no label), T - N ('validate'), and
+    T is the day of the latest purchase on or before the run's as-of date (the manual's reference
+    date; marts.ml_reference_date, which recommendation reads too). The cutoffs: T itself (role 'score', no label), T - N ('validate'), and
     training_cutoffs 'train' ones from T - 2N back, cutoff_step_days apart (T - 2N, T - 2N - step,
     ...; the step defaults to N). A row's label is a purchase in (cutoff, cutoff + N], so every
     training label ends on or before the validation cutoff and
@@ -42,11 +42,7 @@ purchases as (
 ),
 
 reference as (
-    {%- if cfg.as_of %}
-    select cast('{{ cfg.as_of }}' as date) as t  -- one row, whatever the purchases
-    {%- else %}
-    select max(purchase_date) as t from purchases
-    {%- endif %}
+    select reference_date as t from {{ ref('ml_reference_date') }}
 ),
 
 steps as (

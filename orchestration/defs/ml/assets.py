@@ -101,9 +101,10 @@ def repurchase_scores_metadata(scoring) -> dict[str, dg.MetadataValue]:
 
 
 PURCHASES = dg.AssetKey(["marts", "ml_purchases"])
+REFERENCE = dg.AssetKey(["marts", "ml_reference_date"])  # T, the date the models are as of
 
 
-@dg.asset(key=["ml", "recommend_model"], deps=[PURCHASES, dg.AssetKey(["marts", "product_tags"])],
+@dg.asset(key=["ml", "recommend_model"], deps=[PURCHASES, REFERENCE, dg.AssetKey(["marts", "product_tags"])],
           group_name="ml",
           description="A new recommendation model version: popularity, item-item cosine, EASE and "
                       "recency-weighted EASE tuned on an earlier time split, chosen, judged against the "
