@@ -34,9 +34,10 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-load
 # PYTHONDONTWRITEBYTECODE set, each of them would compile it again (up-to-date files are skipped).
 COMPILE := $(BIN)/python -m compileall -q -j 0 openaudience orchestration connectors ml tests >/dev/null
 
+# the 40 slowest steps (setup and call apart) close the output: where the next minute is
 test: lint
 	$(COMPILE)
-	$(PYTEST)
+	$(PYTEST) --durations=40
 
 # The edit loop: everything but the tests that build the dbt project (`-m slow`), in about 2 minutes.
 test-fast: lint

@@ -91,6 +91,8 @@ class PostgresCluster:
             "max_connections = 50",
             "timezone = 'UTC'",
         ]
+        if os.environ.get("OA_TEST_PG_SLOW_MS"):  # statements slower than this go to server.log
+            conf.append(f"log_min_duration_statement = {int(os.environ['OA_TEST_PG_SLOW_MS'])}")
         with open(data / "postgresql.conf", "a") as fh:
             fh.write("\n".join(conf) + "\n")
         subprocess.run(self._cmd("pg_ctl", "-D", str(data), "-l", str(self.root / "server.log"),
