@@ -297,8 +297,8 @@ def test_the_demo_recommendation_example_leaves_the_project_as_one_unit(tmp_path
     destinations, journeys, and the recommendation settings with no tasks)."""
     import shutil
 
-    from openaudience.core.yaml_files import FileErrors
     from openaudience.core.settings import PROJECT_ROOT
+    from openaudience.core.yaml_files import FileErrors
     from openaudience.delivery.source import load_destinations
     from openaudience.journeys.source import load_journeys
     from openaudience.segments.source import Catalog
