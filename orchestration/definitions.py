@@ -42,11 +42,12 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
 
 def build_definitions() -> dg.Definitions:
     """Raw tables, dbt models (and the daily AIPL partitions), the nightly job, audiences,
-    deliveries, models, journeys, the automation sensor, and the resources."""
+    deliveries, models, journeys, events, the automation sensor, and the resources."""
     from openaudience.core.settings import load_settings
     from orchestration.defs.audiences.assets import audience_definitions
     from orchestration.defs.dbt.assets import dbt_definitions
     from orchestration.defs.deliveries.assets import delivery_definitions
+    from orchestration.defs.events.assets import event_definitions
     from orchestration.defs.journeys.assets import journey_definitions
     from orchestration.defs.ml.assets import ml_definitions
     from orchestration.defs.nightly.jobs import nightly_definitions
@@ -66,7 +67,7 @@ def build_definitions() -> dg.Definitions:
         resources={"dbt": dbt_resource(), "warehouse": warehouse_resource()},
     )
     return dg.Definitions.merge(core, audience_definitions(), delivery_definitions(), ml_definitions(),
-                                journey_definitions())
+                                journey_definitions(), event_definitions())
 
 
 @dg.definitions

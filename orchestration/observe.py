@@ -1,7 +1,7 @@
 """What a command did, in the Dagster instance, so the UI shows it.
 
 Commands that change state outside a Dagster run (`oa load`, `oa audience build`, `oa deliver`,
-`oa ml train|score|recommend`, `oa journey start|tick|pause|resume|stop`)
+`oa ml train|score|recommend`, `oa journey start|tick|pause|resume|stop`, `oa events ingest`)
 report asset materializations to the instance in DAGSTER_HOME (default
 `OA_HOME/dagster`), with the same metadata a Dagster run of the asset records: the raw table's
 rows after a load, an audience's version and size, a delivery's funnel. The UI's asset pages then
@@ -165,5 +165,18 @@ def report_aipl_days(first: dt.date, last: dt.date, warn: Callable[[str], None] 
                 "rows_in_days": dg.MetadataValue.int(int(rows.get(key, 0))),
                 "days": dg.MetadataValue.text(f"{first} to {last}"),
             })
+
+    return _report(events, warn)
+
+
+def report_events_ingest(done, warn: Callable[[str], None] | None = None) -> int:
+    """A materialization of events/events for an `oa events ingest` that moved something."""
+    import dagster as dg
+
+    from orchestration.defs.events.assets import EVENTS, ingest_metadata
+
+    def events():
+        if done.events or done.identities:
+            yield dg.AssetMaterialization(asset_key=EVENTS, metadata={**SOURCE, **ingest_metadata(done)})
 
     return _report(events, warn)

@@ -18,6 +18,7 @@ from connectors.identifiers import RegistryError
 from openaudience.cli import aipl, audience, bench, demo, load, pipeline, report
 from openaudience.cli.common import err
 from openaudience.cli.deliver import deliver_app, suppress_app
+from openaudience.cli.events import events_app
 from openaudience.cli.journey import journey_app
 from openaudience.cli.ml import ml_app
 from openaudience.core.errors import UserError, ValidationFailed
@@ -34,6 +35,7 @@ app.add_typer(deliver_app, name="deliver")
 app.add_typer(suppress_app, name="suppress")
 app.add_typer(ml_app, name="ml")
 app.add_typer(journey_app, name="journey")
+app.add_typer(events_app, name="events")
 
 
 def main() -> None:

@@ -77,3 +77,16 @@ def bench_journeys(
     from openaudience.bench.journeys import bench_journeys as run
 
     run(console=console, send=sends)
+
+
+@bench_app.command("events")
+def bench_events(
+    rate: Annotated[int, typer.Option(min=1, help="Events offered per second.")] = 5000,
+    batch: Annotated[int, typer.Option(min=1, max=100, help="Events per request.")] = 10,
+    seconds: Annotated[float, typer.Option(min=1, help="How long to offer them.")] = 30.0,
+) -> None:
+    """Sustained ingest through the collector: events stored per second and the answer latency
+    (p50/p95/p99) at an offered rate, and that the log holds exactly what was answered."""
+    from openaudience.bench.events import bench_events as run
+
+    run(console=console, rate=rate, batch=batch, seconds=seconds)

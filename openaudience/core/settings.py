@@ -81,6 +81,8 @@ class Settings:
     """Journeys that may run at once (spec §1: 10); more started ones wait as `pending`."""
     journey_detail_days: int = 7
     """Days the per-person journey state of a finished cycle is kept (spec §5.4: 7 days)."""
+    events_max_bytes: int = 1_048_576
+    """The largest request body the event collector reads (a batch is at most 100 messages)."""
 
     @property
     def snapshot_path(self) -> Path:
@@ -142,6 +144,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                          "journeys that may run at once; more started ones wait as pending")
     detail_days = _whole(env, "OA_JOURNEY_DETAIL_DAYS", 7, 1, 3650,
                          "days a finished cycle keeps its per-person state")
+    events_max_bytes = _whole(env, "OA_EVENTS_MAX_BYTES", 1_048_576, 1024, 16 * 1_048_576,
+                              "bytes: the largest request body the event collector reads")
     return Settings(
         target=target,
         home=home,
@@ -155,6 +159,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         read_snapshot=_switch(env, "OA_READ_SNAPSHOT", True),
         journey_max_running=journey_max,
         journey_detail_days=detail_days,
+        events_max_bytes=events_max_bytes,
     )
 
 

@@ -95,9 +95,15 @@ def _journeys(wh, conn) -> None:
     _create_missing(wh, conn, op.JOURNEY_TABLES)
 
 
+def _events(wh, conn) -> None:
+    """Real-time events: the events and identity messages the collector took, and the log offset."""
+    _create_missing(wh, conn, op.EVENT_TABLES)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the raw contracts and the operational tables of release 0.1", _baseline),
     Migration(2, "journeys: the state of automated marketing journeys", _journeys),
+    Migration(3, "events: real-time events and identity messages", _events),
 )
 LATEST = MIGRATIONS[-1].version
 

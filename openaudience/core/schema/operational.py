@@ -203,12 +203,35 @@ JOURNEY_NODE_COUNTS = Table(JOURNEY_SCHEMA, "journey_node_counts", _cols(
     "per finished cycle, how many people reached each node and left by each branch: what reports read "
     "once the per-person rows are gone")
 
+# -- real-time events -----------------------------------------------------------------------------
+EVENTS_SCHEMA = "events"
+EVENTS = Table(EVENTS_SCHEMA, "events", _cols(
+    "event_id text not null, channel text not null, event_code text not null, customer_id text not null, "
+    "customer_id_type text not null, occurred_at timestamp not null, attributes text, organization_id text, "
+    "received_at timestamp not null, ingested_at timestamp not null"),
+    "every behaviour event the collector accepted (events/*.yml defines them), once each: its channel "
+    "(app_key), code, the reporter's customerId, when it happened and its attributes (JSON)",
+    primary_key=("event_id",),
+    indexes=(Index("events_code_time", ("event_code", "occurred_at")),
+             Index("events_customer", ("customer_id_type", "customer_id"))))
+EVENT_IDENTITIES = Table(EVENTS_SCHEMA, "identity_links", _cols(
+    "message_id text not null, channel text not null, customer_id_type text not null, "
+    "customer_id text not null, id_type text not null, id_value text not null, "
+    "received_at timestamp not null, ingested_at timestamp not null"),
+    "the ids each identity message links to the reporter's customerId (idMapping mapped to our id types), "
+    "one row per id, which the identity graph reads",
+    primary_key=("message_id", "id_type", "id_value"))
+EVENT_LOG_OFFSETS = Table(EVENTS_SCHEMA, "event_log_offsets", _cols(
+    "log text not null, segment text not null, byte_offset integer not null, updated_at timestamp not null"),
+    "where the next `oa events ingest` goes on reading the event log", primary_key=("log",))
+EVENT_TABLES = (EVENTS, EVENT_IDENTITIES, EVENT_LOG_OFFSETS)
+
 TABLES: tuple[Table, ...] = (
     QUARANTINE, LOAD_HISTORY, AUDIENCE_VERSIONS, AUDIENCE_MEMBERS, AUDIENCE_UPLOADS,
     DELIVERY_RUNS, DELIVERY_LOG, DELIVERY_STATE, DELIVERY_DEAD_LETTERS, SUPPRESSION_LIST,
     DELIVERY_RECEIPTS, RECEIPT_SPOOL_OFFSETS, MODEL_VERSIONS, REPURCHASE_SCORES, RECOMMENDATIONS,
     POOL_ITEMS, JOURNEYS, JOURNEY_CYCLES, JOURNEY_POSITIONS, JOURNEY_ENTRIES, JOURNEY_ACTIONS,
-    JOURNEY_NODE_COUNTS,
+    JOURNEY_NODE_COUNTS, EVENTS, EVENT_IDENTITIES, EVENT_LOG_OFFSETS,
 )
 JOURNEY_TABLES = (JOURNEYS, JOURNEY_CYCLES, JOURNEY_POSITIONS, JOURNEY_ENTRIES, JOURNEY_ACTIONS,
                   JOURNEY_NODE_COUNTS)

@@ -1,0 +1,135 @@
+"""The event log into the warehouse: `oa events ingest`.
+
+Reads the log from where the last ingest stopped (events.event_log_offsets), a chunk of lines at
+a time, and writes each chunk's behaviour events into events.events and its identity messages
+into events.identity_links, in the same transaction as the new offset: a crash between chunks
+repeats nothing and skips nothing. An id the table already holds is not written again, so an
+ingest that ran on a copy of the log, or a log line written twice, still gives one row.
+
+The collector keeps writing while this runs (it needs no warehouse): ingest reads complete
+lines only, and the next run takes what arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from openaudience.core.schema import operational as op
+from openaudience.core.warehouse import Warehouse
+from openaudience.events.log import log_dir, read
+
+CHUNK_LINES = 20_000
+LOG_NAME = "events"   # the one log of an OA_HOME (the offsets table has room for more)
+log = logging.getLogger("oa.events")
+_STAGE = "oa_event_stage"
+
+
+@dataclass
+class Ingested:
+    events: int = 0
+    identities: int = 0
+    already: int = 0         # lines whose record the warehouse held before
+    unreadable: int = 0      # lines that are no record (reported, skipped)
+    segment: str = ""
+    offset: int = 0
+
+
+def _ts(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).replace(tzinfo=None)
+
+
+def ingest(wh: Warehouse, home: Path, progress=None, chunk_lines: int = CHUNK_LINES) -> Ingested:
+    folder = log_dir(home)
+    out = Ingested()
+    with wh.session() as conn:
+        with wh.transaction(conn):
+            wh.ensure_schema(conn)
+        rows = wh.execute(conn, f"select segment, byte_offset from {op.EVENT_LOG_OFFSETS.relation} "
+                                "where log = %s", [LOG_NAME])
+        segment, offset = (rows[0][0], int(rows[0][1])) if rows else ("", 0)
+        while True:
+            lines, next_segment, next_offset = read(folder, segment, offset, chunk_lines)
+            if not lines and (next_segment, next_offset) == (segment, offset):
+                break
+            events, identities = _records(lines, out)
+            with wh.transaction(conn):
+                new_events = _insert(wh, conn, op.EVENTS, events, ("event_id",))
+                out.events += new_events
+                out.already += len(events["event_id"]) - new_events
+                out.identities += _insert(wh, conn, op.EVENT_IDENTITIES, identities,
+                                          ("message_id", "id_type", "id_value"))
+                wh.execute(conn, f"delete from {op.EVENT_LOG_OFFSETS.relation} where log = %s", [LOG_NAME])
+                wh.execute(conn, f"insert into {op.EVENT_LOG_OFFSETS.relation} (log, segment, byte_offset, "
+                                 "updated_at) values (%s, %s, %s, %s)",
+                           [LOG_NAME, next_segment, next_offset,
+                            dt.datetime.now(dt.UTC).replace(tzinfo=None)])
+            segment, offset = next_segment, next_offset
+            if progress:
+                progress(out)
+    out.segment, out.offset = segment, offset
+    return out
+
+
+def _records(lines: list[bytes], out: Ingested) -> tuple[dict[str, list], dict[str, list]]:
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    ev = {c: [] for c in op.EVENTS.column_names}
+    ids = {c: [] for c in op.EVENT_IDENTITIES.column_names}
+    for line in lines:
+        try:
+            r = json.loads(line)
+            received = _ts(int(r["received"]))
+            if r["kind"] == "event":
+                for c, v in (("event_id", r["id"]), ("channel", r["source"]), ("event_code", r["code"]),
+                             ("customer_id", r["customer_id"]), ("customer_id_type", r["customer_id_type"]),
+                             ("occurred_at", _ts(int(r["at"]))),
+                             ("attributes", json.dumps(r.get("attrs") or {}, ensure_ascii=False,
+                                                       sort_keys=True)),
+                             ("organization_id", r.get("org")), ("received_at", received),
+                             ("ingested_at", now)):
+                    ev[c].append(v)
+            elif r["kind"] == "identity":
+                for id_type, id_value in r["ids"]:
+                    for c, v in (("message_id", r["id"]), ("channel", r["source"]),
+                                 ("customer_id_type", r["customer_id_type"]),
+                                 ("customer_id", r["customer_id"]),
+                                 ("id_type", id_type), ("id_value", id_value), ("received_at", received),
+                                 ("ingested_at", now)):
+                        ids[c].append(v)
+            else:
+                raise ValueError(f"unknown kind {r['kind']!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            out.unreadable += 1
+            log.warning("an event log line is no record (%s); skipped: %r", exc, line[:200])
+    return ev, ids
+
+
+def _arrow(table: op.Table, cols: dict[str, list]) -> pa.Table:
+    kinds = {c.name: c.type for c in table.columns}
+    types = {"text": pa.string(), "timestamp": pa.timestamp("us"), "integer": pa.int64()}
+    return pa.table({name: pa.array(values, types[kinds[name]]) for name, values in cols.items()})
+
+
+def _insert(wh: Warehouse, conn, table: op.Table, cols: dict[str, list], key: tuple[str, ...]) -> int:
+    """The rows whose key the table does not hold yet; how many were new. (Names come from the
+    table declarations, never from a record.)"""
+    first = next(iter(cols.values()))
+    if not first:
+        return 0
+    data = _arrow(table, cols)
+    names = ", ".join(table.column_names)
+    wh.execute(conn, f"drop table if exists {_STAGE}")
+    wh.execute(conn, f"create temporary table {_STAGE} as select {names} from {table.relation} where 1 = 0")
+    wh.insert_arrow(conn, _STAGE, data)
+    match = " and ".join(f"t.{k} = s.{k}" for k in key)
+    picked = ", ".join("s." + c for c in table.column_names)
+    new = wh.execute(conn, f"insert into {table.relation} ({names}) select {picked} from {_STAGE} s "
+                           f"where not exists (select 1 from {table.relation} t where {match}) "
+                           f"returning {key[0]}")
+    wh.execute(conn, f"drop table {_STAGE}")
+    return len(new)

@@ -1,0 +1,56 @@
+"""Real-time events in Dagster: `events/events`, the events and identity messages the collector
+logged, moved into the warehouse (`oa events ingest`); the `events_ingest_sensor` runs it within a
+minute of the log growing. The collector itself (`oa events serve`) is a long-running process
+beside Dagster: it needs no warehouse, so it answers while a build holds the DuckDB file."""
+
+
+import json
+
+import dagster as dg
+
+from orchestration.resources import WarehouseResource
+
+EVENTS = dg.AssetKey(["events", "events"])
+
+
+def ingest_metadata(done) -> dict[str, dg.MetadataValue]:
+    """What an ingest moved (a Dagster run's, or `oa events ingest`'s reported to the instance)."""
+    return {"new_events": dg.MetadataValue.int(done.events),
+            "new_identity_links": dg.MetadataValue.int(done.identities),
+            "already_there": dg.MetadataValue.int(done.already),
+            "unreadable_lines": dg.MetadataValue.int(done.unreadable),
+            "log_position": dg.MetadataValue.text(f"{done.segment}:{done.offset}")}
+
+
+def event_definitions() -> dg.Definitions:
+    from openaudience.core.settings import load_settings
+    from openaudience.events.log import log_dir, segments
+
+    settings = load_settings()
+
+    @dg.asset(key=EVENTS, group_name="events",
+              description="Behaviour events and identity messages the collector took (events/*.yml "
+                          "defines them), each once: events.events and events.identity_links, moved "
+                          "from the event log (OA_HOME/events/log) from where the last ingest stopped.")
+    def events_table(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        from openaudience.events.ingest import ingest
+
+        done = ingest(warehouse.get(), settings.home,
+                      progress=lambda o: context.log.info(f"{o.events:,} events, {o.identities:,} identity "
+                                                          "links so far"))
+        return dg.MaterializeResult(metadata=ingest_metadata(done))
+
+    ingest_job = dg.define_asset_job("events_ingest", selection=[EVENTS],
+                                     description="Move the event log into the warehouse.")
+
+    @dg.sensor(name="events_ingest_sensor", job=ingest_job, minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Ingest events when the collector's log has grown.")
+    def events_ingest_sensor(context: dg.SensorEvaluationContext):
+        sizes = {p.name: p.stat().st_size for p in segments(log_dir(settings.home))}
+        if not sizes or json.dumps(sizes, sort_keys=True) == (context.cursor or ""):
+            return dg.SkipReason("the event log has not grown")
+        context.update_cursor(json.dumps(sizes, sort_keys=True))
+        return dg.RunRequest(run_key=f"events:{sum(sizes.values())}")
+
+    return dg.Definitions(assets=[events_table], jobs=[ingest_job], sensors=[events_ingest_sensor])
