@@ -1,8 +1,8 @@
 """Deliveries on both engines against real local peers: the webhook contract (signature, body,
 variables) at a real HTTP receiver, hashed file exports, diffs between versions, suppression and
 frequency caps, dry runs, the circuit breaker, dead letters and replay, and the fault test:
-100,000 members through a proxy that fails 20 % of requests, the sender killed mid-run and
-rerun, and the receiver acting on every member exactly once."""
+100,000 members (30,000 on PostgreSQL) through a proxy that fails 20 % of requests, the sender
+killed mid-run and rerun, and the receiver acting on every member exactly once."""
 
 from __future__ import annotations
 
@@ -418,7 +418,9 @@ def test_a_missing_secret_variable_is_a_clear_error(built_engines, delivered_aud
 
 
 # -- the fault test -------------------------------------------------------------------------------
-FAULT_MEMBERS = 100_000
+# 100,000 members on DuckDB; PostgreSQL runs the same SQL paths (plan, batches, flushes, resume)
+# on 30,000, which keeps the suite inside its budget
+FAULT_MEMBERS = {"duckdb": 100_000, "postgres": 30_000}
 
 
 @pytest.mark.slow
@@ -427,6 +429,7 @@ def test_faults_and_a_kill_mid_run_still_deliver_every_member_exactly_once(
         built_engines, tmp_path, engine):
     target = built_engines[engine]
     wh = target.warehouse
+    members = FAULT_MEMBERS[engine]
     _reset_delivery(wh)
     receiver = WebhookReceiver(secret=SECRET).start()
     proxy = FaultProxy(receiver.url, fault_rate=0.2, seed=11)
@@ -434,7 +437,7 @@ def test_faults_and_a_kill_mid_run_still_deliver_every_member_exactly_once(
                                              breaker_failures=50)
                                + "retries: {max_attempts: 12, initial_backoff_s: 0.05, max_backoff_s: 2}\n"},
                     {"bulk_people": SYNTHETIC.format(name="bulk_people")})
-    ids = [f"{i:06d}" for i in range(FAULT_MEMBERS)]
+    ids = [f"{i:06d}" for i in range(members)]
     _synthetic_version(wh, "bulk_people", "one_id", ids)
     env = {**target.env, "OA_TEST_WEBHOOK_URL": proxy.url, "OA_TEST_WEBHOOK_SECRET": SECRET,
            "PYTHONPATH": str(PROJECT_ROOT)}
@@ -442,14 +445,14 @@ def test_faults_and_a_kill_mid_run_still_deliver_every_member_exactly_once(
     first = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while len(receiver.state.accepted) < FAULT_MEMBERS * 0.3:
+    while len(receiver.state.accepted) < members * 0.3:
         assert first.poll() is None, first.communicate()
         assert time.monotonic() < deadline, "the first run made no progress"
         time.sleep(0.05)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     killed_at = len(receiver.state.accepted)
-    assert killed_at < FAULT_MEMBERS
+    assert killed_at < members
     second = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "succeeded" in second.stdout and "resumed" in second.stdout, second.stdout
@@ -457,7 +460,7 @@ def test_faults_and_a_kill_mid_run_still_deliver_every_member_exactly_once(
     proxy.stop()
     # every member acted on once, under one key each; the keys are the ones the log holds
     accepted = receiver.state.accepted
-    assert len(accepted) == FAULT_MEMBERS
+    assert len(accepted) == members
     assert {m["user_profile"]["target_id"] for m in accepted.values()} == set(ids)
     keys = {k for (k,) in wh.query(f"select idempotency_key from {store.LOG} where destination = 'bulk' "
                                    "and status = 'sent'")}
@@ -468,7 +471,7 @@ def test_faults_and_a_kill_mid_run_still_deliver_every_member_exactly_once(
     assert min(proxy.faults[f] for f in ("500", "429", "reset", "late")) > 0, proxy.faults
     assert sum(1 for n in receiver.state.seen.values() if n > 1) > 0
     [run] = [r for r in runs(wh, "bulk")]
-    assert run["status"] == "succeeded" and run["sent"] == FAULT_MEMBERS
+    assert run["status"] == "succeeded" and run["sent"] == members
 
 
 # -- receipts -----------------------------------------------------------------------------------
