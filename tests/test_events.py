@@ -484,6 +484,73 @@ def test_the_cli_ingests_and_dagster_does_the_same_when_the_log_grows(tmp_path, 
             instance=instance, resources={"warehouse": WarehouseResource()})
     log.close()
     assert result.success
-    [mat] = result.asset_materializations_for_node("events__events")
+    mat = next(e.materialization for e in result.get_asset_materialization_events()
+               if e.materialization.asset_key == dg.AssetKey(["events", "events"]))
     assert mat.metadata["new_events"].value == 3 and mat.metadata["already_there"].value == 0
     assert target.warehouse.query("select count(*) from events.events")[0][0] == 8
+
+
+# -- into the models: the next build sees them ----------------------------------------------------
+@pytest.fixture(scope="module")
+def event_engines(built_engines, pg_cluster, tmp_path_factory):
+    """This module's own copy of `built_engines` (its builds change fct_behaviors and identities)."""
+    from tests.conftest import WORKER, copy_engines
+
+    folder = tmp_path_factory.getbasetemp()
+    folder = (folder.parent if WORKER != "main" else folder) / "shared-built_engines"
+    info = {"logs": {engine: target.build_log for engine, target in built_engines.items()}}
+    return copy_engines("built_engines", folder, info, pg_cluster, tmp_path_factory, copy="events")
+
+
+EVENT_MODELS = ("stg_events__events stg_events__identity_links dim_event_types int_identity_links "
+                "int_identity_nodes int_identity_shared_ids int_identity_guarded_links "
+                "int_identity_components dim_identities fct_behaviors intermediate.users user_tags")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ("duckdb", "postgres"))
+def test_events_reach_behaviours_identities_and_audiences_at_the_next_build(event_engines, engine,
+                                                                           tmp_path):
+    """Events of a known member and of a member only the collector knows (with an identity
+    message giving their mobile): after the ingest and the build, both are behaviour rows of
+    their person, the new member's mobile is theirs, and an audience of the event finds them."""
+    import datetime as dt
+
+    from openaudience.events.ingest import ingest
+    from openaudience.segments.engine import MEMBERS, build
+    from openaudience.segments.source import Catalog, load_project
+
+    target = event_engines[engine]
+    wh = target.warehouse
+    [(member, one_id)] = wh.query("select id_value, one_id from marts.dim_identities "
+                                  "where id_type = 'member_id' order by id_value limit 1")
+    at = int(dt.datetime(2026, 6, 29, 10, tzinfo=dt.UTC).timestamp() * 1000)
+    registry = load_events()
+    log = EventLog.open(log_dir(target.settings.home))
+    mobile = [{"customerId": "+86 139 0000 0001", "idMapping": "mobile"}]
+    log.append(m.judge_events([_purchase(member, at, amount="88.80", item_id="P0042"),
+                               _purchase("new-member-1", at + 1000)], registry, "shop-app").records
+               + m.judge_identities([{"customerId": "new-member-1", "customerIdList": mobile}], registry,
+                                    "shop-app").records)
+    log.close()
+    assert ingest(wh, target.settings.home).events == 2
+    target.dbt("build", "--select", EVENT_MODELS)  # the models and their data tests
+    rows = wh.query("select one_id, channel, item_id, behavior_amount from marts.fct_behaviors "
+                    "where event_type = 'app_purchase' order by occurred_at")
+    assert len(rows) == 2
+    assert rows[0][0] == one_id and rows[0][1] == "app" and rows[0][2] == "P0042"
+    assert float(rows[0][3]) == 88.8
+    [(new_person,)] = wh.query("select one_id from marts.dim_identities where id_type = 'member_id' "
+                               "and id_value = 'new-member-1'")
+    assert rows[1][0] == new_person
+    assert wh.query("select one_id from marts.dim_identities where id_type = 'mobile' "
+                    "and id_value = '13900000001'") == [(new_person,)]
+    # an audience of the event, as an analytics engineer writes it
+    folder = tmp_path / "audiences"
+    folder.mkdir()
+    (folder / "app_buyers.yml").write_text(
+        "name: app_buyers\nid_type: one_id\nwhere:\n  behavior: {did: app_purchase, last_days: 7}\n")
+    project = load_project(folder, Catalog.from_project())
+    build(project, ["app_buyers"], dt.date(2026, 6, 29), wh=wh)
+    members = {r[0] for r in wh.query(f"select one_id from {MEMBERS} where audience = 'app_buyers'")}
+    assert members == {one_id, new_person}

@@ -52,6 +52,8 @@ COMMANDS: list[tuple[tuple[str, ...], bool]] = [
     (("ml", "pools"), True),
     (("ml", "score", "repurchase"), True),
     (("ml", "activate", "repurchase", "1"), True),
+    (("events", "ingest"), True),
+    (("events", "validate"), False),
 ]
 DBT_COMMANDS: list[tuple[str, ...]] = [
     ("build", "--as-of", "2026-06-29"),

@@ -145,8 +145,9 @@ def test_the_ui_shows_the_graph_a_cli_build_automation_partitions_and_stopped_se
             page.wait_for_timeout(2000)  # the toggles' states load after the names
             assert _toggles(page) == {
                 "audience_and_model_refresh": True, "deliveries_on_new_version": False,
-                "delivery_receipts_sensor": True, "journeys_due": True, "nightly_refresh_schedule": True,
-                "recommend_training_schedule": True, "repurchase_training_schedule": True}
+                "delivery_receipts_sensor": True, "events_ingest_sensor": True, "journeys_due": True,
+                "nightly_refresh_schedule": True, "recommend_training_schedule": True,
+                "repurchase_training_schedule": True}
             assert errors == [], errors
         finally:
             browser.close()

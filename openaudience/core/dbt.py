@@ -97,20 +97,25 @@ def holding_warehouse() -> Iterator[None]:
     """For a dbt run: on DuckDB, hold the warehouse's writer lock from before dbt opens the file
     until it is done (waiting with a message while another process holds it), so no reader or
     writer of ours slips in between; on PostgreSQL, refuse at once with our message when the
-    server cannot be reached, instead of dbt's error after its start-up."""
+    server cannot be reached, instead of dbt's error after its start-up. Either way the
+    operational tables are brought to this release first: dbt reads some of them as sources."""
     from openaudience.core import locks
     from openaudience.core.settings import load_settings
     from openaudience.core.warehouse import Warehouse
 
     settings = load_settings()
+
+    def ensure() -> None:  # the tables dbt's sources read exist (an earlier release's warehouse gains them)
+        wh = Warehouse(settings)
+        with wh.session() as conn, wh.transaction(conn):
+            wh.ensure_schema(conn)
+
     if settings.target != "duckdb":
-        with Warehouse(settings).session():
-            pass
+        ensure()
         yield
         return
     with locks.exclusive(settings.duckdb_path, settings.lock_wait, what="to build"):
-        with Warehouse(settings).session():  # and wait out a process that skips our lock file
-            pass
+        ensure()  # and wait out a process that skips our lock file
         yield
         locks.note_write()
 

@@ -50,6 +50,7 @@ def ingest(wh: Warehouse, home: Path, progress=None, chunk_lines: int = CHUNK_LI
     with wh.session() as conn:
         with wh.transaction(conn):
             wh.ensure_schema(conn)
+        _definitions(wh, conn, home)
         rows = wh.execute(conn, f"select segment, byte_offset from {op.EVENT_LOG_OFFSETS.relation} "
                                 "where log = %s", [LOG_NAME])
         segment, offset = (rows[0][0], int(rows[0][1])) if rows else ("", 0)
@@ -133,3 +134,27 @@ def _insert(wh: Warehouse, conn, table: op.Table, cols: dict[str, list], key: tu
                            f"returning {key[0]}")
     wh.execute(conn, f"drop table {_STAGE}")
     return len(new)
+
+
+def _definitions(wh: Warehouse, conn, home: Path) -> int:
+    """events.event_definitions as the collector last served them (OA_HOME/events/registry.json),
+    or as events/*.yml define them when no collector ran here: what dbt types the events by."""
+    from openaudience.events.source import load_events, read_applied
+
+    applied = read_applied(home) or load_events().as_json()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    channels = applied.get("channels", {})
+    rows = {c: [] for c in op.EVENT_DEFINITIONS.column_names}
+    for code, event in sorted(applied.get("events", {}).items()):
+        channel = channels.get(event["app_key"], {})
+        for c, v in (("event_code", code), ("name", event["name"]), ("channel", event["app_key"]),
+                     ("channel_name", channel.get("name", event["app_key"])),
+                     ("app_type", channel.get("app_type", "third_party")),
+                     ("attributes", json.dumps(event.get("attributes", {}), sort_keys=True)),
+                     ("updated_at", now)):
+            rows[c].append(v)
+    with wh.transaction(conn):
+        wh.execute(conn, f"delete from {op.EVENT_DEFINITIONS.relation}")
+        if rows["event_code"]:
+            wh.insert_arrow(conn, op.EVENT_DEFINITIONS.relation, _arrow(op.EVENT_DEFINITIONS, rows))
+    return len(rows["event_code"])

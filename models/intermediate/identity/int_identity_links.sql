@@ -1,5 +1,6 @@
-{#- Every pair of ids known to belong together, from the link table and from member records
-    (a member's mobile and e-mail), as undirected edges between node keys. -#}
+{#- Every pair of ids known to belong together, from the link table, from member records (a
+    member's mobile and e-mail) and from the identity messages of the event collector, as
+    undirected edges between node keys. -#}
 with links as (
     select * from {{ ref('stg_shop__identity_links') }}
     where is_usable
@@ -24,6 +25,13 @@ pairs as (
     select 'member_id', customer_id, 'email', email, 'member_profile', registered_at
     from customers
     where email is not null
+
+    union all
+
+    -- identity messages the event collector took (RecieveUserMessage)
+    select left_id_type, left_id, right_id_type, right_id, link_source, observed_at
+    from {{ ref('stg_events__identity_links') }}
+    where is_usable
 ),
 
 oriented as (

@@ -16,6 +16,14 @@ event_users as (
     group by user_id_type, user_id
 ),
 
+reporters as (
+    -- the people the event collector heard from, by the id their channel reports
+    select user_id_type, user_id, min(occurred_at) as first_seen_at
+    from {{ ref('stg_events__events') }}
+    where user_id is not null
+    group by user_id_type, user_id
+),
+
 keys as (
     select from_key as node_key, first_observed_at as seen_at from links
     union all
@@ -24,6 +32,8 @@ keys as (
     select {{ identity_key("'member_id'", 'customer_id') }}, registered_at from customers
     union all
     select {{ identity_key('user_id_type', 'user_id') }}, first_seen_at from event_users
+    union all
+    select {{ identity_key('user_id_type', 'user_id') }}, first_seen_at from reporters
 ),
 
 distinct_keys as (

@@ -1,7 +1,8 @@
 {#- One row per user, time, behaviour type, channel and object (attribute, value and item id;
     the manual's grain rule):
     events that share all five are summed. Users are one_ids, so a person's device and member
-    events land on the same person. -#}
+    events land on the same person. The shop's behaviour events and the events the collector
+    took (stg_events__events) meet here. -#}
 with events as (
     select * from {{ ref('stg_shop__behavior_events') }}
 ),
@@ -32,6 +33,22 @@ resolved as (
     from events as e
     inner join loaded_ids as i
         on i.user_id_type = e.user_id_type and i.user_id_as_loaded = e.user_id_as_loaded
+
+    union all
+
+    -- the events the collector took (events/*.yml), by the canonical id their channel reports
+    select
+        i.one_id,
+        r.occurred_at,
+        r.event_type,
+        r.channel,
+        r.object_attribute,
+        r.object_value,
+        r.item_id,
+        r.event_count,
+        r.amount
+    from {{ ref('stg_events__events') }} as r
+    inner join identities as i on i.id_type = r.user_id_type and i.id_value = r.user_id
 ),
 
 grained as (

@@ -224,14 +224,19 @@ EVENT_IDENTITIES = Table(EVENTS_SCHEMA, "identity_links", _cols(
 EVENT_LOG_OFFSETS = Table(EVENTS_SCHEMA, "event_log_offsets", _cols(
     "log text not null, segment text not null, byte_offset integer not null, updated_at timestamp not null"),
     "where the next `oa events ingest` goes on reading the event log", primary_key=("log",))
-EVENT_TABLES = (EVENTS, EVENT_IDENTITIES, EVENT_LOG_OFFSETS)
+EVENT_DEFINITIONS = Table(EVENTS_SCHEMA, "event_definitions", _cols(
+    "event_code text not null, name text not null, channel text not null, channel_name text not null, "
+    "app_type text not null, attributes text not null, updated_at timestamp not null"),
+    "the event definitions (events/*.yml) as the collector last served them: what dbt reads to type "
+    "and place the events", primary_key=("event_code",))
+EVENT_TABLES = (EVENTS, EVENT_IDENTITIES, EVENT_LOG_OFFSETS, EVENT_DEFINITIONS)
 
 TABLES: tuple[Table, ...] = (
     QUARANTINE, LOAD_HISTORY, AUDIENCE_VERSIONS, AUDIENCE_MEMBERS, AUDIENCE_UPLOADS,
     DELIVERY_RUNS, DELIVERY_LOG, DELIVERY_STATE, DELIVERY_DEAD_LETTERS, SUPPRESSION_LIST,
     DELIVERY_RECEIPTS, RECEIPT_SPOOL_OFFSETS, MODEL_VERSIONS, REPURCHASE_SCORES, RECOMMENDATIONS,
     POOL_ITEMS, JOURNEYS, JOURNEY_CYCLES, JOURNEY_POSITIONS, JOURNEY_ENTRIES, JOURNEY_ACTIONS,
-    JOURNEY_NODE_COUNTS, EVENTS, EVENT_IDENTITIES, EVENT_LOG_OFFSETS,
+    JOURNEY_NODE_COUNTS, EVENTS, EVENT_IDENTITIES, EVENT_LOG_OFFSETS, EVENT_DEFINITIONS,
 )
 JOURNEY_TABLES = (JOURNEYS, JOURNEY_CYCLES, JOURNEY_POSITIONS, JOURNEY_ENTRIES, JOURNEY_ACTIONS,
                   JOURNEY_NODE_COUNTS)

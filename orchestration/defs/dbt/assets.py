@@ -46,8 +46,9 @@ class OpenAudienceTranslator(DagsterDbtTranslator):
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "source":
-            # the delivery tables are written by the delivery assets, not loaded as raw files
-            schema = "delivery" if dbt_resource_props["source_name"] == "delivery" else RAW_SCHEMA
+            # the delivery and event tables are written by their assets, not loaded as raw files
+            source = dbt_resource_props["source_name"]
+            schema = source if source in ("delivery", "events") else RAW_SCHEMA
             return dg.AssetKey([schema, dbt_resource_props["name"]])
         return super().get_asset_key(dbt_resource_props)
 

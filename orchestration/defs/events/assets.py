@@ -11,6 +11,8 @@ import dagster as dg
 from orchestration.resources import WarehouseResource
 
 EVENTS = dg.AssetKey(["events", "events"])
+IDENTITY_LINKS = dg.AssetKey(["events", "identity_links"])
+DEFINITIONS = dg.AssetKey(["events", "event_definitions"])
 
 
 def ingest_metadata(done) -> dict[str, dg.MetadataValue]:
@@ -28,19 +30,28 @@ def event_definitions() -> dg.Definitions:
 
     settings = load_settings()
 
-    @dg.asset(key=EVENTS, group_name="events",
-              description="Behaviour events and identity messages the collector took (events/*.yml "
-                          "defines them), each once: events.events and events.identity_links, moved "
-                          "from the event log (OA_HOME/events/log) from where the last ingest stopped.")
-    def events_table(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    @dg.multi_asset(
+        name="events_ingest_tables", group_name="events",
+        specs=[dg.AssetSpec(EVENTS, group_name="events",
+                            description="Behaviour events the collector took (events/*.yml defines "
+                                        "them), each once, moved from the event log "
+                                        "(OA_HOME/events/log) from where the last ingest stopped."),
+               dg.AssetSpec(IDENTITY_LINKS, group_name="events",
+                            description="The ids each identity message links to its reporter."),
+               dg.AssetSpec(DEFINITIONS, group_name="events",
+                            description="The event definitions as the collector served them.")])
+    def events_tables(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         from openaudience.events.ingest import ingest
 
         done = ingest(warehouse.get(), settings.home,
                       progress=lambda o: context.log.info(f"{o.events:,} events, {o.identities:,} identity "
                                                           "links so far"))
-        return dg.MaterializeResult(metadata=ingest_metadata(done))
+        yield dg.MaterializeResult(asset_key=EVENTS, metadata=ingest_metadata(done))
+        yield dg.MaterializeResult(asset_key=IDENTITY_LINKS,
+                                   metadata={"new_identity_links": dg.MetadataValue.int(done.identities)})
+        yield dg.MaterializeResult(asset_key=DEFINITIONS)
 
-    ingest_job = dg.define_asset_job("events_ingest", selection=[EVENTS],
+    ingest_job = dg.define_asset_job("events_ingest", selection=[EVENTS, IDENTITY_LINKS, DEFINITIONS],
                                      description="Move the event log into the warehouse.")
 
     @dg.sensor(name="events_ingest_sensor", job=ingest_job, minimum_interval_seconds=60,
@@ -53,4 +64,4 @@ def event_definitions() -> dg.Definitions:
         context.update_cursor(json.dumps(sizes, sort_keys=True))
         return dg.RunRequest(run_key=f"events:{sum(sizes.values())}")
 
-    return dg.Definitions(assets=[events_table], jobs=[ingest_job], sensors=[events_ingest_sensor])
+    return dg.Definitions(assets=[events_tables], jobs=[ingest_job], sensors=[events_ingest_sensor])
