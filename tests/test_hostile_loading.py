@@ -305,7 +305,8 @@ def _staging_sql(table: str) -> str:
     """The staging model reading raw `table`, with a staging macro it calls expanded."""
     for path in sorted((PROJECT_ROOT / "models" / "staging").rglob("*.sql")):
         text = path.read_text()
-        if re.search(rf"source\(\s*'\w+'\s*,\s*'{table}'\s*\)", text):
+        # a raw source: not the tables the delivery engine and the event ingest write
+        if re.search(rf"source\(\s*'(?!delivery'|events')\w+'\s*,\s*'{table}'\s*\)", text):
             return text
         call = re.search(rf"\{{\{{\s*(\w+)\(\s*'{table}'\s*,\s*'(\w+)'\s*\)\s*\}}\}}", text)
         if call:
