@@ -554,3 +554,41 @@ def test_events_reach_behaviours_identities_and_audiences_at_the_next_build(even
     build(project, ["app_buyers"], dt.date(2026, 6, 29), wh=wh)
     members = {r[0] for r in wh.query(f"select one_id from {MEMBERS} where audience = 'app_buyers'")}
     assert members == {one_id, new_person}
+
+
+def test_a_log_that_cannot_be_written_answers_503_and_stores_nothing(tmp_path):
+    """The event log's file fails under the collector (here its descriptor is gone, as a full or
+    failed disk fails a write): the request is answered 503, not success, and nothing counts."""
+    import asyncio
+
+    from openaudience.events.collector import Collector
+
+    log = EventLog.open(tmp_path)
+    app = Collector(load_events(), {"shop-app": KEY}, log, 1_048_576)
+    body = json.dumps({"eventMessageModelListStr": json.dumps([_purchase("m1")])}).encode()
+    headers = [(k.lower().encode(), v.encode()) for k, v in signed_headers(KEY, "shop-app", body).items()]
+    headers.append((b"content-length", str(len(body)).encode()))
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    async def run():
+        await app._start()
+        try:
+            scope = {"type": "http", "path": "/events", "method": "POST", "headers": headers}
+            await app(scope, receive, send)
+        finally:
+            await app._stop()
+
+    os.close(log._fd)  # every write from now on fails with an OSError
+    asyncio.run(run())
+    assert sent[0]["status"] == 503
+    answer = json.loads(sent[1]["body"])
+    assert answer["success"] is False and answer["errorCode"] == m.UNAVAILABLE
+    assert log.records == 0 and "h:" not in "".join(p.read_text() for p in segments(tmp_path))
+    log._fd = None
+    log.close()

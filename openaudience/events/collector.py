@@ -206,7 +206,10 @@ class Collector:
             return self._refused(400, code, str(exc))
         judge = m.judge_events if kind == "events" else m.judge_identities
         judged = judge(items, self.registry, app_key)
-        stored = await self.store(judged.records) if judged.records else None
+        try:
+            stored = await self.store(judged.records) if judged.records else None
+        except OSError:  # the writer logged why (a full disk, an I/O error); nothing was stored
+            return self._refused(503, m.UNAVAILABLE, "the event log cannot be written now; retry later")
         accepted = stored.stored if stored else 0
         duplicates = stored.duplicates if stored else 0
         c = self.counters
