@@ -259,3 +259,16 @@ def test_dbt_refuses_rules_changed_since_the_last_compile(tmp_path):
                           timeout=300)
     assert done.returncode != 0
     assert "AIPL rules changed in models/marts/aipl/_aipl__models.yml; run `oa aipl compile`" in done.stdout
+
+
+def test_an_event_code_of_events_is_a_behaviour_type_of_the_rules(tmp_path):
+    """The codes of events/*.yml are behaviour types in AIPL rules as in audiences: awareness can
+    be an app login the collector took; a code no file defines is still unknown."""
+    root = _project(tmp_path, _model("m", awareness="{behavior: {did: h5_login, last_days: 7}}"))
+    shutil.copytree(PROJECT_ROOT / "events", root / "events")
+    rules = load_rules(root)
+    c = compile_model(rules.rules.models[0], *_types(root), "duckdb")
+    assert ("\"event_type\" = 'h5_login'", 7) in c.behaviors
+    shutil.rmtree(root / "events")
+    with pytest.raises(AiplErrors, match="unknown behaviour type 'h5_login'"):
+        load_rules(root)

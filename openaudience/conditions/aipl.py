@@ -31,6 +31,7 @@ from openaudience.conditions.files import reporter, validate_rewritten
 from openaudience.conditions.leaves import BehaviorLeaf, Strict
 from openaudience.conditions.sql import col, to_sql
 from openaudience.conditions.tree import ConditionNode, check_condition, compile_condition, condition_model
+from openaudience.core.event_codes import event_codes
 from openaudience.core.settings import PROJECT_ROOT
 from openaudience.core.yaml_files import FileErrors, Problem, field_of, read_yaml
 
@@ -98,7 +99,8 @@ class _Env:
         return cls(tags={**ids, **{r["tag_name"]: r["tag_type"] for r in tags}},
                    delimiters={r["tag_name"]: r["delimiter"] for r in tags
                                if r["tag_type"] == "multi_value" and r["delimiter"]},
-                   event_types={r["event_type"] for r in rows("dim_behavior_types.csv")},
+                   event_types=({r["event_type"] for r in rows("dim_behavior_types.csv")}
+                                | event_codes(root / "events")),
                    channels={r["channel"] for r in rows("dim_channels.csv")})
 
 

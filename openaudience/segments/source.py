@@ -15,6 +15,7 @@ from typing import Any
 
 from openaudience.conditions import check_condition, modernize, reporter, validate_rewritten
 from openaudience.core.errors import UserError
+from openaudience.core.event_codes import event_codes
 from openaudience.core.settings import PROJECT_ROOT
 from openaudience.core.yaml_files import (
     FileErrors,
@@ -67,7 +68,7 @@ class Catalog:
             delimiters={r["tag_name"]: r["delimiter"] for r in rows("tag_catalogue.csv")
                         if r["tag_type"] == "multi_value" and r["delimiter"]},
             event_types=({r["event_type"] for r in rows("dim_behavior_types.csv")}
-                         | _event_codes(root / "events")),
+                         | event_codes(root / "events")),
             channels={r["channel"] for r in rows("dim_channels.csv")},
             # a metric's scores are 1 to its number of breakpoints (macros/rfm/rfm_model.sql)
             rfm_models={m["name"]: {k: len(m["config"]["meta"]["rfm"][metric]) for k, metric in
@@ -79,22 +80,6 @@ class Catalog:
             recommend_tasks=_task_names(root / "ml" / "recommend.yml"),
             pools={p.stem for p in (root / "ml" / "pools").glob("*.yml")},
         )
-
-
-def _event_codes(folder: Path) -> set[str]:
-    """The event codes of events/*.yml, behaviour types like the seed's (the files themselves
-    are checked by `oa events validate`)."""
-    codes: set[str] = set()
-    for path in sorted(folder.glob("*.yml")) if folder.is_dir() else []:
-        if path.name.startswith("_"):
-            continue
-        try:
-            data, _ = load_yaml(path)
-        except UserError:
-            continue
-        events = data.get("events") if isinstance(data, dict) else None
-        codes |= {e["code"] for e in events or [] if isinstance(e, dict) and isinstance(e.get("code"), str)}
-    return codes
 
 
 def _task_names(path: Path) -> set[str]:
