@@ -72,28 +72,30 @@ def demo(
     settings = load_settings()
     out = settings.home / "demo"
     config = DemoConfig(users=users, days=days, seed=seed, end_date=dt.date.today())
-    console.rule("1/10 demo data")
+    console.rule("1/11 demo data")
     _generate(generate, out, config)
-    console.rule("2/10 load (validated)")
+    console.rule("2/11 load (validated)")
     load_folder(out, "replace", quarantine=False)
-    console.rule("3/10 nightly_refresh")
+    console.rule("3/11 real-time events (a burst through the collector, then ingested)")
+    demo_events(out)
+    console.rule("4/11 nightly_refresh")
     result = run_nightly(console)
     if not result.success:
         raise UserError(f"nightly_refresh failed (run {result.run_id}); see `make ui`")
-    console.rule("4/10 AIPL history")
+    console.rule("5/11 AIPL history")
     today = dt.date.today()
     backfill_aipl(today - dt.timedelta(days=29), today)
-    console.rule("5/10 audiences (Dagster job audiences_refresh_all) and reports")
+    console.rule("6/11 audiences (Dagster job audiences_refresh_all) and reports")
     audience_results = refresh_all_audiences(today)
-    console.rule("6/10 deliveries (Dagster job deliveries)")
+    console.rule("7/11 deliveries (Dagster job deliveries)")
     deliveries = demo_deliveries(settings.home / "demo")
-    console.rule("7/10 journeys (a simulated clock: days in seconds)")
+    console.rule("8/11 journeys (a simulated clock: days in seconds)")
     journey_reports = demo_journeys(settings.home / "demo", today)
-    console.rule("8/10 repurchase model (train, validate against the baselines, score)")
+    console.rule("9/11 repurchase model (train, validate against the baselines, score)")
     from openaudience.cli.ml import print_training, train_repurchase
 
     repurchase = train_repurchase(activate=True, out=console)
-    console.rule("9/10 recommendation model and tasks")
+    console.rule("10/11 recommendation model and tasks")
     from openaudience.cli.ml import print_recommend, train_recommend
 
     recommend = train_recommend(out=console)
@@ -102,7 +104,7 @@ def demo(
     report_models(lambda text: console.print(f"note: {text}", markup=False), repurchase=repurchase[0],
                   activated=repurchase[1] is not None, report_path=repurchase[2], scoring=repurchase[1],
                   recommend=recommend[0], recommend_path=recommend[2], tasks=recommend[1])
-    console.rule("10/10 audiences from the models (Dagster job audiences_from_models)")
+    console.rule("11/11 audiences from the models (Dagster job audiences_from_models)")
     model_audiences = run_audience_job("audiences_from_models", today, console)
     reports = {
         "RFM": write_rfm_report("rfm_default"),
@@ -157,6 +159,89 @@ def demo_deliveries(folder: Path) -> list:
     console.print(f"the demo CRM receiver accepted {len(receiver.state.accepted):,} message(s) "
                   f"({journal})", soft_wrap=True)
     return summaries
+
+
+def demo_events(folder: Path, count: int = 2000) -> dict[str, int]:
+    """A burst of real-time events from demo members: a collector started for the demo (its
+    channels' keys made up for it), `count` app purchases, cart additions and H5 logins of the
+    last hour posted in signed batches of 100, then ingested; the nightly build that follows
+    makes them behaviour rows. Returns what was posted, stored and ingested."""
+    import secrets
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from connectors.events import EventClient
+    from openaudience.core.settings import load_settings
+    from openaudience.core.warehouse import Warehouse
+    from openaudience.events.ingest import ingest
+    from openaudience.events.source import load_events
+
+    registry = load_events()
+    keys = {c.app_key: secrets.token_hex(16) for c in registry.channels.values()}
+    env = {**os.environ, **{c.key_env: keys[c.app_key] for c in registry.channels.values()}}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    oa = str(Path(sys.executable).with_name("oa"))
+    collector = subprocess.Popen([oa, "events", "serve", "--port", str(port)], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if collector.poll() is not None or time.monotonic() > deadline:
+                    why = collector.communicate()[1][-500:] if collector.poll() is not None else "no answer"
+                    raise UserError(f"the demo's event collector did not start: {why}") from None
+                time.sleep(0.1)
+        members = pq.read_table(folder / "customers.parquet", columns=["customer_id"]).column(0)
+        members = members.drop_null().to_pylist()
+        items = pq.read_table(folder / "products.parquet", columns=["item_id"]).column(0)
+        items = items.drop_null().to_pylist()
+        rng = np.random.default_rng(17)
+        now = int(time.time() * 1000)
+        by_channel: dict[str, list[dict]] = {k: [] for k in keys}
+        codes = [code for code in ("app_purchase", "app_add_to_cart", "h5_login") if code in registry.events]
+        for i in range(count):
+            code = codes[int(rng.integers(len(codes)))]
+            attrs = ({"item_id": items[int(rng.integers(len(items)))]} if code != "h5_login"
+                     else {"page": "/home"})
+            if code == "app_purchase":
+                attrs["amount"] = f"{float(rng.uniform(9, 500)):.2f}"
+            by_channel[registry.events[code].app_key].append({
+                "customerId": str(members[int(rng.integers(len(members)))]), "eventCode": code,
+                "eventTime": now - int(rng.integers(0, 3_600_000)), "eventId": f"demo-{i}",
+                "extendAttributes": attrs})
+        stored = duplicates = 0
+        started = time.perf_counter()
+        for app_key, messages in by_channel.items():
+            client = EventClient(f"http://127.0.0.1:{port}", app_key, keys[app_key])
+            for at in range(0, len(messages), 100):
+                status, answer = client.events(messages[at:at + 100])
+                if status != 200 or not answer.get("success"):
+                    raise UserError(f"the demo's collector refused a batch ({status}): "
+                                    f"{answer.get('errorDesc')}")
+                stored, duplicates = stored + answer["accepted"], duplicates + answer["duplicates"]
+            client.close()
+        seconds = time.perf_counter() - started
+    finally:
+        if collector.poll() is None:
+            os.killpg(collector.pid, signal.SIGTERM)
+        collector.communicate(timeout=30)
+    done = ingest(Warehouse(), load_settings().home)
+    console.print(f"{count:,} events posted to the collector in {seconds:.1f} s ({stored:,} stored, "
+                  f"{duplicates:,} already there from an earlier demo); {done.events:,} new in "
+                  "events.events, behaviour rows after the nightly build")
+    return {"posted": count, "stored": stored, "ingested": done.events}
 
 
 DEMO_JOURNEYS = ("cart_abandon_reminder", "welcome_offer_ab")
