@@ -14,10 +14,6 @@ import http.client
 import json
 import multiprocessing as mp
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -94,35 +90,16 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench_events(console: Console, rate: int = 5000, batch: int = 10, seconds: float = 30.0,
               workers: int = 2, threads: int = 8) -> dict:
+    from openaudience.events.collector import spawn, stop
     from openaudience.events.log import log_dir, segments
 
     home = Path(tempfile.mkdtemp(prefix="oa-bench-events-"))
-    port = _free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("OA_")}, "OA_HOME": str(home),
            "OA_EVENTS_KEY_SHOP_APP": KEY}
-    oa = str(Path(sys.executable).with_name("oa"))
-    server = subprocess.Popen([oa, "events", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    server, port = spawn(env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    why = server.communicate()[1][-2000:] if server.poll() is not None else "no answer"
-                    raise RuntimeError(f"the collector did not start: {why}") from None
-                time.sleep(0.1)
         console.print(f"offering {rate:,} events/s in batches of {batch} for {seconds:.0f} s "
                       f"({workers} processes x {threads} connections)")
         ctx = mp.get_context("spawn")
@@ -137,8 +114,7 @@ def bench_events(console: Console, rate: int = 5000, batch: int = 10, seconds: f
             p.join()
         elapsed = max(r[3] for r in results) - start_at  # until the last answer came back
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.communicate(timeout=30)
+        stop(server)
     latencies = [x for r in results for x in r[0]]
     stored = sum(r[1] for r in results)
     failed = sum(r[2] for r in results)

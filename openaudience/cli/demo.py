@@ -167,10 +167,6 @@ def demo_events(folder: Path, count: int = 2000) -> dict[str, int]:
     last hour posted in signed batches of 100, then ingested; the nightly build that follows
     makes them behaviour rows. Returns what was posted, stored and ingested."""
     import secrets
-    import signal
-    import socket
-    import subprocess
-    import sys
     import time
 
     import numpy as np
@@ -179,30 +175,15 @@ def demo_events(folder: Path, count: int = 2000) -> dict[str, int]:
     from connectors.events import EventClient
     from openaudience.core.settings import load_settings
     from openaudience.core.warehouse import Warehouse
+    from openaudience.events.collector import spawn, stop
     from openaudience.events.ingest import ingest
     from openaudience.events.source import load_events
 
     registry = load_events()
     keys = {c.app_key: secrets.token_hex(16) for c in registry.channels.values()}
     env = {**os.environ, **{c.key_env: keys[c.app_key] for c in registry.channels.values()}}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    oa = str(Path(sys.executable).with_name("oa"))
-    collector = subprocess.Popen([oa, "events", "serve", "--port", str(port)], env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                 start_new_session=True)
+    collector, port = spawn(env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if collector.poll() is not None or time.monotonic() > deadline:
-                    why = collector.communicate()[1][-500:] if collector.poll() is not None else "no answer"
-                    raise UserError(f"the demo's event collector did not start: {why}") from None
-                time.sleep(0.1)
         members = pq.read_table(folder / "customers.parquet", columns=["customer_id"]).column(0)
         members = members.drop_null().to_pylist()
         items = pq.read_table(folder / "products.parquet", columns=["item_id"]).column(0)
@@ -234,9 +215,7 @@ def demo_events(folder: Path, count: int = 2000) -> dict[str, int]:
             client.close()
         seconds = time.perf_counter() - started
     finally:
-        if collector.poll() is None:
-            os.killpg(collector.pid, signal.SIGTERM)
-        collector.communicate(timeout=30)
+        stop(collector)
     done = ingest(Warehouse(), load_settings().home)
     console.print(f"{count:,} events posted to the collector in {seconds:.1f} s ({stored:,} stored, "
                   f"{duplicates:,} already there from an earlier demo); {done.events:,} new in "

@@ -30,10 +30,15 @@ import hashlib
 import logging
 import os
 import secrets
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 
@@ -45,6 +50,7 @@ from connectors.events import (
     TIMESTAMP_HEADER,
     signature_matches,
 )
+from openaudience.core.errors import UserError
 from openaudience.events import messages as m
 from openaudience.events.log import EventLog
 from openaudience.events.source import Registry
@@ -275,3 +281,34 @@ def serve(registry: Registry, event_log: EventLog, host: str, port: int, max_byt
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
                             access_log=False, log_level="warning", backlog=2048)
     uvicorn.Server(config).run()
+
+
+def spawn(env: dict[str, str], seconds: float = 60.0) -> tuple[subprocess.Popen, int]:
+    """`oa events serve` in a process (and session) of its own on a free loopback port, once it
+    accepts connections: for the demo and the benchmark. UserError with its last words when it
+    does not start."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    oa = str(Path(sys.executable).with_name("oa"))
+    proc = subprocess.Popen([oa, "events", "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                why = proc.communicate()[1][-1000:] if proc.poll() is not None else "no answer"
+                if proc.poll() is None:
+                    stop(proc)
+                raise UserError(f"the event collector did not start: {why}") from None
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a spawned collector (SIGTERM: it finishes the writes under way)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=30)
