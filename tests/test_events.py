@@ -592,3 +592,27 @@ def test_a_log_that_cannot_be_written_answers_503_and_stores_nothing(tmp_path):
     assert log.records == 0 and "h:" not in "".join(p.read_text() for p in segments(tmp_path))
     log._fd = None
     log.close()
+
+
+def test_a_replaced_log_is_read_again_from_its_start_and_nothing_is_ingested_twice(target):
+    """The log moved or replaced under a warehouse that remembers an offset in it: the ingest
+    reads what there is from the start, and the events it already holds are not written again."""
+    import shutil
+
+    from openaudience.events.ingest import ingest
+
+    home = target.settings.home
+    registry = load_events()
+    records = m.judge_events([_purchase(f"r{i}") for i in range(6)], registry, "shop-app").records
+    log = EventLog.open(log_dir(home))
+    log.append(records[:4])
+    log.close()
+    wh = target.warehouse
+    assert ingest(wh, home).events == 4
+    shutil.rmtree(log_dir(home))  # a new log: one segment, shorter than the offset remembered
+    log = EventLog.open(log_dir(home))
+    log.append(records[3:])
+    log.close()
+    again = ingest(wh, home)
+    assert (again.events, again.already) == (2, 1)
+    assert wh.query("select count(*) from events.events")[0][0] == 6

@@ -182,11 +182,16 @@ def read(folder: Path, segment: str, offset: int, max_lines: int) -> tuple[list[
     names = [p.name for p in files]
     if not files:
         return [], segment, offset
-    if not segment or segment not in names and segment < names[0]:
+    if segment not in names:
+        # the first read, or the log no longer has where the last one stopped (it was replaced,
+        # or its old segments removed): from the start of what there is; a reader that stores
+        # by event id (the ingest) writes nothing twice
         segment, offset = names[0], 0
     while True:
         lines: list[bytes] = []
         path = folder / segment
+        if offset > path.stat().st_size:  # a shorter file under the same name: read it again
+            offset = 0
         with path.open("rb") as fh:
             fh.seek(offset)
             for line in fh:
