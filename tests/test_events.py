@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -251,6 +252,10 @@ def test_the_collector_speaks_the_contract(collector):
     assert (status, answer["success"], answer["accepted"]) == (200, True, 1)
     lines = [json.loads(line) for p in segments(log_dir(home)) for line in p.read_text().splitlines()]
     assert sorted(r["customer_id"] for r in lines if r["kind"] == "event") == ["m1", "m3"]
+    # what the collector has done since it started, for whoever watches it
+    with urllib.request.urlopen(f"{url}/health", timeout=10) as reply:
+        health = json.loads(reply.read())
+    assert health["records"] == len(lines) and health["duplicates"] >= 2 and health["refused_messages"] >= 1
     assert all(r["received"] >= at - 1000 for r in lines)
 
 

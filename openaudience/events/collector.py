@@ -167,7 +167,11 @@ class Collector:
     async def _handle(self, scope, receive, trace: str) -> tuple[int, dict]:
         path, method = scope["path"], scope["method"]
         if path == "/health":
-            return 200, {"success": True, "records": self.log.records}
+            c = self.counters
+            return 200, {"success": True, "records": self.log.records, "requests": c.requests,
+                         "accepted": c.accepted, "duplicates": c.duplicates,
+                         "refused_messages": c.refused_messages, "refused_requests": c.refused_requests,
+                         "up_seconds": round(time.time() - c.started, 1)}
         kind = ROUTES.get(path)
         if kind is None:
             return 404, _error(m.BAD_REQUEST, f"no such endpoint; POST {', '.join(ROUTES)}")

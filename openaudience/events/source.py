@@ -9,7 +9,6 @@ the events journeys use (which cannot be removed)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,9 +64,6 @@ class Registry:
                              for k, c in sorted(self.channels.items())},
                 "events": {k: {"name": e.name, "app_key": e.app_key, "attributes": e.attributes}
                            for k, e in sorted(self.events.items())}}
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_json(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def event_files(folder: Path) -> list[Path]:
