@@ -207,6 +207,15 @@ def copy_engines(name: str, folder: Path, info: dict, pg_cluster: PostgresCluste
     return targets
 
 
+def own_copy_of_built(built_engines: dict[str, Target], pg_cluster, tmp_path_factory, copy: str
+                      ) -> dict[str, Target]:
+    """A module's own copy of `built_engines`, for tests that change what it holds."""
+    folder = tmp_path_factory.getbasetemp()
+    folder = (folder.parent if WORKER != "main" else folder) / "shared-built_engines"
+    info = {"logs": {engine: target.build_log for engine, target in built_engines.items()}}
+    return copy_engines("built_engines", folder, info, pg_cluster, tmp_path_factory, copy=copy)
+
+
 AIPL_HISTORY_START = "2026-06-22"
 # seeds and models without the data and unit tests
 NO_TESTS = "build --exclude resource_type:test resource_type:unit_test"

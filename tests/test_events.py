@@ -499,12 +499,9 @@ def test_the_cli_ingests_and_dagster_does_the_same_when_the_log_grows(tmp_path, 
 @pytest.fixture(scope="module")
 def event_engines(built_engines, pg_cluster, tmp_path_factory):
     """This module's own copy of `built_engines` (its builds change fct_behaviors and identities)."""
-    from tests.conftest import WORKER, copy_engines
+    from tests.conftest import own_copy_of_built
 
-    folder = tmp_path_factory.getbasetemp()
-    folder = (folder.parent if WORKER != "main" else folder) / "shared-built_engines"
-    info = {"logs": {engine: target.build_log for engine, target in built_engines.items()}}
-    return copy_engines("built_engines", folder, info, pg_cluster, tmp_path_factory, copy="events")
+    return own_copy_of_built(built_engines, pg_cluster, tmp_path_factory, "events")
 
 
 EVENT_MODELS = ("stg_events__events stg_events__identity_links dim_event_types int_identity_links "

@@ -90,3 +90,17 @@ def bench_events(
     from openaudience.bench.events import bench_events as run
 
     run(console=console, rate=rate, batch=batch, seconds=seconds)
+
+
+@bench_app.command("event-journeys")
+def bench_event_journeys(
+    rate: Annotated[int, typer.Option(min=1, help="App purchases posted per second.")] = 500,
+    seconds: Annotated[float, typer.Option(min=1, help="How long to post them.")] = 30.0,
+    batch: Annotated[int, typer.Option(min=1, max=100, help="Events per request.")] = 10,
+) -> None:
+    """Event -> action: an event-triggered journey's webhook message, from the event posted to
+    the collector to the message arriving (p50/p95/p99), with collector and follower running as
+    they do in production, on a copy of the DuckDB warehouse of `make demo`."""
+    from openaudience.bench.event_journeys import bench_event_journeys as run
+
+    run(console=console, rate=rate, seconds=seconds, batch=batch)

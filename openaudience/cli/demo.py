@@ -89,8 +89,9 @@ def demo(
     audience_results = refresh_all_audiences(today)
     console.rule("7/11 deliveries (Dagster job deliveries)")
     deliveries = demo_deliveries(settings.home / "demo")
-    console.rule("8/11 journeys (a simulated clock: days in seconds)")
+    console.rule("8/11 journeys (a simulated clock: days in seconds; an event journey in real time)")
     journey_reports = demo_journeys(settings.home / "demo", today)
+    journey_reports.update(demo_event_journey(settings.home / "demo"))
     console.rule("9/11 repurchase model (train, validate against the baselines, score)")
     from openaudience.cli.ml import print_training, train_repurchase
 
@@ -178,6 +179,7 @@ def demo_events(folder: Path, count: int = 2000) -> dict[str, int]:
     from openaudience.events.collector import spawn, stop
     from openaudience.events.ingest import ingest
     from openaudience.events.source import load_events
+    from openaudience.journeys.live import enter
 
     registry = load_events()
     keys = {c.app_key: secrets.token_hex(16) for c in registry.channels.values()}
@@ -216,7 +218,7 @@ def demo_events(folder: Path, count: int = 2000) -> dict[str, int]:
         seconds = time.perf_counter() - started
     finally:
         stop(collector)
-    done = ingest(Warehouse(), load_settings().home)
+    done = ingest(Warehouse(), load_settings().home, on_events=enter)
     console.print(f"{count:,} events posted to the collector in {seconds:.1f} s ({stored:,} stored, "
                   f"{duplicates:,} already there from an earlier demo); {done.events:,} new in "
                   "events.events, behaviour rows after the nightly build")
@@ -260,6 +262,83 @@ def demo_journeys(folder: Path, today: dt.date) -> dict[str, Path]:
     console.print(f"the demo CRM receiver accepted {len(receiver.state.accepted):,} journey message(s) "
                   f"({journal})", soft_wrap=True)
     return out
+
+
+EVENT_JOURNEY = "app_purchase_thank_you"
+
+
+def demo_event_journey(folder: Path, people: int = 50) -> dict[str, Path]:
+    """The shipped event journey firing: started, then a collector takes app purchases of
+    `people` demo members (ones no webhook reached this week, so the frequency cap lets the
+    thank-you through) and `oa events follow`'s passes enter them and send each a thank-you
+    naming what they bought, to the local CRM receiver, within seconds."""
+    import secrets
+    import time
+
+    from connectors.events import EventClient
+    from openaudience.cli.journey import context, print_steps
+    from openaudience.cli.report import write_journey_report
+    from openaudience.core.settings import load_settings
+    from openaudience.events.collector import spawn, stop
+    from openaudience.events.source import load_events
+    from openaudience.journeys import engine
+    from openaudience.journeys.follow import follow_once
+    from orchestration.observe import report_journeys
+
+    journal = folder / "event_journey_received.jsonl"
+    ctx = context(progress=lambda text: console.print(text, markup=False, highlight=False))
+    home = load_settings().home
+    with crm_receiver(journal) as receiver:
+        ctx.environ = dict(os.environ)
+        if engine.journey_row(ctx.wh, EVENT_JOURNEY) is not None:  # an earlier demo ran it: afresh
+            engine.forget(ctx, EVENT_JOURNEY)
+        engine.start(ctx, EVENT_JOURNEY)
+        week_ago = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=7)
+        members = [r[0] for r in ctx.wh.query(
+            "select min(i.id_value) from marts.dim_identities i "
+            "join marts.user_tags u on u.one_id = i.one_id "
+            "where i.id_type = 'member_id' and u.mobile is not null and not exists (select 1 "
+            "from delivery.delivery_log l where l.one_id = i.one_id and l.channel = 'webhook' "
+            "and l.status = 'sent' and l.sent_at > %s) group by i.one_id order by 1 limit %s",
+            [week_ago, int(people)])]
+        registry = load_events()
+        channel = registry.channels[registry.events["app_purchase"].app_key]
+        key = secrets.token_hex(16)
+        collector, port = spawn({**os.environ, channel.key_env: key})
+        started = time.monotonic()
+        try:
+            client = EventClient(f"http://127.0.0.1:{port}", channel.app_key, key)
+            now = int(time.time() * 1000)
+            purchases = [{"customerId": m, "eventCode": "app_purchase", "eventTime": now,
+                          "eventId": f"demo-thanks-{now}-{i}",
+                          "extendAttributes": {"item_id": f"P{1000 + i}", "amount": f"{20 + i}.90"}}
+                         for i, m in enumerate(members)]
+            carts = [{"customerId": m, "eventCode": "app_add_to_cart", "eventTime": now + 1000,
+                      "eventId": f"demo-cart-{now}-{i}", "extendAttributes": {"item_id": f"P{2000 + i}"}}
+                     for i, m in enumerate(members[:10])]  # a fifth go on shopping: the cart note
+            for batch in (purchases, carts):
+                status, answer = client.events(batch)
+                if status != 200 or not answer.get("success"):
+                    raise UserError(f"the demo's collector refused the events ({status}): "
+                                    f"{answer.get('errorDesc')}")
+            client.close()
+            ticks = []
+            expected = len(purchases) + len(carts)
+            while time.monotonic() - started < 60 and len(receiver.state.accepted) < expected:
+                result = follow_once(ctx, home)
+                ticks += result.ticks
+        finally:
+            stop(collector)
+        seconds = time.monotonic() - started
+    report_journeys([EVENT_JOURNEY], warn=lambda text: console.print(f"note: {text}", markup=False),
+                    reports=[t for t in ticks if t.journey == EVENT_JOURNEY][-1:])
+    print_steps(ctx.wh, EVENT_JOURNEY)
+    got = len(receiver.state.accepted)
+    console.print(f"{len(members)} app purchases and 10 cart additions posted; the CRM receiver had "
+                  f"{got:,} message(s) (thank-yous and cart notes) {seconds:.1f} s later ({journal}); "
+                  f"the journey keeps running (`oa events follow` keeps it moving; `oa journey stop "
+                  f"{EVENT_JOURNEY}` ends it)", soft_wrap=True)
+    return {f"journey {EVENT_JOURNEY}": write_journey_report(EVENT_JOURNEY)}
 
 
 def refresh_all_audiences(today: dt.date):

@@ -4,6 +4,7 @@
                                          # what the collector last served; exits 2 on problems
     oa events serve [--host H] [--port P]  # the collector (POST /events, /identities)
     oa events ingest                     # the event log into the warehouse
+    oa events follow [--interval S]      # ingest and move event-triggered journeys, continuously
     oa events status                     # the log, and what the warehouse holds
 """
 
@@ -27,6 +28,13 @@ def _registry():
     return load_events()
 
 
+def _used() -> dict[str, list[str]]:
+    """The events journeys/ triggers or branches on: they cannot be removed."""
+    from openaudience.journeys.source import used_events
+
+    return used_events()
+
+
 @events_app.command("validate")
 def events_validate() -> None:
     """Check every events/*.yml: fields, codes and app_keys unique over all files, attribute
@@ -36,7 +44,7 @@ def events_validate() -> None:
     from openaudience.events.source import changes, read_applied
 
     registry = _registry()
-    refused = changes(registry, read_applied(load_settings().home))
+    refused = changes(registry, read_applied(load_settings().home), _used())
     if refused:
         raise UserError(f"{len(refused)} change(s) the management rules refuse:\n" + "\n".join(refused))
     console.print(f"[green]{len(registry.events)} event(s) of {len(registry.channels)} channel(s) valid"
@@ -64,7 +72,7 @@ def events_serve(
 
     settings = load_settings()
     registry = _registry()
-    refused = apply(registry, settings.home)
+    refused = apply(registry, settings.home, _used())
     if refused:
         raise UserError(f"{len(refused)} change(s) the management rules refuse:\n" + "\n".join(refused))
     reader = None
@@ -95,12 +103,13 @@ def events_ingest() -> None:
     from openaudience.core.settings import load_settings
     from openaudience.core.warehouse import Warehouse
     from openaudience.events.ingest import ingest
+    from openaudience.journeys.live import enter
 
     settings = load_settings()
     with Progress(SpinnerColumn(), TextColumn("ingest {task.description}"), TimeElapsedColumn(),
                   console=err) as bar:
         task = bar.add_task("", total=None)
-        done = ingest(Warehouse(settings), settings.home,
+        done = ingest(Warehouse(settings), settings.home, on_events=enter,
                       progress=lambda o: bar.update(task, description=f"{o.events:,} events, "
                                                                       f"{o.identities:,} identity links"))
     from orchestration.observe import report_events_ingest
@@ -110,3 +119,110 @@ def events_ingest() -> None:
                   f"events.events and events.identity_links ({done.already:,} already there, "
                   f"{done.unreadable:,} unreadable line(s)); the log is read to {done.segment or '-'}:"
                   f"{done.offset:,}")
+    _entries(done)
+    if done.entered:
+        console.print("their journeys move on at the next `oa journey tick` (or run `oa events follow`)")
+
+
+def _entries(done) -> None:
+    """What an ingest did to event-triggered journeys."""
+    from rich.markup import escape
+
+    for name in sorted(set(done.entered) | set(done.limited) | set(done.unknown)):
+        parts = [f"{done.entered.get(name, 0):,} entered"]
+        if done.limited.get(name):
+            parts.append(f"{done.limited[name]:,} event(s) past the trigger limit")
+        if done.unknown.get(name):
+            parts.append(f"{done.unknown[name]:,} event(s) of people the warehouse does not know yet "
+                         "(the next build resolves them)")
+        console.print(f"  journey {escape(name)}: {'; '.join(parts)}", highlight=False)
+
+
+@events_app.command("follow")
+def events_follow(
+    interval: Annotated[float, typer.Option(min=0.05, max=60, help="Seconds between passes while "
+                                                                  "nothing arrives.")] = 0.5,
+    seconds: Annotated[float | None, typer.Option(min=0, help="Stop after this long (default: run "
+                                                                 "until Ctrl-C).")] = None,
+) -> None:
+    """Keep event-triggered journeys moving: ingest what the collector logged, enter the people
+    whose events trigger a running event journey, send their messages; again a fraction of a
+    second later, until interrupted. Run it beside `oa events serve`."""
+    import datetime as dt
+    import time
+
+    from openaudience.cli.journey import context
+    from openaudience.core import locks
+    from openaudience.core.settings import load_settings
+    from openaudience.core.warehouse import WarehouseBusy
+    from openaudience.events.ingest import Ingested
+    from openaudience.journeys.follow import follow
+    from orchestration.observe import report_events_ingest, report_journeys
+
+    locks.release_kept()  # each pass takes the warehouse and lets go: builds and deliveries run between
+    settings = load_settings()
+    ctx = context()
+    window = {"ingested": Ingested(), "journeys": set(), "at": time.monotonic()}
+
+    def flush() -> None:
+        """What the last minute of passes did, shown in Dagster (one materialization a minute,
+        not one per pass)."""
+        total, names = window["ingested"], sorted(window["journeys"])
+        warn = lambda text: err.print(f"[yellow]note[/yellow]: {text}", highlight=False)  # noqa: E731
+        if total.events or total.identities:
+            report_events_ingest(total, warn=warn)
+        if names:
+            report_journeys(names, warn=warn)
+        window.update(ingested=Ingested(segment=total.segment, offset=total.offset), journeys=set(),
+                      at=time.monotonic())
+
+    def on_pass(result) -> None:
+        done, total = result.ingested, window["ingested"]
+        total.events += done.events
+        total.identities += done.identities
+        total.already += done.already
+        total.unreadable += done.unreadable
+        total.segment, total.offset = done.segment, done.offset
+        acted = [t for t in result.ticks if t.moved or t.actions or t.error]
+        window["journeys"].update(t.journey for t in acted)
+        if done.events or done.identities or acted:
+            stamp = dt.datetime.now().strftime("%H:%M:%S")
+            console.print(f"{stamp} {done.events:,} event(s), {done.identities:,} identity link(s) in "
+                          f"{result.seconds:.2f} s", highlight=False)
+            _entries(done)
+            for t in acted:
+                sends = [a for a in t.actions if a.get("kind") == "send"]
+                total = {k: sum(int(a.get(k, 0)) for a in sends)
+                         for k in ("sent", "failed", "suppressed", "capped", "skipped", "missing_id")}
+                more = "".join(f", {k.replace('_', ' ')} {n:,}" for k, n in total.items()
+                               if n and k != "sent")
+                moved = sum(t.moved.values())
+                console.print(f"  journey {t.journey}: moved {moved:,}, sent {total['sent']:,}{more}",
+                              highlight=False)
+                for note in t.notes:
+                    err.print(f"[yellow]note[/yellow]: {t.journey}: {note}", highlight=False)
+                if t.error:
+                    err.print(f"[red]error[/red]: journey {t.journey} failed: {t.error} (fix it, then "
+                              f"`oa journey resume {t.journey}`)", highlight=False)
+        if time.monotonic() - window["at"] >= 60:
+            flush()
+
+    err.print(f"following the event log of {settings.home} every {interval:g} s while idle; Ctrl-C to stop",
+              highlight=False)
+    started = time.monotonic()
+    try:
+        while True:
+            left = None if seconds is None else seconds - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                break
+            try:
+                follow(ctx, settings.home, interval, seconds=left, on_pass=on_pass)
+                break
+            except WarehouseBusy as exc:
+                err.print(f"[yellow]note[/yellow]: {exc}; trying again in {max(interval, 5):g} s",
+                          highlight=False)
+                time.sleep(max(interval, 5))
+    except KeyboardInterrupt:
+        err.print("stopped")
+    finally:
+        flush()

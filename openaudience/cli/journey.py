@@ -123,7 +123,7 @@ def journey_list() -> None:
                          no_wrap=c in ("journey", "status"), overflow="fold")
     for r in statuses(Warehouse(reader=True), journeys):
         plan = journeys.plans.get(r["journey"])
-        audience = r.get("audience") or (plan.journey.trigger.audience if plan else "")
+        audience = r.get("audience") or (plan.journey.trigger.label if plan else "")
         note = ""
         if r["problems"]:
             note = f"{len(r['problems'])} problem(s): oa journey validate"
@@ -223,7 +223,7 @@ def journey_status(name: Name) -> None:
     if row is None:
         plan = journeys.get(name)
         console.print(f"journey {name}: not started ({len(plan.nodes) - 1} steps, audience "
-                      f"{plan.journey.trigger.audience}); `oa journey start {name}`")
+                      f"{plan.journey.trigger.label}); `oa journey start {name}`")
         return
     from openaudience.journeys.source import Plan
 

@@ -135,13 +135,14 @@ class TagLeaf(Leaf):
     # -- checks against the tag catalogue -------------------------------------------------------
     def check(self, loc: tuple, env: Any, report) -> None:
         tag_type = env.tags.get(self.name)
+        noun = getattr(env, "tag_noun", "tag")
         if tag_type is None:
-            noun = getattr(env, "tag_noun", "tag")
             report((*loc, "name"), f"unknown {noun} {self.name!r}{suggest(self.name, env.tags)}")
             return
         allowed = OPS_BY_TYPE.get(tag_type, ())
         if self.op not in allowed:
-            report((*loc, self.op), f"operator {self.op!r} does not apply to {tag_type} tag "
+            report((*loc, self.op), f"operator {self.op!r} does not apply to {tag_type} "
+                                    f"{getattr(env, 'op_noun', 'tag')} "
                                     f"{self.name!r} (use {', '.join(allowed)})")
             return
         delimiter = (getattr(env, "delimiters", None) or {}).get(self.name) or ","
@@ -238,6 +239,18 @@ class TagLeaf(Leaf):
         if self.value in (None, True):
             return f"tag {self.name} {self.op}"
         return f"tag {self.name} {self.op} {self.value!r}"
+
+
+class AttributeLeaf(TagLeaf):
+    """`{name: item_id, in: [P001]}`: an attribute of the event that triggers a journey (its
+    type, text or numeric, from events/*.yml), with the tag operators of that type."""
+
+    kind: ClassVar[str] = "attribute"
+
+    def describe(self) -> str:
+        if self.value in (None, True):
+            return f"attribute {self.name} {self.op}"
+        return f"attribute {self.name} {self.op} {self.value!r}"
 
 
 def _check_between(value, tag_type: str, loc: tuple, report) -> None:

@@ -104,18 +104,24 @@ def _json_object(engine: str, pairs: list[tuple[str, str]]) -> str:
 
 def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_type: str,
                     caps: list, is_message: bool, removals: bool, source: tuple[str, list],
-                    key_prefix: str, identities: bool = True) -> tuple[str, list]:
+                    key_prefix: str, identities: bool = True, event_values: bool = False) -> tuple[str, list]:
     """The statement that fills the plan table and its parameters. `source` is a query of the
-    members (one_id, id_value of the audience's id type) with its parameters; `key_prefix`
-    starts every idempotency key."""
+    members (one_id, id_value of the audience's id type) with its parameters, and with
+    `event_values` a column ev_<variable> per event variable (an event journey's send);
+    `key_prefix` starts every idempotency key."""
     txt = wh.sql_type("text")
     params: list = []
     variables = d.variables
-    needs_tags = id_type != audience_id_type or bool(variables)
+    needs_tags = id_type != audience_id_type or any(v.tag is not None for v in variables.values())
     id_expr = "m.id_value" if id_type == audience_id_type else f"cast(u.{qident(id_type)} as {txt})"
     var_cols = []
     for name, spec in variables.items():
-        value = f"nullif(trim(cast(u.{qident(spec.tag)} as {txt})), '')"  # an empty tag is missing
+        if spec.tag is not None:
+            value = f"nullif(trim(cast(u.{qident(spec.tag)} as {txt})), '')"  # an empty tag is missing
+        elif event_values:
+            value = f"nullif(trim(cast(m.{qident('ev_' + name)} as {txt})), '')"
+        else:  # no event here: the variable is missing
+            value = f"cast(null as {txt})"
         if spec.if_missing == "default":
             params.append(spec.default)
             value = f"coalesce({value}, %s)"
@@ -202,7 +208,7 @@ def members_source(audience: str, version: int) -> tuple[str, list]:
 def _plan(wh: Warehouse, conn, dests: Destinations, d: Destination, version: int, run_id: str,
           trigger: str, *, source: tuple[str, list] | None = None, audience: str | None = None,
           audience_id_type: str | None = None, key_prefix: str | None = None,
-          mode: str | None = None) -> dict[str, int]:
+          mode: str | None = None, event_values: bool = False) -> dict[str, int]:
     """Fill the log with the run's changes and record the run; returns the run's counts. By
     default the run sends the destination's audience version; a journey gives its own `source`
     of members (of `audience_id_type`), the audience it names, the key prefix and mode `full`."""
@@ -216,7 +222,7 @@ def _plan(wh: Warehouse, conn, dests: Destinations, d: Destination, version: int
     sql, params = _plan_statement(wh, d, id_type, audience_id_type, dests.policies.frequency_caps,
                                   caps.is_message, caps.supports_removals, source,
                                   key_prefix or f"{d.name}|{d.audience}|{version}|",
-                                  wh.table_exists("marts", "dim_identities", conn))
+                                  wh.table_exists("marts", "dim_identities", conn), event_values)
     # the version and the log were written moments ago, in bulk
     wh.refresh_statistics(conn, [MEMBERS, store.LOG, store.STATE])
     wh.execute(conn, f"drop table if exists {PLAN}")

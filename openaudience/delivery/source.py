@@ -270,9 +270,13 @@ def load_destinations(folder: Path = DESTINATION_DIR, audiences: Project | None 
         if d.email is not None:
             _check_email(d, path.parent, report)
         for var, spec in d.variables.items():
-            if spec.tag not in audiences.catalog.tags:
+            if spec.tag is not None and spec.tag not in audiences.catalog.tags:
                 report(("variables", var, "tag"),
                        f"unknown tag {spec.tag!r}{suggest(spec.tag, audiences.catalog.tags)}")
+            if spec.event is not None and d.schedule != "journey":
+                report(("variables", var, "event"),
+                       "an event variable is filled when an event-triggered journey sends; give the "
+                       "destination schedule: journey (it then sends only for journeys)")
         destinations.setdefault(d.name, d)
         paths.setdefault(d.name, path)
         all_lines.setdefault(d.name, lines)

@@ -205,14 +205,19 @@ def _env_name(value: str | None) -> str | None:
 
 
 class Variable(Strict):
-    """A `${name}` in a parameter, filled per member from a tag of user_tags."""
+    """A `${name}` in a parameter, filled per member from a tag of user_tags, or (`event:`) from
+    an attribute of the event that started the person's event-triggered journey."""
 
-    tag: str
+    tag: str | None = None
+    event: str | None = None
     if_missing: Literal["skip", "default"] = "skip"
     default: str | None = None
 
     @model_validator(mode="after")
     def _default(self) -> Variable:
+        if (self.tag is None) == (self.event is None):
+            raise ValueError("a variable reads a tag (tag: NAME) or an attribute of the triggering event "
+                             "(event: ATTRIBUTE), one of the two")
         if self.if_missing == "default" and self.default is None:
             raise ValueError("if_missing: default needs a default: value")
         if self.if_missing == "skip" and self.default is not None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -28,11 +30,24 @@ CHUNK_LINES = 20_000
 LOG_NAME = "events"   # the one log of an OA_HOME (the offsets table has room for more)
 log = logging.getLogger("oa.events")
 _STAGE = "oa_event_stage"
+_LOCK = "oa-events-ingest"
+
+
+class Entries(Protocol):
+    entered: dict[str, int]
+    limited: dict[str, int]
+    unknown: dict[str, int]
+
+
+OnEvents = Callable[[Warehouse, Any, list[str]], Entries]
 
 
 @dataclass
 class Ingested:
     events: int = 0
+    entered: dict = field(default_factory=dict)   # event journey -> entries
+    limited: dict = field(default_factory=dict)   # event journey -> events its trigger limit kept out
+    unknown: dict = field(default_factory=dict)   # event journey -> its events of no known person
     identities: int = 0
     already: int = 0         # lines whose record the warehouse held before
     unreadable: int = 0      # lines that are no record (reported, skipped)
@@ -44,37 +59,81 @@ def _ts(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).replace(tzinfo=None)
 
 
-def ingest(wh: Warehouse, home: Path, progress=None, chunk_lines: int = CHUNK_LINES) -> Ingested:
+def ingest(wh: Warehouse, home: Path, progress=None, chunk_lines: int = CHUNK_LINES,
+           on_events: OnEvents | None = None, max_chunks: int | None = None) -> Ingested:
+    """Store what the log holds past the last offset. `on_events(wh, conn, event_ids)` runs in
+    the transaction that stores each chunk, with the ids of its new events: what enters people
+    into event-triggered journeys (openaudience/journeys/live.py), so that entries and events
+    commit together. `max_chunks`: stop after that many (a follower's pass: while events keep
+    arriving, the log never ends, and the journeys must move between chunks)."""
     folder = log_dir(home)
     out = Ingested()
     with wh.session() as conn:
         with wh.transaction(conn):
             wh.ensure_schema(conn)
-        _definitions(wh, conn, home)
-        rows = wh.execute(conn, f"select segment, byte_offset from {op.EVENT_LOG_OFFSETS.relation} "
-                                "where log = %s", [LOG_NAME])
-        segment, offset = (rows[0][0], int(rows[0][1])) if rows else ("", 0)
-        while True:
-            lines, next_segment, next_offset = read(folder, segment, offset, chunk_lines)
-            if not lines and (next_segment, next_offset) == (segment, offset):
-                break
-            events, identities = _records(lines, out)
-            with wh.transaction(conn):
-                new_events = _insert(wh, conn, op.EVENTS, events, ("event_id",))
-                out.events += new_events
-                out.already += len(events["event_id"]) - new_events
-                out.identities += _insert(wh, conn, op.EVENT_IDENTITIES, identities,
-                                          ("message_id", "id_type", "id_value"))
-                wh.execute(conn, f"delete from {op.EVENT_LOG_OFFSETS.relation} where log = %s", [LOG_NAME])
-                wh.execute(conn, f"insert into {op.EVENT_LOG_OFFSETS.relation} (log, segment, byte_offset, "
-                                 "updated_at) values (%s, %s, %s, %s)",
-                           [LOG_NAME, next_segment, next_offset,
-                            dt.datetime.now(dt.UTC).replace(tzinfo=None)])
-            segment, offset = next_segment, next_offset
-            if progress:
-                progress(out)
-    out.segment, out.offset = segment, offset
+        _lock(wh, conn)
+        try:
+            _ingest(wh, conn, home, folder, out, progress, chunk_lines, on_events, max_chunks)
+        finally:
+            _unlock(wh, conn)
     return out
+
+
+def _lock(wh: Warehouse, conn) -> None:
+    """One ingest at a time: on PostgreSQL an advisory lock (waiting with a message); DuckDB's
+    writer lock serialises whole sessions already."""
+    if wh.engine != "postgres":
+        return
+    got = wh.execute(conn, "select pg_try_advisory_lock(hashtext(%s))", [_LOCK])[0][0]
+    conn.commit()
+    if not got:
+        from openaudience.core import locks
+
+        locks.say("waiting for another `oa events ingest` to finish")
+        wh.execute(conn, "select pg_advisory_lock(hashtext(%s))", [_LOCK])
+        conn.commit()
+
+
+def _unlock(wh: Warehouse, conn) -> None:
+    if wh.engine == "postgres":
+        wh.execute(conn, "select pg_advisory_unlock(hashtext(%s))", [_LOCK])
+        conn.commit()
+
+
+def _ingest(wh: Warehouse, conn, home: Path, folder: Path, out: Ingested, progress, chunk_lines: int,
+            on_events: OnEvents | None, max_chunks: int | None) -> None:
+    _definitions(wh, conn, home)
+    rows = wh.execute(conn, f"select segment, byte_offset from {op.EVENT_LOG_OFFSETS.relation} "
+                            "where log = %s", [LOG_NAME])
+    segment, offset = (rows[0][0], int(rows[0][1])) if rows else ("", 0)
+    chunks = 0
+    while max_chunks is None or chunks < max_chunks:
+        chunks += 1
+        lines, next_segment, next_offset = read(folder, segment, offset, chunk_lines)
+        if not lines and (next_segment, next_offset) == (segment, offset):
+            break
+        events, identities = _records(lines, out)
+        with wh.transaction(conn):
+            new_ids = _insert(wh, conn, op.EVENTS, events, ("event_id",))
+            out.events += len(new_ids)
+            out.already += len(events["event_id"]) - len(new_ids)
+            out.identities += len(_insert(wh, conn, op.EVENT_IDENTITIES, identities,
+                                          ("message_id", "id_type", "id_value")))
+            if on_events is not None and new_ids:
+                entered = on_events(wh, conn, new_ids)
+                for mine, theirs in ((out.entered, entered.entered), (out.limited, entered.limited),
+                                     (out.unknown, entered.unknown)):
+                    for name, n in theirs.items():
+                        mine[name] = mine.get(name, 0) + n
+            wh.execute(conn, f"delete from {op.EVENT_LOG_OFFSETS.relation} where log = %s", [LOG_NAME])
+            wh.execute(conn, f"insert into {op.EVENT_LOG_OFFSETS.relation} (log, segment, byte_offset, "
+                             "updated_at) values (%s, %s, %s, %s)",
+                       [LOG_NAME, next_segment, next_offset,
+                        dt.datetime.now(dt.UTC).replace(tzinfo=None)])
+        segment, offset = next_segment, next_offset
+        if progress:
+            progress(out)
+    out.segment, out.offset = segment, offset
 
 
 def _records(lines: list[bytes], out: Ingested) -> tuple[dict[str, list], dict[str, list]]:
@@ -116,12 +175,12 @@ def _arrow(table: op.Table, cols: dict[str, list]) -> pa.Table:
     return pa.table({name: pa.array(values, types[kinds[name]]) for name, values in cols.items()})
 
 
-def _insert(wh: Warehouse, conn, table: op.Table, cols: dict[str, list], key: tuple[str, ...]) -> int:
-    """The rows whose key the table does not hold yet; how many were new. (Names come from the
-    table declarations, never from a record.)"""
+def _insert(wh: Warehouse, conn, table: op.Table, cols: dict[str, list], key: tuple[str, ...]) -> list:
+    """The rows whose key the table does not hold yet; the first key column of the new rows.
+    (Names come from the table declarations, never from a record.)"""
     first = next(iter(cols.values()))
     if not first:
-        return 0
+        return []
     data = _arrow(table, cols)
     names = ", ".join(table.column_names)
     wh.execute(conn, f"drop table if exists {_STAGE}")
@@ -133,7 +192,7 @@ def _insert(wh: Warehouse, conn, table: op.Table, cols: dict[str, list], key: tu
                            f"where not exists (select 1 from {table.relation} t where {match}) "
                            f"returning {key[0]}")
     wh.execute(conn, f"drop table {_STAGE}")
-    return len(new)
+    return [r[0] for r in new]
 
 
 def _definitions(wh: Warehouse, conn, home: Path) -> int:

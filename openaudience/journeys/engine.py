@@ -43,18 +43,26 @@ from openaudience.core.warehouse import Warehouse, qualified
 from openaudience.journeys import clock
 from openaudience.journeys.source import ROOT, JourneyErrors, Journeys, Node, Plan
 from openaudience.journeys.spec import MAX_WAIT_DAYS, Schedule
+from openaudience.journeys.sql import (
+    CYCLES,
+    ENTRIES,
+    JOURNEYS,
+    POS,
+    REAL_ONLY,
+    SIMULATION,
+    bucket,
+    bucket_sql,
+    hash_name,
+    lit,
+)
 
-JOURNEYS = op.JOURNEYS.relation
-CYCLES = op.JOURNEY_CYCLES.relation
-POS = op.JOURNEY_POSITIONS.relation
-ENTRIES = op.JOURNEY_ENTRIES.relation
 ACTIONS = op.JOURNEY_ACTIONS.relation
 NODE_COUNTS = op.JOURNEY_NODE_COUNTS.relation
 ROUTE = "oa_journey_route"
 FCT_BEHAVIORS = qualified("marts", "fct_behaviors")
+LIVE_EVENTS = ("marts", "fct_events_live")
 ACTIVE = ("running", "pending", "paused")
 STATUSES = ("incomplete", "not_started", "pending", "running", "paused", "stopped", "completed", "failed")
-BUCKETS = 10_000
 GENERATED_KEPT = 5  # versions of a generated audience whose members are kept (as audiences' snapshots)
 MAX_PASSES = 500
 Progress = Callable[[str], None]
@@ -62,44 +70,6 @@ Progress = Callable[[str], None]
 
 class JourneyBusy(UserError):
     """Another process advances this journey now."""
-
-
-# -- SQL helpers -----------------------------------------------------------------------------------
-def lit(value) -> str:
-    """A SQL literal of a value the engine controls (validated names, times, numbers)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(int(value))
-    if isinstance(value, dt.datetime):
-        return f"cast('{value.replace(microsecond=0).isoformat(sep=' ')}' as timestamp)"
-    return exp.Literal.string(str(value)).sql()
-
-
-SIMULATION = "simulation__"
-REAL_ONLY = "substr(journey, 1, 12) <> 'simulation__'"  # rows of journeys, not of a simulation
-
-
-def hash_name(journey: str) -> str:
-    """The name random draws hash: a simulation draws as the journey it simulates."""
-    return journey.removeprefix(SIMULATION)
-
-
-def bucket_sql(engine: str, key: str) -> str:
-    """A number 0..BUCKETS-1 from md5(key), the same on both engines (28 bits of the digest)."""
-    digits = f"substr(md5({key}), 1, 7)"
-    number = (f"cast(('0x' || {digits}) as bigint)" if engine == "duckdb"
-              else f"cast(('x' || {digits})::bit(28) as integer)")
-    return f"mod({number}, {BUCKETS})"
-
-
-def bucket(key: str) -> int:
-    """The bucket bucket_sql computes, in Python."""
-    import hashlib
-
-    return int(hashlib.md5(key.encode()).hexdigest()[:7], 16) % BUCKETS
 
 
 def _due(j: str, node: str, cycle: int, now: dt.datetime, table: str = "") -> str:
@@ -186,7 +156,11 @@ def _end_at_utc(plan: Plan, tz: str) -> dt.datetime | None:
     return clock.to_utc(end, tz) if end else None
 
 
-def _first_cycle_at(plan: Plan, now: dt.datetime, tz: str) -> dt.datetime:
+def _first_cycle_at(plan: Plan, now: dt.datetime, tz: str) -> dt.datetime | None:
+    """When the first cycle starts; None for an event-triggered journey (people enter as their
+    events arrive, each ingest's entrants a cycle of their own)."""
+    if plan.journey.trigger.is_event:
+        return None
     schedule = plan.journey.trigger.schedule
     if not isinstance(schedule, Schedule):
         return now
@@ -206,6 +180,9 @@ def start(ctx: Context, name: str, now: dt.datetime | None = None) -> str:
             row = _row(wh, conn, name)
             if row is not None:
                 raise UserError(_started_message(name, row))
+            if plan.journey.trigger.is_event and not wh.table_exists("marts", LIVE_EVENTS[1], conn):
+                raise UserError(f"journey {name} reads the collected events from marts.{LIVE_EVENTS[1]}, "
+                                "which the warehouse does not have yet; run `oa build` first")
             running = _running(wh, conn)
             status = "running" if running < wh.settings.journey_max_running else "pending"
             path = ctx.journeys.paths[name]
@@ -213,7 +190,7 @@ def start(ctx: Context, name: str, now: dt.datetime | None = None) -> str:
                 insert into {JOURNEYS} (journey, status, definition, definition_hash, file, audience,
                     periodic, created_at, started_at, next_cycle_at, end_at, updated_at, cycles)
                 values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0)""",
-                       [name, status, plan.to_json(), plan.digest, path.name, plan.journey.trigger.audience,
+                       [name, status, plan.to_json(), plan.digest, path.name, plan.journey.trigger.label,
                         plan.journey.trigger.periodic, now, now if status == "running" else None,
                         _first_cycle_at(plan, now, ctx.tz) if status == "running" else None,
                         _end_at_utc(plan, ctx.tz), now])
@@ -383,6 +360,10 @@ def _tick_one(ctx: Context, conn, name: str, now: dt.datetime, report: JourneyTi
                             f"as a new journey with `oa journey copy {name} NEW_NAME`")
     end_at = row["end_at"]
     next_at = row["next_cycle_at"]
+    if plan.journey.trigger.is_event:
+        from openaudience.journeys import live
+
+        live.settle_behaviors(ctx, conn, plan, now)
     # people whose time has come move first, so that a person whose last step ends as a new cycle
     # starts is outside the journey by then (and may enter again, by the re-entry policy)
     _advance(ctx, conn, plan, now, report)
@@ -563,7 +544,7 @@ def _child_due(ctx: Context, plan: Plan, child_id: str, arrive: dt.datetime) -> 
     if node.kind == "result_branch":
         return arrive + Duration(**c["after"]).delta
     if node.kind == "behavior_branch" and c.get("look", "ahead") == "ahead":
-        return arrive + dt.timedelta(days=c["window_days"])
+        return arrive + node.body.window_delta
     return arrive
 
 
@@ -608,6 +589,10 @@ def _route(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.datet
         last = lit(node.config["branches"][-1]["name"])
         select = f"select p.one_id, case {' '.join(cases)} else {last} end as branch " \
                  f"from {POS} p where {due}"
+    elif node.kind == "behavior_branch" and plan.journey.trigger.is_event:
+        from openaudience.journeys import live
+
+        select = live.behavior_route(ctx, conn, plan, node, due)
     elif node.kind == "behavior_branch":
         select = _behavior_route(ctx, node, due)
     elif node.kind == "tag_branch":
@@ -637,7 +622,7 @@ def _behavior_route(ctx: Context, node: Node, due: str) -> str:
     if body.look == "ahead":
         window = "b.occurred_at >= p.arrived_at and b.occurred_at < p.due_at"
     else:
-        start = f"p.arrived_at - interval '{int(body.window_days)} days'"
+        start = f"p.arrived_at - interval '{int(body.window_delta.total_seconds())} seconds'"
         window = f"b.occurred_at >= {start} and b.occurred_at < p.arrived_at"
     checks = [(body.count or AT_LEAST_ONCE).sql(exp.column("n", table="t"))]
     if body.amount:
@@ -776,9 +761,10 @@ def _send(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.dateti
     d = ctx.dests.get(dname) if ctx.simulate else ctx.dests.ready(dname, ctx.environ)
     due = _due(name, node.id, cycle, now)
     run_id = uuid.uuid4().hex
-    audience = plan.journey.trigger.audience
-    audience_id_type = (ctx.project.audiences[audience].id_type if audience in ctx.project.audiences
-                        else "one_id")
+    event = plan.journey.trigger.is_event
+    audience = plan.journey.trigger.audience if not event else d.audience
+    audience_id_type = (ctx.project.audiences[audience].id_type
+                        if audience in ctx.project.audiences and not event else "one_id")
     with wh.transaction(conn):
         people, held = wh.execute(conn, "select count(*), "
                                         "coalesce(sum(case when held_out then 1 else 0 end), 0) "
@@ -790,9 +776,14 @@ def _send(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.dateti
         if sendable:
             source = (f"select one_id, id_value from {POS} where journey = %s and node = %s and cycle = %s "
                       "and state = 'waiting' and due_at <= %s and not held_out", [name, node.id, cycle, now])
+            if event:
+                from openaudience.journeys import live
+
+                source = live.send_source(wh, d, name, node.id, cycle, now)
             counts = delivery._plan(wh, conn, ctx.dests, d, int(version), run_id, "journey", source=source,
                                     audience=audience, audience_id_type=audience_id_type,
-                                    key_prefix=f"{d.name}|journey|{name}|{cycle}|{node.id}|", mode="full")
+                                    key_prefix=f"{d.name}|journey|{name}|{cycle}|{node.id}|", mode="full",
+                                    event_values=event)
             if ctx.simulate:  # planned, never sent: no delivery resumes a simulated run
                 wh.execute(conn, f"update {store.RUNS} set status = 'simulated' where run_id = %s", [run_id])
         wh.execute(conn, f"insert into {ACTIONS} (subtask_id, journey, cycle, node, kind, destination, "
@@ -885,22 +876,27 @@ def _finish_send(ctx: Context, conn, plan: Plan, node: Node, cycle: int, run_id:
 
 # -- cycles end ---------------------------------------------------------------------------------------
 def _close_cycles(ctx: Context, conn, plan: Plan, now: dt.datetime, report: JourneyTick) -> None:
+    """Cycles nobody is inside any more end (their counts kept per node and branch); a journey
+    with no open cycle and none to come completes. Set-based: an event-triggered journey has a
+    cycle per ingest that entered anyone, thousands a day."""
     wh, name = ctx.wh, plan.name
     with wh.transaction(conn):
-        open_cycles = [r[0] for r in wh.execute(conn, f"select cycle from {CYCLES} where journey = %s and "
-                                                      "status = 'running'", [name])]
-        for cycle in open_cycles:
-            left = wh.execute(conn, f"select count(*) from {POS} where journey = %s and cycle = %s "
-                                    "and state in ('waiting', 'sending')", [name, cycle])[0][0]
-            if left:
-                continue
+        ended = (f"select c.cycle from {CYCLES} c where c.journey = {lit(name)} and c.status = 'running' "
+                 f"and not exists (select 1 from {POS} q where q.journey = c.journey and q.cycle = c.cycle "
+                 "and q.state in ('waiting', 'sending'))")
+        closing = [r[0] for r in wh.execute(conn, ended)]
+        if closing:
+            wh.execute(conn, "drop table if exists oa_journey_closing")
+            wh.execute(conn, f"create temporary table oa_journey_closing as {ended}")
             wh.execute(conn, f"""
                 insert into {NODE_COUNTS} (journey, cycle, node, branch, people, held_out)
-                select journey, cycle, node, branch, count(*), sum(case when held_out then 1 else 0 end)
-                from {POS} where journey = %s and cycle = %s group by journey, cycle, node, branch""",
-                       [name, cycle])
+                select p.journey, p.cycle, p.node, p.branch, count(*),
+                       sum(case when p.held_out then 1 else 0 end)
+                from {POS} p join oa_journey_closing k on k.cycle = p.cycle
+                where p.journey = %s group by p.journey, p.cycle, p.node, p.branch""", [name])
             wh.execute(conn, f"update {CYCLES} set status = 'completed', finished_at = %s where journey = %s "
-                             "and cycle = %s", [now, name, cycle])
+                             "and cycle in (select cycle from oa_journey_closing)", [now, name])
+            wh.execute(conn, "drop table oa_journey_closing")
         keep_since = now - dt.timedelta(days=wh.settings.journey_detail_days)
         wh.execute(conn, f"delete from {POS} where journey = %s and cycle in (select cycle from {CYCLES} "
                          "where journey = %s and status <> 'running' and finished_at < %s)",
@@ -908,9 +904,14 @@ def _close_cycles(ctx: Context, conn, plan: Plan, now: dt.datetime, report: Jour
         row = _require(wh, conn, name)
         still_open = wh.execute(conn, f"select count(*) from {CYCLES} where journey = %s "
                                       "and status = 'running'", [name])[0][0]
-        more = row["next_cycle_at"] is not None and (row["end_at"] is None
-                                                     or row["next_cycle_at"] < row["end_at"])
-        if row["status"] == "running" and not still_open and row["cycles"] and not more:
+        if plan.journey.trigger.is_event:  # people keep arriving until it ends
+            more = row["end_at"] is None or row["end_at"] > now
+            done = not still_open and not more
+        else:
+            more = row["next_cycle_at"] is not None and (row["end_at"] is None
+                                                         or row["next_cycle_at"] < row["end_at"])
+            done = not still_open and row["cycles"] and not more
+        if row["status"] == "running" and done:
             _set(wh, conn, name, status="completed", finished_at=now)
             report.status = "completed"
 
@@ -1031,6 +1032,9 @@ def simulate(ctx: Context, name: str, start_at: dt.datetime, until: dt.datetime 
     from openaudience.journeys.spec import Journey
 
     plan = ctx.journeys.get(name)
+    if plan.journey.trigger.is_event:
+        raise UserError(f"journey {name} is triggered by events as they arrive; a simulation replays an "
+                        "audience against history. Start it and watch `oa journey status` instead")
     key = SIMULATION + name
     data = {**plan.data, "name": key}
     sim = build_plan(Journey.model_validate(data), data)
@@ -1108,7 +1112,8 @@ def _drop(wh: Warehouse, conn, key: str, every_run: bool = False) -> None:
         only = "" if every_run else " and status = 'simulated'"
         wh.execute(conn, f"delete from {store.RUNS} where run_id in ({marks}){only}", part)
         wh.execute(conn, f"delete from {store.DEAD} where run_id in ({marks})", part)
-    for table in (POS, CYCLES, ENTRIES, ACTIONS, NODE_COUNTS, JOURNEYS):
+    for table in (POS, CYCLES, ENTRIES, ACTIONS, NODE_COUNTS, op.JOURNEY_EVENT_ENTRIES.relation,
+                  op.JOURNEY_EVENT_COUNTS.relation, JOURNEYS):
         wh.execute(conn, f"delete from {table} where journey = %s", [key])
 
 

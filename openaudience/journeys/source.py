@@ -163,13 +163,16 @@ def journey_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def _check(journey: Journey, path: Path, lines: dict, project, dests, report) -> None:
+def _check(journey: Journey, path: Path, lines: dict, project, dests, report, events=None) -> None:
     from connectors.base import check_delivery
     from openaudience.conditions import check_condition
     from openaudience.delivery.channels import capabilities
     from openaudience.segments.source import _Env
 
     catalog = project.catalog
+    event_trigger = journey.trigger.is_event
+    if event_trigger:
+        _check_event_trigger(journey, events, report)
     if path.stem != journey.name:
         report(("name",), f"the file is {path.name}; name it {journey.name}.yml or the name {path.stem}")
     if len(journey.name) > 80 or journey.name.startswith("simulation__"):
@@ -177,7 +180,9 @@ def _check(journey: Journey, path: Path, lines: dict, project, dests, report) ->
                           "(simulations use it)")
     audience_name = journey.trigger.audience
     generated = getattr(project, "external", {}) or {}
-    if audience_name in project.audiences:
+    if event_trigger:
+        audience_id_type = "one_id"   # people enter as the persons their events resolve to
+    elif audience_name in project.audiences:
         audience_id_type = project.audiences[audience_name].id_type
     elif audience_name in generated:
         audience_id_type = "one_id"
@@ -216,9 +221,16 @@ def _check(journey: Journey, path: Path, lines: dict, project, dests, report) ->
             for b in set(names):
                 if names.count(b) > 1:
                     report((*loc, step.kind), f"two branches are named {b!r}; name each branch once")
+        if event_trigger and step.kind not in EVENT_STEPS:
+            report((*loc, step.kind), f"{step.kind} is not available in an event-triggered journey (spec D "
+                                      f"§2.1: people act as their events arrive); use "
+                                      f"{', '.join(EVENT_STEPS)}")
+            continue
         if step.kind == "send":
             _check_send(body.destination, (*loc, "send", "destination"), dests, audience_id_type, report,
                         capabilities, check_delivery)
+            _check_send_events(journey, body.destination, (*loc, "send", "destination"), dests, events,
+                               report)
         elif step.kind == "generate_audience":
             if body.name in project.audiences:
                 report((*loc, "generate_audience", "name"),
@@ -240,7 +252,10 @@ def _check(journey: Journey, path: Path, lines: dict, project, dests, report) ->
                                                     f"destinations/{d.name}.yml): its results would all be "
                                                     "no_feedback")
         elif step.kind == "behavior_branch":
-            _check_behavior(body, (*loc, "behavior_branch"), catalog, report)
+            if event_trigger:
+                _check_event_behavior(journey, body, (*loc, "behavior_branch"), events, report)
+            else:
+                _check_behavior(body, (*loc, "behavior_branch"), catalog, report)
         elif step.kind == "tag_branch":
             env = _Env(catalog, lambda leaf, where: report(where, "upload conditions are not available in "
                                                                   "journeys; build an audience and use it"))
@@ -255,6 +270,99 @@ def _check(journey: Journey, path: Path, lines: dict, project, dests, report) ->
                 report(("goal", "channels"), f"unknown channel {ch!r}{suggest(ch, catalog.channels)}")
     if journey.holdout is not None and journey.goal is None:
         report(("holdout",), "a holdout measures the lift on the goal: give goal: too")
+
+
+EVENT_STEPS = ("send", "end", "behavior_branch", "result_branch", "copy_branch")
+"""What an event-triggered journey may hold (spec D §2.1): no wait, no generate_audience, no
+time, tag or random branch."""
+EVENT_CHANNELS = ("sms", "email", "webhook")
+"""The channels an event-triggered journey sends to (spec D §2.2: messages and the custom
+component; no ad platform, no Kafka push)."""
+
+
+class _Attributes:
+    """What an attribute condition is checked against: the event's attributes and their types."""
+
+    def __init__(self, event) -> None:
+        self.tags = dict(event.attributes)
+        self.tag_noun = self.op_noun = "attribute"
+
+
+def _event_of(code: str, loc: tuple, events, report):
+    """The registry's event `code`, or None after reporting why not."""
+    if isinstance(events, Exception):
+        report(loc, f"events/ has problems, so event {code!r} cannot be checked: {events}".splitlines()[0]
+               + " (see `oa events validate`)")
+        return None
+    if code not in events.events:
+        report(loc, f"unknown event {code!r}{suggest(code, events.events)}; events/*.yml defines the events")
+        return None
+    return events.events[code]
+
+
+def _check_event_trigger(journey: Journey, events, report) -> None:
+    from openaudience.conditions import check_condition
+
+    t = journey.trigger
+    event = _event_of(t.event, ("trigger", "event"), events, report)
+    if event is None:
+        return
+    channel = events.channels[event.app_key]
+    if t.channel not in (channel.name, channel.app_key):
+        report(("trigger", "channel"), f"event {event.code} belongs to channel {channel.name!r} (app_key "
+                                       f"{channel.app_key}), not {t.channel!r}")
+    if t.attributes is not None:
+        check_condition(t.attributes, ("trigger", "attributes"), _Attributes(event), report)
+
+
+def _check_send_events(journey: Journey, name: str, loc: tuple, dests, events, report) -> None:
+    """An event journey sends through sms, email and webhook only; event variables (`event:` in
+    a destination's variables) need an event journey whose event has the attribute."""
+    d = dests.destinations.get(name)
+    if d is None:
+        return
+    wanted = {v: spec.event for v, spec in d.variables.items() if spec.event is not None}
+    if not journey.trigger.is_event:
+        if wanted:
+            report(loc, f"destination {name} fills {', '.join(sorted(wanted))} from the triggering event; "
+                        "only an event-triggered journey has one")
+        return
+    if d.channel not in EVENT_CHANNELS:
+        report(loc, f"destination {name} sends to {d.channel}: an event-triggered journey sends by "
+                    f"{', '.join(EVENT_CHANNELS)} only (spec D §2.2)")
+    if wanted and not isinstance(events, Exception) and journey.trigger.event in events.events:
+        attrs = events.events[journey.trigger.event].attributes
+        for var, attr in sorted(wanted.items()):
+            if attr not in attrs:
+                report(loc, f"destination {name}: variable {var} reads attribute {attr!r}, which event "
+                            f"{journey.trigger.event} does not have{suggest(attr, attrs)}")
+
+
+def _check_event_behavior(journey: Journey, body: BehaviorSplit, loc: tuple, events, report) -> None:
+    """Spec §3.3 and G10: an event of the trigger's channel, over at most a day after arriving."""
+    from openaudience.conditions import check_condition
+    from openaudience.journeys.spec import MAX_EVENT_WINDOW
+
+    if body.look != "ahead":
+        report((*loc, "look"), "an event-triggered journey's behaviour branch looks ahead: people wait "
+                               "the window out from when they arrive (drop look: back)")
+    if body.window_delta > MAX_EVENT_WINDOW:
+        field = "window" if body.window is not None else "window_days"
+        report((*loc, field), "the window of a behaviour branch in an event-triggered journey is at most "
+                              "a day (spec D §3.3); write window: {minutes|hours: N} or window: {days: 1}")
+    for k in ("channels", "object_attribute", "object_values", "amount"):
+        if getattr(body, k) is not None:
+            report((*loc, k), f"{k} applies to the built behaviour facts; in an event-triggered journey "
+                              "give a condition on the event's attributes (attributes:)")
+    event = _event_of(body.event, (*loc, "event"), events, report)
+    if event is None:
+        return
+    trigger = events.events.get(journey.trigger.event)
+    if trigger is not None and event.app_key != trigger.app_key:
+        report((*loc, "event"), f"event {event.code} is of channel {event.app_key}; a behaviour branch "
+                                f"uses the trigger's channel ({trigger.app_key}) (spec D §3.1 G10)")
+    if body.attributes is not None:
+        check_condition(body.attributes, (*loc, "attributes"), _Attributes(event), report)
 
 
 def _check_send(name: str, loc: tuple, dests, audience_id_type: str | None, report, capabilities,
@@ -278,6 +386,9 @@ def _check_send(name: str, loc: tuple, dests, audience_id_type: str | None, repo
 
 
 def _check_behavior(body: BehaviorSplit, loc: tuple, catalog, report) -> None:
+    if body.attributes is not None:
+        report((*loc, "attributes"), "attributes: is a condition on events of an event-triggered journey; "
+                                     "here use object_attribute and object_values")
     if body.event not in catalog.event_types:
         report((*loc, "event"),
                f"unknown behaviour type {body.event!r}{suggest(body.event, catalog.event_types)}")
@@ -286,7 +397,7 @@ def _check_behavior(body: BehaviorSplit, loc: tuple, catalog, report) -> None:
             report((*loc, "channels"), f"unknown channel {ch!r}{suggest(ch, catalog.channels)}")
 
 
-def load_journey(path: Path, project, dests) -> Plan:
+def load_journey(path: Path, project, dests, events=None) -> Plan:
     """The plan of one journey file, or JourneyErrors listing every problem with its line."""
     from openaudience.conditions import reporter, validate_rewritten
 
@@ -297,7 +408,9 @@ def load_journey(path: Path, project, dests) -> Plan:
         raise JourneyErrors(_relevant(exc.problems)) from None
     problems: list[Problem] = []
     report = reporter(path, lines, problems, [])
-    _check(journey, path, lines, project, dests, report)
+    if journey.trigger.is_event and events is None:
+        events = _events()
+    _check(journey, path, lines, project, dests, report, events)
     if problems:
         raise JourneyErrors(problems)
     return build_plan(journey, data)
@@ -317,7 +430,18 @@ def _relevant(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-def load_journeys(folder: Path = JOURNEY_DIR, project=None, dests=None) -> Journeys:
+def _events(folder: Path | None = None):
+    """The event registry, or the EventErrors that stop reading it (reported per journey)."""
+    from openaudience.events.source import EVENT_DIR, EventErrors, load_events
+
+    try:
+        return load_events(folder or EVENT_DIR)
+    except EventErrors as exc:
+        return exc
+
+
+def load_journeys(folder: Path = JOURNEY_DIR, project=None, dests=None, events_folder: Path | None = None
+                  ) -> Journeys:
     """Every journey file of `folder`, each checked; a file with problems is kept out of `plans`
     and its problems are in `problems` (a bad file never stops the others). Also checked across
     files: generated audience names are unique, and no journey feeds its own trigger through
@@ -328,9 +452,12 @@ def load_journeys(folder: Path = JOURNEY_DIR, project=None, dests=None) -> Journ
     project = project or load_project()
     dests = dests or load_destinations(audiences=project)
     out = Journeys(folder, {}, {})
+    events = None
     for path in journey_files(folder):
+        if events is None and b"event:" in path.read_bytes():
+            events = _events(events_folder)
         try:
-            plan = load_journey(path, project, dests)
+            plan = load_journey(path, project, dests, events)
         except JourneyErrors as exc:
             out.problems[path.stem] = exc.problems
             continue
@@ -360,6 +487,8 @@ def _check_across(out: Journeys, project) -> None:
     graph: dict[str, set[str]] = {name: set() for name in out.plans}
     for name, plan in out.plans.items():
         trigger = plan.journey.trigger.audience
+        if trigger is None:
+            continue
         reads = set(project.upstream([trigger])) | {trigger} if trigger in project.audiences else {trigger}
         reads |= {r for a in list(reads) if a in project.audiences for r in project.reads(a)}
         for audience in reads:
@@ -382,3 +511,41 @@ def _fail(out: Journeys, name: str, loc: tuple, message: str) -> None:
     problem = Problem(path, line_of(data_lines, loc), field_of(loc), message)
     out.problems.setdefault(path.stem, []).append(problem)
     out.plans.pop(name, None)
+
+
+def used_events(folder: Path = JOURNEY_DIR) -> dict[str, list[str]]:
+    """Event code -> the journey files that trigger on it or branch on it (what the event
+    management rules keep from being removed, spec D §7.2). Read from the files as written, so
+    that a journey with other problems still protects its events."""
+    import yaml
+
+    used: dict[str, set[str]] = {}
+    for path in journey_files(folder):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("trigger"), dict):
+            continue
+        event = data["trigger"].get("event")
+        if not isinstance(event, str):
+            continue
+        name = str(data.get("name") or path.stem)
+        used.setdefault(event, set()).add(name)
+        stack = list(data.get("steps") or [])
+        while stack:
+            step = stack.pop()
+            if not isinstance(step, dict):
+                continue
+            for value in step.values():
+                if isinstance(value, dict):
+                    if isinstance(value.get("event"), str):
+                        used.setdefault(value["event"], set()).add(name)
+                    for key in ("did", "did_not", "other", "steps"):
+                        if isinstance(value.get(key), list):
+                            stack.extend(value[key])
+                    for branch in value.get("branches") or []:
+                        if isinstance(branch, dict) and isinstance(branch.get("steps"), list):
+                            stack.extend(branch["steps"])
+    return {code: sorted(names) for code, names in sorted(used.items())}
+

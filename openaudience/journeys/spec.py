@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from openaudience.conditions import Strict, Threshold
+from openaudience.conditions import Strict, Threshold, condition_model
 from openaudience.conditions.leaves import OBJECT_ATTRIBUTES
 from openaudience.core.yaml_files import suggest
 from openaudience.segments.spec import Condition, _valid_cron
@@ -48,6 +48,10 @@ NAME = r"^[a-z][a-z0-9_]*$"
 MAX_BRANCHES = 10          # time, copy, random, tag and result branches (spec §3.1 G6)
 MAX_WAIT_DAYS = 30         # a wait, a result branch's wait, a time branch's offset (spec §4.3)
 MAX_BEHAVIOR_WINDOW_DAYS = 15   # a behaviour branch in an audience-triggered journey (spec §3.3)
+MAX_EVENT_WINDOW = dt.timedelta(days=1)  # ... and in an event-triggered one
+MAX_LIMIT_TIMES = 10       # an event trigger's limit: at most 10 entries ...
+MAX_LIMIT_DAYS = 7         # ... within at most 7 days (spec §2.3)
+MAX_MIN_COUNT = 100
 MAX_STEPS = 200
 MAX_GOAL_DAYS = 90
 RESULTS = ("success", "failure", "opened", "clicked", "no_feedback")
@@ -59,6 +63,12 @@ def _clock(value: str) -> str:
     if not isinstance(value, str) or not _TIME.match(value):
         raise ValueError(f"{value!r} is not a time of day; write it as HH:MM, e.g. \"09:00\"")
     return value
+
+
+EventCondition = condition_model(
+    "EventCondition", "event conditions", ("attribute",),
+    "A condition on the attributes of an event (events/*.yml): attribute leaves combined with all, "
+    "any and not.")
 
 
 class Duration(Strict):
@@ -288,10 +298,19 @@ class BehaviorSplit(Fork):
     object_values: list[str] | None = Field(default=None, max_length=1000)
     count: Threshold | None = None
     amount: Threshold | None = None
-    window_days: int = Field(ge=1, le=MAX_BEHAVIOR_WINDOW_DAYS)
+    attributes: EventCondition | None = None
+    """Event-triggered journeys: a condition on the attributes of the events counted."""
+    window_days: int | None = Field(default=None, ge=1, le=MAX_BEHAVIOR_WINDOW_DAYS)
+    window: Duration | None = None
+    """Instead of window_days: `{minutes: 30}`, `{hours: 2}`, `{days: 1}` (at most a day in an
+    event-triggered journey)."""
     look: Literal["back", "ahead"] = "ahead"
     did: list[Step] | None = None
     did_not: list[Step] | None = None
+
+    @property
+    def window_delta(self) -> dt.timedelta:
+        return self.window.delta if self.window is not None else dt.timedelta(days=self.window_days or 0)
 
     @field_validator("object_attribute")
     @classmethod
@@ -305,6 +324,11 @@ class BehaviorSplit(Fork):
     def _some(self) -> BehaviorSplit:
         if self.did is None and self.did_not is None:
             raise ValueError("give did:, did_not: or both: the steps for each answer")
+        if (self.window_days is None) == (self.window is None):
+            raise ValueError("give the window as window_days: N or window: {minutes|hours|days: N}, "
+                             "one of the two")
+        if self.window_delta > dt.timedelta(days=MAX_BEHAVIOR_WINDOW_DAYS):
+            raise ValueError(f"the window is longer than {MAX_BEHAVIOR_WINDOW_DAYS} days, the longest")
         if self.object_values and not self.object_attribute:
             raise ValueError("object_values needs object_attribute")
         return self
@@ -317,7 +341,8 @@ class BehaviorSplit(Fork):
         from openaudience.conditions import BehaviorLeaf
 
         return BehaviorLeaf(did=self.event, channels=self.channels, object_attribute=self.object_attribute,
-                            object_values=self.object_values, last_days=self.window_days,
+                            object_values=self.object_values,
+                            last_days=max(1, -(-self.window_delta // dt.timedelta(days=1))),
                             count=self.count, amount=self.amount)
 
 
@@ -464,15 +489,30 @@ class AfterDays(Strict):
     after_days: int = Field(ge=1, le=3650)
 
 
-class Trigger(Strict):
-    """Who enters: an audience of audiences/ (its latest version at each cycle), once or on a
-    schedule; `reentry` says who may enter again in a later cycle: `once` (never), `every_cycle`
-    or `{after_days: N}` (N days after their last entry). Nobody enters while still inside the
-    journey from an earlier cycle."""
+class Limit(Strict):
+    """At most `times` entries per person within `within_days` days (spec §2.3: 10 and 7 at most)."""
 
-    audience: str = Field(pattern=NAME)
-    schedule: Literal["once"] | Schedule = "once"
-    reentry: Literal["once", "every_cycle"] | AfterDays = "once"
+    times: int = Field(ge=1, le=MAX_LIMIT_TIMES)
+    within_days: int = Field(ge=1, le=MAX_LIMIT_DAYS)
+
+
+class Trigger(Strict):
+    """Who enters. Either an audience of audiences/ (its latest version at each cycle), once or
+    on a schedule, where `reentry` says who may enter again in a later cycle: `once` (never),
+    `every_cycle` or `{after_days: N}` (N days after their last entry), and nobody enters while
+    still inside from an earlier cycle. Or an event of events/*.yml, as it happens: `event` (its
+    code) of `channel`, optionally only events whose `attributes` meet a condition, a person
+    entering at their `min_count`-th such event since they last entered, and `limit`: `once` or
+    `{times: Y, within_days: X}` (Y <= 10, X <= 7)."""
+
+    audience: str | None = Field(default=None, pattern=NAME)
+    schedule: Literal["once"] | Schedule | None = None
+    reentry: Literal["once", "every_cycle"] | AfterDays | None = None
+    event: str | None = None
+    channel: str | None = None
+    attributes: EventCondition | None = None
+    min_count: int | None = Field(default=None, ge=1, le=MAX_MIN_COUNT)
+    limit: Literal["once"] | Limit | None = None
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -491,9 +531,53 @@ class Trigger(Strict):
                              "write once, every_cycle or {after_days: N}")
         return value
 
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _limit_word(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "once":
+            raise ValueError(f"{value!r} is not a trigger limit: write once, or "
+                             "{times: Y, within_days: X} (Y at most 10, X at most 7)")
+        return value
+
+    @model_validator(mode="after")
+    def _kind(self) -> Trigger:
+        if (self.audience is None) == (self.event is None):
+            raise ValueError("a trigger is an audience (audience: NAME) or an event (event: CODE, "
+                             "channel: NAME, limit: ...), one of the two")
+        if self.audience is not None:
+            extra = [k for k in ("channel", "attributes", "min_count", "limit")
+                     if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: belong to an event trigger; an audience trigger has "
+                                 "audience, schedule and reentry")
+            if self.schedule is None:
+                object.__setattr__(self, "schedule", "once")
+            if self.reentry is None:
+                object.__setattr__(self, "reentry", "once")
+        else:
+            extra = [k for k in ("schedule", "reentry") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: belong to an audience trigger; people enter an event "
+                                 "trigger as their events arrive, as often as limit: allows")
+            missing = [k for k in ("channel", "limit") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"an event trigger needs {' and '.join(missing)} (spec D §2.3): "
+                                 "channel: the events/*.yml channel of the event; limit: once or "
+                                 "{times: Y, within_days: X}")
+        return self
+
     @property
     def periodic(self) -> bool:
-        return self.schedule != "once"
+        return self.event is None and self.schedule != "once"
+
+    @property
+    def is_event(self) -> bool:
+        return self.event is not None
+
+    @property
+    def label(self) -> str:
+        """What journeys.audience records: the audience, or event:CODE."""
+        return self.audience if self.audience is not None else f"event:{self.event}"
 
 
 class Holdout(Strict):

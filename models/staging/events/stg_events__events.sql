@@ -24,6 +24,8 @@ parsed as (
         {{ normalize_by_rule('registry.normalisation', 'source.customer_id') }} as user_id,
         source.customer_id as user_id_as_loaded,
         source.occurred_at,
+        source.received_at,
+        source.attributes,
         nullif(trim({{ json_text('source.attributes', 'item_id') }}), '') as item_id,
         -- the collector let only finite numbers through; the guard keeps the decimal in range
         cast({{ json_text('source.attributes', 'amount') }} as {{ type_double() }}) as amount_number
@@ -42,6 +44,8 @@ final as (
         user_id,
         user_id_as_loaded,
         occurred_at,
+        received_at,
+        attributes,
         cast(occurred_at as date) as occurred_date,
         case when item_id is null then 'none' else 'product' end as object_attribute,
         coalesce(item_id, '') as object_value,

@@ -100,10 +100,16 @@ def _events(wh, conn) -> None:
     _create_missing(wh, conn, op.EVENT_TABLES)
 
 
+def _event_journeys(wh, conn) -> None:
+    """Event-triggered journeys: each entry with its event, and the per-person counts of min_count."""
+    _create_missing(wh, conn, op.EVENT_JOURNEY_TABLES)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the raw contracts and the operational tables of release 0.1", _baseline),
     Migration(2, "journeys: the state of automated marketing journeys", _journeys),
     Migration(3, "events: real-time events and identity messages", _events),
+    Migration(4, "event journeys: entries with their events, min_count counts", _event_journeys),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -203,6 +203,18 @@ JOURNEY_NODE_COUNTS = Table(JOURNEY_SCHEMA, "journey_node_counts", _cols(
     "per finished cycle, how many people reached each node and left by each branch: what reports read "
     "once the per-person rows are gone")
 
+JOURNEY_EVENT_ENTRIES = Table(JOURNEY_SCHEMA, "journey_event_entries", _cols(
+    "journey text not null, cycle integer not null, one_id text not null, event_id text not null, "
+    "event_received_at timestamp not null, entered_at timestamp not null"),
+    "one row per entry into an event-triggered journey: the event that started it (its attributes "
+    "fill the sends' event variables) and when; what trigger limits count",
+    primary_key=("journey", "cycle", "one_id"),
+    indexes=(Index("journey_event_entries_person", ("journey", "one_id", "entered_at")),))
+JOURNEY_EVENT_COUNTS = Table(JOURNEY_SCHEMA, "journey_event_counts", _cols(
+    "journey text not null, one_id text not null, pending integer not null, updated_at timestamp not null"),
+    "per person and event-triggered journey with min_count, the qualifying events since they last "
+    "entered", primary_key=("journey", "one_id"))
+
 # -- real-time events -----------------------------------------------------------------------------
 EVENTS_SCHEMA = "events"
 EVENTS = Table(EVENTS_SCHEMA, "events", _cols(
@@ -237,6 +249,8 @@ TABLES: tuple[Table, ...] = (
     DELIVERY_RECEIPTS, RECEIPT_SPOOL_OFFSETS, MODEL_VERSIONS, REPURCHASE_SCORES, RECOMMENDATIONS,
     POOL_ITEMS, JOURNEYS, JOURNEY_CYCLES, JOURNEY_POSITIONS, JOURNEY_ENTRIES, JOURNEY_ACTIONS,
     JOURNEY_NODE_COUNTS, EVENTS, EVENT_IDENTITIES, EVENT_LOG_OFFSETS, EVENT_DEFINITIONS,
+    JOURNEY_EVENT_ENTRIES, JOURNEY_EVENT_COUNTS,
 )
 JOURNEY_TABLES = (JOURNEYS, JOURNEY_CYCLES, JOURNEY_POSITIONS, JOURNEY_ENTRIES, JOURNEY_ACTIONS,
                   JOURNEY_NODE_COUNTS)
+EVENT_JOURNEY_TABLES = (JOURNEY_EVENT_ENTRIES, JOURNEY_EVENT_COUNTS)

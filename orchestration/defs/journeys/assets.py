@@ -85,18 +85,21 @@ def _steps_table(plan, counts: dict) -> str:
 def _journey_asset(journeys, dests, name: str) -> dg.AssetsDefinition:
     plan = journeys.plans[name]
     j = plan.journey
-    deps = [audience_key(j.trigger.audience)]
+    event = j.trigger.is_event
+    deps = [dg.AssetKey(["events", "events"]) if event else audience_key(j.trigger.audience)]
     for node in plan.actions():
         d = dests.destinations.get(node.config["destination"]) if node.kind == "send" else None
         if d is not None and d.schedule != "journey":
             deps.append(dg.AssetKey(["deliveries", node.config["destination"]]))
-    schedule = j.trigger.schedule.describe() if j.trigger.periodic else "once"
+    schedule = (f"as {j.trigger.event} events arrive" if event
+                else j.trigger.schedule.describe() if j.trigger.periodic else "once")
 
     @dg.asset(key=asset_key(name), deps=deps, group_name=GROUP, pool=POOL,
               description=(j.description or f"Journey {name}.").strip(), owners=owners(j.owner),
-              kinds={"journey"}, tags={"schedule": "periodic" if j.trigger.periodic else "once"},
+              kinds={"journey"},
+              tags={"schedule": "event" if event else "periodic" if j.trigger.periodic else "once"},
               metadata={"file": dg.MetadataValue.path(f"journeys/{journeys.paths[name].name}"),
-                        "audience": j.trigger.audience, "schedule": schedule,
+                        "audience" if not event else "event": j.trigger.label, "schedule": schedule,
                         "steps": len(plan.nodes) - 1})
     def journey(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         from openaudience.delivery.source import load_destinations

@@ -1,0 +1,356 @@
+"""Event-triggered journeys: the trigger and its component allow-list checked at the file's
+lines, and end to end on both engines: events posted to a real collector (`oa events serve` on
+loopback) by ten concurrent clients start journeys whose webhook sends reach a local receiver
+within seconds, with the triggering event's attributes filled in, and the trigger limits (once;
+three times a day; min_count) hold however the events fall into ingests."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from connectors.events import EventClient
+from connectors.webhook_receiver import WebhookReceiver
+from openaudience.core.settings import PROJECT_ROOT
+from tests.conftest import OA
+
+KEY = "event-journey-signing-key"
+
+
+def _problems(folder: Path, name: str, text: str) -> str:
+    from openaudience.journeys.source import load_journeys
+
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.yml").write_text(text)
+    journeys = load_journeys(folder)
+    return "\n".join(str(p) for p in journeys.problems.get(name, []))
+
+
+def test_an_event_trigger_and_its_steps_are_checked_at_their_lines(tmp_path):
+    message = _problems(tmp_path, "bad", """\
+name: bad
+trigger:
+  event: app_purchase
+  channel: H5 site
+  attributes:
+    any:
+      - attribute: {name: colour, in: [red]}
+      - attribute: {name: amount, in: [x]}
+  limit: {times: 3, within_days: 1}
+steps:
+  - send: {destination: high_value_export}
+  - wait: {days: 1}
+  - behavior_branch:
+      event: h5_login
+      window_days: 2
+      did: [end]
+""")
+    assert "bad.yml:4: trigger.channel: event app_purchase belongs to channel 'Shop app'" in message
+    assert "bad.yml:7: trigger.attributes.any[0].attribute.name: unknown attribute 'colour'" in message
+    assert "bad.yml:8: trigger.attributes.any[1].attribute.in: operator 'in' does not apply to numeric " \
+           "attribute 'amount'" in message
+    assert "bad.yml:11: steps[0].send.destination: destination high_value_export sends to file" in message
+    assert "bad.yml:12: steps[1].wait: wait is not available in an event-triggered journey" in message
+    assert "bad.yml:15: steps[2].behavior_branch.window_days: the window of a behaviour branch in an " \
+           "event-triggered journey is at most a day" in message
+    assert "steps[2].behavior_branch.event: event h5_login is of channel h5-site" in message
+
+
+@pytest.mark.parametrize(("trigger", "error"), [
+    ("event: app_purchase\n  channel: shop-app\n  limit: {times: 11, within_days: 7}",
+     "trigger.limit.Limit.times: Input should be less than or equal to 10"),
+    ("event: app_purchase\n  channel: shop-app\n  limit: {times: 2, within_days: 8}",
+     "trigger.limit.Limit.within_days: Input should be less than or equal to 7"),
+    ("event: app_purchase\n  channel: shop-app\n  limit: twice",
+     "'twice' is not a trigger limit: write once, or {times: Y, within_days: X}"),
+    ("event: app_purchase\n  channel: shop-app",
+     "an event trigger needs limit (spec D §2.3)"),
+    ("event: app_purchase\n  channel: shop-app\n  limit: once\n  schedule: {daily: \"09:00\"}",
+     "schedule: belong to an audience trigger"),
+    ("audience: cart_abandoners\n  limit: once", "limit: belong to an event trigger"),
+    ("event: app_purchased\n  channel: shop-app\n  limit: once",
+     "trigger.event: unknown event 'app_purchased' (did you mean 'app_purchase'?)"),
+])
+def test_bad_event_triggers_say_what_to_write(tmp_path, trigger, error):
+    message = _problems(tmp_path, "t", f"name: t\ntrigger:\n  {trigger}\nsteps:\n  - send: "
+                                       "{destination: app_thank_you_webhook}\n")
+    assert error in message, message
+
+
+def test_event_variables_need_an_event_journey_with_that_attribute(tmp_path):
+    # an audience journey has no triggering event to read
+    message = _problems(tmp_path, "a", "name: a\ntrigger: {audience: cart_abandoners}\n"
+                                       "steps:\n  - send: {destination: app_thank_you_webhook}\n")
+    assert "destination app_thank_you_webhook fills amount, item from the triggering event; only an " \
+           "event-triggered journey has one" in message
+    # the H5 login has no item_id or amount
+    message = _problems(tmp_path, "h", "name: h\ntrigger: {event: h5_login, channel: H5 site, limit: once}\n"
+                                       "steps:\n  - send: {destination: app_thank_you_webhook}\n")
+    assert "variable amount reads attribute 'amount', which event h5_login does not have" in message
+    assert "variable item reads attribute 'item_id', which event h5_login does not have" in message
+
+
+def test_a_destination_with_event_variables_sends_only_for_journeys(tmp_path):
+    import shutil
+
+    from openaudience.delivery.source import DestinationErrors, load_destinations
+
+    folder = tmp_path / "destinations"
+    folder.mkdir()
+    text = (PROJECT_ROOT / "destinations" / "app_thank_you_webhook.yml").read_text()
+    text = text.replace("schedule: journey ", "schedule: daily   ")
+    (folder / "app_thank_you_webhook.yml").write_text(text)
+    shutil.copy(PROJECT_ROOT / "destinations" / "_policies.yml", folder)
+    with pytest.raises(DestinationErrors) as caught:
+        load_destinations(folder)
+    assert "variables.item.event: an event variable is filled when an event-triggered journey sends; " \
+           "give the destination schedule: journey" in str(caught.value)
+
+
+def test_the_shipped_event_journey_is_valid():
+    from openaudience.journeys.source import load_journeys
+
+    journeys = load_journeys()
+    assert "app_purchase_thank_you" in journeys.plans, journeys.problems.get("app_purchase_thank_you")
+    trigger = journeys.plans["app_purchase_thank_you"].journey.trigger
+    assert trigger.is_event and trigger.label == "event:app_purchase"
+
+
+def test_an_event_a_journey_uses_cannot_be_removed(tmp_path):
+    """Spec §7.2: the events the shipped journey triggers and branches on are protected; a
+    definitions folder without the cart event is refused, naming the journey."""
+    from openaudience.events.source import changes, load_events
+    from openaudience.journeys.source import used_events
+
+    used = used_events()
+    assert used["app_purchase"] == ["app_purchase_thank_you"]
+    assert used["app_add_to_cart"] == ["app_purchase_thank_you"]
+    folder = tmp_path / "events"
+    folder.mkdir()
+    text = (PROJECT_ROOT / "events" / "shop_app.yml").read_text()
+    cut = text.index("  - code: app_add_to_cart")
+    (folder / "shop_app.yml").write_text(text[:cut])
+    refused = changes(load_events(folder), None, used)
+    assert refused == ["event app_add_to_cart cannot be removed: journey app_purchase_thank_you "
+                       "triggers on it"]
+
+
+# -- end to end ----------------------------------------------------------------------------------
+JOURNEYS = {
+    # three thank-yous a day at most, only for purchases of 10 CNY or more, with a cart note to
+    # those who add to the cart within ten minutes
+    "thanks_thrice": """\
+name: thanks_thrice
+trigger:
+  event: app_purchase
+  channel: shop-app
+  attributes: {attribute: {name: amount, ">=": 10}}
+  limit: {times: 3, within_days: 1}
+steps:
+  - send: {destination: app_thank_you_webhook}
+  - behavior_branch:
+      event: app_add_to_cart
+      window: {minutes: 10}
+      did:
+        - send: {destination: app_cart_nudge_webhook}
+""",
+    # a welcome at the second purchase, once in a lifetime
+    "welcome_once": """\
+name: welcome_once
+trigger:
+  event: app_purchase
+  channel: Shop app
+  min_count: 2
+  limit: once
+steps:
+  - send: {destination: app_thank_you_webhook}
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def journey_engines(built_engines, pg_cluster, tmp_path_factory):
+    """This module's own copy of `built_engines` (it starts journeys and stores events)."""
+    from tests.conftest import own_copy_of_built
+
+    return own_copy_of_built(built_engines, pg_cluster, tmp_path_factory, "event_journeys")
+
+
+def _members(wh, n: int) -> list[tuple[str, str]]:
+    """(member id, mobile) of `n` members whose mobile the warehouse knows."""
+    return wh.query("select i.id_value, u.mobile from marts.dim_identities i join marts.user_tags u "
+                    "on u.one_id = i.one_id where i.id_type = 'member_id' and u.mobile is not null "
+                    f"order by i.id_value limit {int(n)}")
+
+
+def _purchase(member: str, n: int, amount: str, item: str) -> dict:
+    return {"customerId": member, "eventCode": "app_purchase", "eventId": f"{member}-buy-{n}",
+            "eventTime": int(time.time() * 1000), "extendAttributes": {"item_id": item, "amount": amount}}
+
+
+def _by_journey(wh, receiver: WebhookReceiver) -> dict[str, list[dict]]:
+    """The receiver's messages by the journey whose send made them (its run id, task_id)."""
+    runs = dict(wh.query("select run_id, journey from journeys.journey_actions where run_id is not null"))
+    out: dict[str, list[dict]] = {}
+    with receiver.state.lock:
+        messages = list(receiver.state.accepted.values())
+    for message in messages:
+        out.setdefault(runs.get(message["callback_params"]["task_id"], "?"), []).append(message)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ("duckdb", "postgres"))
+def test_posted_events_start_journeys_whose_sends_arrive_within_seconds(journey_engines, engine, tmp_path):
+    from openaudience.delivery.source import load_destinations
+    from openaudience.delivery.spec import Policies
+    from openaudience.events.collector import spawn, stop
+    from openaudience.journeys import engine as journeys
+    from openaudience.journeys.follow import follow
+    from openaudience.journeys.source import load_journeys
+    from openaudience.segments.source import load_project
+
+    target = journey_engines[engine]
+    wh, home = target.warehouse, target.settings.home
+    folder = tmp_path / "journeys"
+    folder.mkdir()
+    for name, text in JOURNEYS.items():
+        (folder / f"{name}.yml").write_text(text)
+    secret = secrets.token_hex(16)
+    receiver = WebhookReceiver(secret=secret).start()
+    environ = {**os.environ, "OA_CRM_WEBHOOK_URL": receiver.url, "OA_CRM_WEBHOOK_SECRET": secret}
+    project = load_project()
+    dests = load_destinations(audiences=project)
+    dests.policies = Policies()  # no frequency caps: these people hear from us several times a minute
+    ctx = journeys.Context(wh, load_journeys(folder, project, dests), dests, project, environ=environ)
+    for name in JOURNEYS:
+        assert journeys.start(ctx, name) == "running"
+    (a, a_mobile), (b, _), (c, c_mobile), (d, d_mobile) = _members(wh, 4)
+    # a buys twelve times (three thank-yous, one welcome), b buys for 5 CNY (nothing),
+    # c buys and then adds to the cart (thank-you and cart note), d buys once (thank-you only)
+    batches = [[_purchase(a, i, "20", f"A{i}")] for i in range(12)]
+    batches += [[_purchase(b, 0, "5", "B0")], [_purchase(c, 0, "99.5", "C-item")],
+                [_purchase(d, 0, "10", "D0")]]
+    cart = [{"customerId": c, "eventCode": "app_add_to_cart", "eventId": f"{c}-cart",
+             "eventTime": int(time.time() * 1000), "extendAttributes": {"item_id": "C-next"}}]
+    env = {**environ, **target.env, "OA_EVENTS_KEY_SHOP_APP": KEY}
+    collector, port = spawn(env)
+    stop_following = threading.Event()
+    followers = [threading.Thread(target=follow, args=(ctx, home, 0.2, stop_following), daemon=True)
+                 for _ in range(2 if engine == "postgres" else 1)]  # two at once: one ingests at a time
+    started = time.monotonic()
+    try:
+        for f in followers:
+            f.start()
+
+        def post(batch: list[dict]) -> tuple[int, dict]:
+            client = EventClient(f"http://127.0.0.1:{port}", "shop-app", KEY)
+            try:
+                return client.events(batch)
+            finally:
+                client.close()
+
+        with ThreadPoolExecutor(10) as pool:  # ten clients at once, a's events among them
+            answers = list(pool.map(post, batches))
+        assert all(status == 200 and answer["success"] for status, answer in answers), answers
+        time.sleep(1.0)  # c's cart comes a moment after the purchase
+        assert post(cart)[1]["success"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(receiver.state.accepted) < 3 + 1 + 1 + 1 + 1:
+            time.sleep(0.1)
+        arrived = time.monotonic() - started
+        time.sleep(2.0)  # anything more would arrive now
+    finally:
+        stop_following.set()
+        for f in followers:
+            f.join(60)
+        stop(collector)
+        receiver.stop()
+    sent = _by_journey(wh, receiver)
+    thanks = sent.get("thanks_thrice", [])
+    to = (sorted(m["user_profile"]["target_id"] for m in thanks),
+          wh.query("select journey, cycle, node, status, people, sent, missing_id, capped "
+                   "from journeys.journey_actions order by journey, cycle, node"))
+    thank_yous = [m for m in thanks if m["params"]["template"] == "APP_THANK_YOU"]
+    notes = [m for m in thanks if m["params"]["template"] == "APP_CART_KEPT"]
+    assert sorted(m["user_profile"]["target_id"] for m in thank_yous) == sorted([a_mobile] * 3 + [c_mobile,
+                                                                                 d_mobile]), to
+    assert [m["user_profile"]["target_id"] for m in notes] == [c_mobile]
+    # the variables are the triggering purchase's attributes
+    assert {m["user_profile"]["target_id"]: m["params"]["vars"] for m in thank_yous}[c_mobile] == \
+        {"item": "C-item", "amount": "99.5"}
+    assert {m["params"]["vars"]["item"] for m in thank_yous if m["user_profile"]["target_id"] == a_mobile} \
+        <= {f"A{i}" for i in range(12)}
+    welcome = sent.get("welcome_once", [])
+    assert [m["user_profile"]["target_id"] for m in welcome] == [a_mobile]  # only a bought twice
+    assert set(sent) <= {"thanks_thrice", "welcome_once"}
+    assert arrived < 30, f"the sends took {arrived:.1f} s"
+    # what the warehouse says: a entered three times, once past... the rest kept out by the limit
+    entries = dict(wh.query("select one_id, count(*) from journeys.journey_event_entries "
+                            "where journey = 'thanks_thrice' group by one_id"))
+    assert sorted(entries.values()) == [1, 1, 3]
+    assert wh.query("select count(*) from events.events where event_code = 'app_purchase'")[0][0] >= 15
+    statuses = dict(wh.query("select journey, status from journeys.journeys where journey in "
+                             "('thanks_thrice', 'welcome_once')"))
+    assert statuses == {"thanks_thrice": "running", "welcome_once": "running"}  # they go on
+    for name in JOURNEYS:
+        journeys.stop(ctx, name)
+
+
+@pytest.mark.slow
+def test_oa_events_follow_runs_until_its_time_is_up_and_says_what_it_did(journey_engines, tmp_path):
+    """The command line: `oa events ingest` enters people and says so; `oa events follow` sends."""
+    from openaudience.events import messages as m
+    from openaudience.events.log import EventLog, log_dir
+    from openaudience.events.source import load_events
+
+    target = journey_engines["duckdb"]
+    secret = secrets.token_hex(16)
+    receiver = WebhookReceiver(secret=secret).start()
+    env = {**target.env, "OA_CRM_WEBHOOK_URL": receiver.url, "OA_CRM_WEBHOOK_SECRET": secret}
+    try:
+        run = subprocess.run([OA, "journey", "start", "app_purchase_thank_you"], env=env, cwd=PROJECT_ROOT,
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        member, mobile = _members(target.warehouse, 20)[-1]  # not one the other tests messaged (caps)
+        log = EventLog.open(log_dir(target.settings.home))
+        log.append(m.judge_events([_purchase(member, 100, "42", "P-cli")], load_events(), "shop-app").records)
+        log.close()
+        run = subprocess.run([OA, "events", "ingest"], env=env, cwd=PROJECT_ROOT, capture_output=True,
+                             text=True)
+        assert run.returncode == 0, run.stderr
+        assert "journey app_purchase_thank_you: 1 entered" in run.stdout
+        run = subprocess.run([OA, "events", "follow", "--seconds", "3"], env=env, cwd=PROJECT_ROOT,
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert "journey app_purchase_thank_you: moved" in run.stdout and "sent 1" in run.stdout, run.stdout
+        [message] = receiver.state.accepted.values()
+        assert message["user_profile"]["target_id"] == mobile
+        assert message["params"]["vars"] == {"item": "P-cli", "amount": "42"}
+    finally:
+        receiver.stop()
+        subprocess.run([OA, "journey", "stop", "app_purchase_thank_you"], env=env, cwd=PROJECT_ROOT,
+                       capture_output=True, text=True)
+
+
+def test_a_journey_needs_the_live_events_view_to_start(target, tmp_path):
+    """Before the first build the warehouse cannot resolve events to people: start says so."""
+    from openaudience.core.errors import UserError
+    from openaudience.delivery.source import load_destinations
+    from openaudience.journeys import engine as journeys
+    from openaudience.journeys.source import load_journeys
+    from openaudience.segments.source import load_project
+
+    project = load_project()
+    dests = load_destinations(audiences=project)
+    ctx = journeys.Context(target.warehouse, load_journeys(project=project, dests=dests), dests, project)
+    with pytest.raises(UserError, match="marts.fct_events_live, which the warehouse does not have yet; "
+                                        "run `oa build` first"):
+        journeys.start(ctx, "app_purchase_thank_you")
