@@ -6,6 +6,7 @@ three times a day; min_count) hold however the events fall into ingests."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 import subprocess
@@ -302,6 +303,20 @@ def test_posted_events_start_journeys_whose_sends_arrive_within_seconds(journey_
     assert statuses == {"thanks_thrice": "running", "welcome_once": "running"}  # they go on
     for name in JOURNEYS:
         journeys.stop(ctx, name)
+    # before any build, an audience of the event sees today's purchases (fct_behaviors_live)
+    from openaudience.segments.engine import MEMBERS, build
+    from openaudience.segments.source import Catalog
+
+    audiences = tmp_path / "audiences"
+    audiences.mkdir()
+    (audiences / "bought_in_app_today.yml").write_text(
+        "name: bought_in_app_today\nid_type: mobile\nwhere:\n"
+        "  behavior: {did: app_purchase, last_days: 1, count: {'>=': 2}}\n")
+    today = dt.datetime.now(dt.UTC).date()
+    build(load_project(audiences, Catalog.from_project()), ["bought_in_app_today"], today, wh=wh)
+    members = {r[0] for r in wh.query(f"select id_value from {MEMBERS} "
+                                      "where audience = 'bought_in_app_today'")}
+    assert members == {a_mobile}  # a bought twelve times today, the others once
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ class Requirement:
     """Something the warehouse must hold before the query can run: checked before a build so
     that a missing input is an error naming it, not an empty audience."""
 
-    kind: str          # audience | upload | table | aipl_date | ml_scores | ml_task | ml_pool
+    kind: str          # audience | upload | table | relation | aipl_date | ml_scores | ml_task | ml_pool
     name: str          # audience name, upload digest, schema.table, AIPL model, pool
     detail: str = ""   # version, upload file, id type, date
 

@@ -95,7 +95,9 @@ def _behavior_ctes(ctx: _Context) -> list[tuple[str, exp.Select]]:
                     value = exp.cast(value, "DOUBLE")
                 columns.append(exp.alias_(exp.func("SUM", exp.Case().when(and_(test), value)), name))
                 test = [t.copy() for t in test]
-        query = (exp.select(*columns).from_(ctx.relations.table("fct_behaviors")).where(scope)
+        # an event of events/*.yml: with the events that arrived since the build
+        source = "fct_behaviors_live" if event_type in ctx.live_types else "fct_behaviors"
+        query = (exp.select(*columns).from_(ctx.relations.table(source)).where(scope)
                  .group_by(col("one_id", None)))
         ctes.append((_behavior_alias(event_type), query))
     return ctes
@@ -111,12 +113,15 @@ class _Context(Context):
     behaviors: dict = field(default_factory=dict)  # _BehaviorFilter -> its column number
     joins: dict[str, tuple[str, exp.Select]] = field(default_factory=dict)  # sql -> (alias, query)
     behavior_amounts: set[int] = field(default_factory=set)
+    live_types: frozenset[str] = frozenset()  # event codes of events/*.yml: read fct_behaviors_live
 
     def behavior_totals(self, leaf: BehaviorLeaf) -> tuple[exp.Expression, exp.Expression | None]:
         """The leaf's count (and amount) columns of the shared behaviour aggregate."""
         today = self.literal_today
         first, last = ((today - dt.timedelta(days=leaf.last_days - 1), today) if leaf.last_days
                        else leaf.between)
+        if leaf.event_type in self.live_types:
+            self.require("relation", "marts.fct_behaviors_live")
         spec = _BehaviorFilter(leaf.event_type, tuple(leaf.channels or ()), leaf.object_attribute,
                                tuple(leaf.object_values or ()), first, last)
         if spec not in self.behaviors:
@@ -196,7 +201,8 @@ def _context(catalog, today: dt.date, relations: Relations | None,
              uploads: dict[tuple[str, str], str] | None, record: bool = False) -> _Context:
     return _Context(today=today, relations=relations or Relations(), tag_types=catalog.tags,
                     delimiters=catalog.delimiters, uploads=uploads or {},
-                    record={} if record else None)
+                    record={} if record else None,
+                    live_types=frozenset(getattr(catalog, "live_event_types", ()) or ()))
 
 
 def compile_audience(audience: Audience, catalog, today: dt.date,

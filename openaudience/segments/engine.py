@@ -90,6 +90,12 @@ def check_inputs(wh: Warehouse, conn, requirements: list[Requirement], building:
                                 f"(oa audience build {req.name})")
             elif req.detail and int(req.detail) not in kept:
                 problems.append(f"audience {req.name!r} keeps versions {kept}, not {req.detail}")
+        elif req.kind == "relation":
+            schema, table = req.name.split(".")
+            if not wh.table_exists(schema, table, conn):
+                problems.append(f"{req.name} does not exist yet (behaviour conditions on the events of "
+                                "events/*.yml read it, with the events that arrived since the build); "
+                                "run `oa build`")
         elif req.kind == "table":
             schema, table = req.name.split(".")
             cols = wh.execute(conn, "select column_name from information_schema.columns "

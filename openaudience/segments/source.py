@@ -50,6 +50,7 @@ class Catalog:
     id_types: set[str] = field(default_factory=lambda: set(ID_TYPES))
     recommend_tasks: set[str] = field(default_factory=set)  # the tasks of ml/recommend.yml
     pools: set[str] = field(default_factory=set)            # the product pools of ml/pools/
+    live_event_types: set[str] = field(default_factory=set)  # the event codes of events/*.yml
 
     @classmethod
     def from_project(cls, root: Path = PROJECT_ROOT) -> Catalog:
@@ -69,6 +70,9 @@ class Catalog:
                         if r["tag_type"] == "multi_value" and r["delimiter"]},
             event_types=({r["event_type"] for r in rows("dim_behavior_types.csv")}
                          | event_codes(root / "events")),
+            # an event code that is also a seed type (say purchase) is built like the shop's
+            live_event_types=(event_codes(root / "events")
+                              - {r["event_type"] for r in rows("dim_behavior_types.csv")}),
             channels={r["channel"] for r in rows("dim_channels.csv")},
             # a metric's scores are 1 to its number of breakpoints (macros/rfm/rfm_model.sql)
             rfm_models={m["name"]: {k: len(m["config"]["meta"]["rfm"][metric]) for k, metric in

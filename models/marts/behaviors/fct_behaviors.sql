@@ -48,6 +48,8 @@ resolved as (
         r.event_count,
         r.amount
     from {{ ref('stg_events__events') }} as r
+    -- the events this build saw (fct_behaviors_live adds those that arrived since)
+    inner join {{ ref('int_collector_events_built') }} as built on built.event_id = r.event_id
     inner join identities as i on i.id_type = r.user_id_type and i.id_value = r.user_id
 ),
 

@@ -36,6 +36,8 @@ select
     events.occurred_at,
     events.received_at,
     events.attributes,
+    events.object_attribute,
+    events.object_value,
     events.item_id,
     events.amount
 from events
