@@ -369,3 +369,53 @@ def test_a_journey_needs_the_live_events_view_to_start(target, tmp_path):
     with pytest.raises(UserError, match="marts.fct_events_live, which the warehouse does not have yet; "
                                         "run `oa build` first"):
         journeys.start(ctx, "app_purchase_thank_you")
+
+
+@pytest.mark.slow
+def test_the_dagster_ingest_job_moves_event_journeys_and_shows_them(journey_engines, tmp_path, monkeypatch):
+    """Without `oa events follow`, the sensor's job does the same pass: the person enters, the
+    thank-you goes out, and the journey's asset records it."""
+    import dagster as dg
+
+    from openaudience.delivery.source import load_destinations
+    from openaudience.events import messages as m
+    from openaudience.events.log import EventLog, log_dir
+    from openaudience.events.source import load_events
+    from openaudience.journeys import engine as journeys
+    from openaudience.journeys.source import load_journeys
+    from openaudience.segments.source import load_project
+    from orchestration.definitions import build_definitions
+    from orchestration.resources import WarehouseResource
+    from tests.conftest import point_process_at
+
+    target = journey_engines["duckdb"]
+    secret = secrets.token_hex(16)
+    receiver = WebhookReceiver(secret=secret).start()
+    point_process_at(target, monkeypatch, tmp_path / "dagster")
+    monkeypatch.setenv("OA_CRM_WEBHOOK_URL", receiver.url)
+    monkeypatch.setenv("OA_CRM_WEBHOOK_SECRET", secret)
+    try:
+        project = load_project()
+        dests = load_destinations(audiences=project)
+        ctx = journeys.Context(target.warehouse, load_journeys(project=project, dests=dests), dests, project)
+        if journeys.journey_row(ctx.wh, "app_purchase_thank_you") is not None:
+            journeys.forget(ctx, "app_purchase_thank_you")
+        journeys.start(ctx, "app_purchase_thank_you")
+        member, mobile = _members(target.warehouse, 30)[-1]
+        log = EventLog.open(log_dir(target.settings.home))
+        log.append(m.judge_events([_purchase(member, 200, "77", "P-dagster")], load_events(),
+                                  "shop-app").records)
+        log.close()
+        defs = build_definitions()
+        with dg.instance_for_test() as instance:
+            result = defs.resolve_job_def("events_ingest").execute_in_process(
+                instance=instance, resources={"warehouse": WarehouseResource()})
+        assert result.success
+        keys = {e.materialization.asset_key for e in result.get_asset_materialization_events()}
+        assert dg.AssetKey(["journeys", "app_purchase_thank_you"]) in keys, keys
+        [message] = receiver.state.accepted.values()
+        assert message["user_profile"]["target_id"] == mobile
+        assert message["params"]["vars"] == {"item": "P-dagster", "amount": "77"}
+        journeys.stop(ctx, "app_purchase_thank_you")
+    finally:
+        receiver.stop()
