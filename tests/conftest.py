@@ -106,6 +106,13 @@ class Target:
         if check and done.returncode != 0:
             raise AssertionError(f"dbt {' '.join(args)} failed on {self.name}:\n"
                                  f"{done.stdout[-6000:]}\n{done.stderr[-2000:]}")
+        if "--select" in args and args[0] in ("build", "run") and done.returncode == 0:
+            # as `oa build --select` does: a part rebuilt on PostgreSQL drops the live views over it
+            from openaudience.core.dbt import missing_live_views
+
+            missing = missing_live_views(self.settings)
+            if missing:
+                self.dbt("run", "--select", " ".join(missing), as_of=as_of)
         return done
 
     def oa(self, *args: str, script: bool = False) -> subprocess.CompletedProcess:

@@ -419,3 +419,49 @@ def test_the_dagster_ingest_job_moves_event_journeys_and_shows_them(journey_engi
         journeys.stop(ctx, "app_purchase_thank_you")
     finally:
         receiver.stop()
+
+
+@pytest.mark.slow
+def test_live_views_a_partial_build_drops_come_back_and_no_entry_is_lost_meanwhile(journey_engines):
+    """PostgreSQL drops a view with the table it reads when dbt replaces that table: `oa build
+    --select fct_behaviors` makes the live views again. A view gone under a running event journey
+    stops the ingest with what to run (the events wait in the log); then the person enters."""
+    from openaudience.core.errors import UserError
+    from openaudience.delivery.source import load_destinations
+    from openaudience.events import messages as m
+    from openaudience.events.ingest import ingest
+    from openaudience.events.log import EventLog, log_dir
+    from openaudience.events.source import load_events
+    from openaudience.journeys import engine as journeys
+    from openaudience.journeys import live
+    from openaudience.journeys.source import load_journeys
+    from openaudience.segments.source import load_project
+
+    target = journey_engines["postgres"]
+    wh, home = target.warehouse, target.settings.home
+    run = subprocess.run([OA, "build", "--select", "fct_behaviors"], env=target.env, cwd=PROJECT_ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert wh.table_exists("marts", "fct_events_live") and wh.table_exists("marts", "fct_behaviors_live")
+
+    project = load_project()
+    dests = load_destinations(audiences=project)
+    ctx = journeys.Context(wh, load_journeys(project=project, dests=dests), dests, project)
+    if journeys.journey_row(wh, "app_purchase_thank_you") is not None:
+        journeys.forget(ctx, "app_purchase_thank_you")
+    journeys.start(ctx, "app_purchase_thank_you")
+    with wh.connect() as conn:
+        wh.execute(conn, "drop view marts.fct_behaviors_live")
+        wh.execute(conn, "drop view marts.fct_events_live")
+    before = wh.query("select count(*) from events.events")[0][0]
+    member, _ = _members(wh, 40)[-1]
+    log = EventLog.open(log_dir(home))
+    log.append(m.judge_events([_purchase(member, 300, "15", "P-view")], load_events(), "shop-app").records)
+    log.close()
+    with pytest.raises(UserError, match="run `oa build --select fct_events_live fct_behaviors_live`"):
+        ingest(wh, home, on_events=live.enter)
+    assert wh.query("select count(*) from events.events")[0][0] == before  # nothing half-stored
+    target.dbt("run", "--select", "fct_events_live fct_behaviors_live")
+    done = ingest(wh, home, on_events=live.enter)
+    assert done.events == 1 and done.entered == {"app_purchase_thank_you": 1}
+    journeys.stop(ctx, "app_purchase_thank_you")

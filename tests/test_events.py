@@ -504,7 +504,8 @@ def event_engines(built_engines, pg_cluster, tmp_path_factory):
     return own_copy_of_built(built_engines, pg_cluster, tmp_path_factory, "events")
 
 
-EVENT_MODELS = ("stg_events__events stg_events__identity_links dim_event_types int_identity_links "
+EVENT_MODELS = ("stg_events__events stg_events__identity_links dim_event_types int_collector_events_built "
+                "int_identity_links "
                 "int_identity_nodes int_identity_shared_ids int_identity_guarded_links "
                 "int_identity_components dim_identities fct_behaviors intermediate.users user_tags")
 

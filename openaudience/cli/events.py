@@ -222,6 +222,9 @@ def events_follow(
                 err.print(f"[yellow]note[/yellow]: {exc}; trying again in {max(interval, 5):g} s",
                           highlight=False)
                 time.sleep(max(interval, 5))
+            except UserError as exc:  # what a person fixes meanwhile (a view to rebuild, a key to set)
+                err.print(f"[red]error[/red]: {exc}; trying again in 30 s", highlight=False)
+                time.sleep(30)
     except KeyboardInterrupt:
         err.print("stopped")
     finally:

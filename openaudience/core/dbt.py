@@ -133,6 +133,39 @@ def release_dbt_duckdb() -> None:
         DuckDBConnectionManager._ENV = None
 
 
+LIVE_VIEWS = ("fct_events_live", "fct_behaviors_live")
+"""Views over tables and views dbt rebuilds. PostgreSQL drops a view with what it reads when dbt
+replaces that (DROP ... CASCADE): a build of part of the project can take them away."""
+
+
+def missing_live_views(settings=None) -> list[str]:
+    from openaudience.core.warehouse import Warehouse
+
+    wh = Warehouse(settings)
+    if not wh.table_exists("marts", "fct_behaviors"):
+        return []  # never built: the first build makes them
+    return [v for v in LIVE_VIEWS if not wh.table_exists("marts", v)]
+
+
+def restore_live_views(settings=None) -> list[str]:
+    """Create the live views again when a partial build dropped them; the ones it made."""
+    from dbt.cli.main import dbtRunner
+
+    from openaudience.core.errors import UserError
+
+    missing = missing_live_views(settings)
+    if missing:
+        apply_environment()
+        try:
+            result = dbtRunner().invoke([*dbt_args("run", " ".join(missing)), "--quiet"])
+        finally:
+            release_dbt_duckdb()
+        if not result.success:
+            raise UserError(f"the views {', '.join(missing)} could not be made again: "
+                            f"{result.exception or 'see logs/dbt.log'}")
+    return missing
+
+
 def run_dbt_build(select: str | None = None, as_of: str | None = None,
                   console: Console | None = None,
                   extra_vars: dict[str, str] | None = None) -> BuildOutcome:
@@ -158,6 +191,8 @@ def run_dbt_build(select: str | None = None, as_of: str | None = None,
                 [*dbt_args("build", select, as_of, extra_vars), "--quiet"])
         finally:
             release_dbt_duckdb()
+        if select and result.success:  # a part of the project: the live views may have gone with it
+            restore_live_views()
     outcome = BuildOutcome(success=bool(result.success))
     if result.exception is not None:
         outcome.failures.append(str(result.exception))

@@ -21,6 +21,7 @@ from pathlib import Path
 from openaudience.core.warehouse import Warehouse
 from openaudience.events.ingest import Ingested, ingest
 from openaudience.journeys import engine, live
+from openaudience.journeys.sql import EVENT_TRIGGERED, JOURNEYS, REAL_ONLY
 
 CHUNK = 5_000
 """Events a pass takes at most: at 500 a second a pass keeps up, and a backlog is worked off in
@@ -49,10 +50,8 @@ def event_journeys(wh: Warehouse) -> list[str]:
     with wh.session() as conn:
         if not wh.table_exists("journeys", "journeys", conn):
             return []
-        rows = wh.execute(conn, f"select journey from {engine.JOURNEYS} "
-                                "where status in ('running', 'pending') "
-                                "and substr(audience, 1, 6) = 'event:' "
-                                f"and {engine.REAL_ONLY} order by journey")
+        rows = wh.execute(conn, f"select journey from {JOURNEYS} where status in ('running', 'pending') "
+                                f"and {EVENT_TRIGGERED} and {REAL_ONLY} order by journey")
     return [r[0] for r in rows]
 
 

@@ -27,10 +27,21 @@ from sqlglot import exp
 
 from openaudience.conditions import Context as ConditionContext
 from openaudience.conditions import compile_condition
+from openaudience.core.errors import UserError
 from openaudience.core.schema import operational as op
 from openaudience.core.warehouse import Warehouse, qident, qualified
 from openaudience.journeys.source import ROOT, Node, Plan
-from openaudience.journeys.sql import CYCLES, ENTRIES, JOURNEYS, POS, REAL_ONLY, bucket, hash_name, lit
+from openaudience.journeys.sql import (
+    CYCLES,
+    ENTRIES,
+    EVENT_TRIGGERED,
+    JOURNEYS,
+    POS,
+    REAL_ONLY,
+    bucket,
+    hash_name,
+    lit,
+)
 
 LIVE = qualified("marts", "fct_events_live")
 ENTRIES_BY_EVENT = op.JOURNEY_EVENT_ENTRIES.relation
@@ -90,15 +101,8 @@ def condition_sql(wh: Warehouse, conn, code: str, condition, table: str = "e") -
 
 def _running(wh: Warehouse, conn) -> list[tuple[str, str, dt.datetime, int]]:
     return wh.execute(conn, f"select journey, definition, started_at, cycles from {JOURNEYS} "
-                            f"where status = 'running' and substr(audience, 1, 6) = 'event:' and {REAL_ONLY} "
+                            f"where status = 'running' and {EVENT_TRIGGERED} and {REAL_ONLY} "
                             "order by journey")
-
-
-def has_event_journeys(wh: Warehouse, conn) -> bool:
-    if not wh.table_exists(op.JOURNEY_SCHEMA, op.JOURNEYS.name, conn):
-        return False
-    return bool(wh.execute(conn, f"select count(*) from {JOURNEYS} where status in ('running', 'pending', "
-                                 "'paused') and substr(audience, 1, 6) = 'event:'")[0][0])
 
 
 def enter(wh: Warehouse, conn, event_ids: list[str], now: dt.datetime | None = None) -> Entered:
@@ -110,13 +114,16 @@ def enter(wh: Warehouse, conn, event_ids: list[str], now: dt.datetime | None = N
     if not event_ids:
         return out
     now = (now or utc_now()).replace(microsecond=0)  # the engine's times are whole seconds (lit)
-    if not has_event_journeys(wh, conn):
-        return out
     journeys = _running(wh, conn)
     if not journeys:
         return out
     if not wh.table_exists("marts", "fct_events_live", conn):
-        return out  # `oa journey start` refuses an event journey before the view exists
+        # `oa journey start` refuses before the first build; this is a view a partial build on
+        # PostgreSQL dropped. Nothing is stored (the events stay in the log) until it is back.
+        raise UserError("marts.fct_events_live is missing, and running event journeys read it (a "
+                        "build of part of the project on PostgreSQL drops the views over what it "
+                        "rebuilds): run `oa build --select fct_events_live fct_behaviors_live`; the "
+                        "events wait in the log and their people enter then")
     wh.execute(conn, f"drop table if exists {NEW}")
     wh.execute(conn, f"create temporary table {NEW} (event_id {wh.sql_type('text')})")
     wh.insert_arrow(conn, NEW, pa.table({"event_id": pa.array(event_ids, pa.string())}))

@@ -31,6 +31,7 @@ def lit(value) -> str:
 
 SIMULATION = "simulation__"
 REAL_ONLY = "substr(journey, 1, 12) <> 'simulation__'"  # rows of journeys, not of a simulation
+EVENT_TRIGGERED = "substr(audience, 1, 6) = 'event:'"  # journeys.journeys rows of event journeys
 
 
 def hash_name(journey: str) -> str:
