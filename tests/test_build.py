@@ -95,9 +95,7 @@ def test_generated_data_resolves_into_people_as_planted(built):
 
 def test_documented_columns_are_exactly_the_built_columns(built):
     """The YAML beside each model lists every column the built relation has, and no other."""
-    from openaudience.core.dbt import ensure_manifest
-
-    from openaudience.core.dbt import missing_live_views
+    from openaudience.core.dbt import ensure_manifest, missing_live_views
 
     manifest = json.loads(ensure_manifest().read_text())
     target = built["postgres"]
