@@ -322,18 +322,25 @@ def test_posted_events_start_journeys_whose_sends_arrive_within_seconds(journey_
 @pytest.mark.slow
 def test_oa_events_follow_runs_until_its_time_is_up_and_says_what_it_did(journey_engines, tmp_path):
     """The command line: `oa events ingest` enters people and says so; `oa events follow` sends."""
+    from openaudience.delivery.source import load_destinations
     from openaudience.events import messages as m
     from openaudience.events.log import EventLog, log_dir
     from openaudience.events.source import load_events
+    from openaudience.journeys import engine as journeys
+    from openaudience.journeys.source import load_journeys
+    from openaudience.segments.source import load_project
 
     target = journey_engines["duckdb"]
     secret = secrets.token_hex(16)
     receiver = WebhookReceiver(secret=secret).start()
     env = {**target.env, "OA_CRM_WEBHOOK_URL": receiver.url, "OA_CRM_WEBHOOK_SECRET": secret}
+    project = load_project()
+    dests = load_destinations(audiences=project)
+    ctx = journeys.Context(target.warehouse, load_journeys(project=project, dests=dests), dests, project)
     try:
-        run = subprocess.run([OA, "journey", "start", "app_purchase_thank_you"], env=env, cwd=PROJECT_ROOT,
-                             capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr
+        if journeys.journey_row(ctx.wh, "app_purchase_thank_you") is not None:
+            journeys.forget(ctx, "app_purchase_thank_you")
+        journeys.start(ctx, "app_purchase_thank_you")
         member, mobile = _members(target.warehouse, 20)[-1]  # not one the other tests messaged (caps)
         log = EventLog.open(log_dir(target.settings.home))
         log.append(m.judge_events([_purchase(member, 100, "42", "P-cli")], load_events(), "shop-app").records)
@@ -351,8 +358,7 @@ def test_oa_events_follow_runs_until_its_time_is_up_and_says_what_it_did(journey
         assert message["params"]["vars"] == {"item": "P-cli", "amount": "42"}
     finally:
         receiver.stop()
-        subprocess.run([OA, "journey", "stop", "app_purchase_thank_you"], env=env, cwd=PROJECT_ROOT,
-                       capture_output=True, text=True)
+        journeys.stop(ctx, "app_purchase_thank_you")
 
 
 def test_a_journey_needs_the_live_events_view_to_start(target, tmp_path):

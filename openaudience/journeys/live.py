@@ -268,20 +268,22 @@ def _window_start(plan: Plan, node: Node) -> str:
     return "x.event_received_at" if first else "p.arrived_at"
 
 
-def _did_counts(wh: Warehouse, conn, plan: Plan, node: Node, where: str, until: str) -> str:
+def _did_counts(wh: Warehouse, conn, plan: Plan, node: Node, where: str, until: str,
+                since: dt.datetime | None = None) -> str:
     """Per person due at `node` (`where` over positions p), the count of the branch's events
-    in its window, up to `until` (a SQL time over p)."""
+    in its window, up to `until` (a SQL time over p); `since`, a time no window starts before,
+    lets the scan of the events skip the older ones."""
     body = node.body
     test = condition_sql(wh, conn, body.event, body.attributes)
     code = exp.Literal.string(body.event).sql()
+    bound = f"and e.received_at >= {lit(since)} " if since is not None else ""
     return (f"select p.one_id, count(e.event_id) as n from {POS} p "
             f"join {ENTRIES_BY_EVENT} x on x.journey = p.journey and x.cycle = p.cycle "
             f"and x.one_id = p.one_id "
-            f"left join {LIVE} e on e.one_id = p.one_id and e.event_type = {code} "
+            f"left join {LIVE} e on e.one_id = p.one_id and e.event_type = {code} {bound}"
             f"and e.event_id <> x.event_id and e.received_at >= {_window_start(plan, node)} "
             f"and e.received_at < {until} and ({test}) "
             f"where {where} group by p.one_id")
-
 
 
 def behavior_route(ctx, conn, plan: Plan, node: Node, due: str) -> str:
@@ -298,6 +300,7 @@ def settle_behaviors(ctx, conn, plan: Plan, now: dt.datetime) -> None:
     """People waiting at a behaviour branch who have done enough already go on now (when more
     events could not change the answer: no count, or a count of at least / more than)."""
     from openaudience.conditions.leaves import AT_LEAST_ONCE
+
     wh = ctx.wh
     for node in plan.nodes.values():
         if node.kind != "behavior_branch":
@@ -308,7 +311,11 @@ def settle_behaviors(ctx, conn, plan: Plan, now: dt.datetime) -> None:
         waiting = (f"p.journey = {lit(plan.name)} and p.node = {lit(node.id)} and p.state = 'waiting' "
                    f"and p.due_at > {lit(now)}")
         with wh.transaction(conn):
-            counts = _did_counts(wh, conn, plan, node, waiting, lit(now))
+            if not wh.execute(conn, f"select 1 from {POS} p where {waiting} limit 1"):
+                continue  # nobody waits here: no scan of the events
+            # the people waiting arrived within the window; their events a day before at most
+            since = now - node.body.window_delta - dt.timedelta(days=1)
+            counts = _did_counts(wh, conn, plan, node, waiting, lit(now), since)
             check = count.sql(exp.column("n", table="t")).sql(dialect=wh.engine)
             wh.execute(conn, f"""
                 update {POS} set due_at = {lit(now)}
