@@ -55,12 +55,7 @@ class Entered:
 
     entered: dict[str, int] = field(default_factory=dict)       # journey -> entries
     limited: dict[str, int] = field(default_factory=dict)       # journey -> events the limit kept out
-    counting: dict[str, int] = field(default_factory=dict)      # journey -> events short of min_count
     unknown: dict[str, int] = field(default_factory=dict)       # journey -> events of no known person
-
-    @property
-    def total(self) -> int:
-        return sum(self.entered.values())
 
 
 def attribute_sql(engine: str, key: str, kind: str, table: str = "e") -> str:
@@ -159,11 +154,12 @@ def _enter_one(wh: Warehouse, conn, plan: Plan, started_at: dt.datetime, cycles:
                                     "on x.one_id = c.one_id where c.journey = %s", [name])) \
         if min_count > 1 else {}
     if t.limit == "once":
-        since, allowed = None, 1
+        allowed = 1
         taken = dict(wh.execute(conn, f"select e.one_id, e.entries from {ENTRIES} e join oa_event_people x "
                                       "on x.one_id = e.one_id where e.journey = %s", [name]))
     else:
-        since, allowed = now - dt.timedelta(days=t.limit.within_days), t.limit.times
+        allowed = t.limit.times
+        since = now - dt.timedelta(days=t.limit.within_days)
         taken = dict(wh.execute(conn, f"select e.one_id, count(*) from {ENTRIES_BY_EVENT} e "
                                       "join oa_event_people x on x.one_id = e.one_id "
                                       "where e.journey = %s and e.entered_at > %s group by e.one_id",
@@ -173,7 +169,7 @@ def _enter_one(wh: Warehouse, conn, plan: Plan, started_at: dt.datetime, cycles:
     share = int(round(holdout.percent * 100)) if holdout is not None else 0
     entries: list[tuple[int, str, str, dt.datetime, bool]] = []   # (k, one_id, event_id, received, held)
     counts: dict[str, int] = {}
-    limited = counting = 0
+    limited = 0
     for one_id, events in by_person.items():
         n = int(pending.get(one_id, 0))
         used = int(taken.get(one_id, 0))
@@ -182,7 +178,6 @@ def _enter_one(wh: Warehouse, conn, plan: Plan, started_at: dt.datetime, cycles:
         for event_id, received in events:
             n = min(n + 1, min_count)
             if n < min_count:
-                counting += 1
                 continue
             if used >= allowed:
                 limited += 1
@@ -195,8 +190,6 @@ def _enter_one(wh: Warehouse, conn, plan: Plan, started_at: dt.datetime, cycles:
             counts[one_id] = n
     if limited:
         out.limited[name] = limited
-    if counting:
-        out.counting[name] = counting
     if counts:
         _store_counts(wh, conn, name, counts, now)
     if not entries:
