@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 OA_HOME ?= $(CURDIR)/.openaudience
 DAGSTER_HOME ?= $(OA_HOME)/dagster
 
-.PHONY: install demo lint test test-fast ui lock clean
+.PHONY: install demo lint test test-fast test-spark ui lock clean
 
 # Pinned installs from requirements.lock (resolved from pyproject.toml by `make lock`).
 $(STAMP): pyproject.toml requirements.lock
@@ -37,12 +37,18 @@ COMPILE := $(BIN)/python -m compileall -q -j 0 openaudience orchestration connec
 # the 40 slowest steps (setup and call apart) close the output: where the next minute is
 test: lint
 	$(COMPILE)
-	$(PYTEST) --durations=40
+	$(PYTEST) -m "not spark" --durations=40
 
 # The edit loop: everything but the tests that build the dbt project (`-m slow`), in about 2 minutes.
 test-fast: lint
 	$(COMPILE)
-	$(PYTEST) -m "not slow" -q
+	$(PYTEST) -m "not slow and not spark" -q
+
+# The project on Apache Spark (local mode, Java 17) against DuckDB: one process, so one Spark
+# session serves every test (tests/test_spark.py). About 5 minutes; .ci/run calls it after make test.
+test-spark: install
+	$(COMPILE)
+	$(BIN)/python -m pytest -n 0 -m spark --durations=10
 
 # The instance and the dbt manifest first: loading the code location runs no dbt.
 ui: install
@@ -50,7 +56,7 @@ ui: install
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 lock:
-	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra spark -o requirements.lock --python-version 3.11
 
 clean:
 	rm -rf $(OA_HOME) target logs

@@ -11,3 +11,7 @@
 {% macro postgres__json_text(json_expr, key) -%}
     (cast({{ json_expr }} as json) ->> '{{ key }}')
 {%- endmacro %}
+
+{% macro spark__json_text(json_expr, key) -%}
+    get_json_object({{ json_expr }}, '$.{{ key }}')
+{%- endmacro %}

@@ -12,7 +12,17 @@
 
 {#- `expr` without white space at either end: space, tab, LF, VT, FF, CR, U+00A0, U+3000. -#}
 {% macro trim_id(expr) -%}
+    {{ return(adapter.dispatch('trim_id', 'openaudience')(expr)) }}
+{%- endmacro %}
+
+{% macro default__trim_id(expr) -%}
     trim({{ expr }}, ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13) || chr(160) || chr(12288))
+{%- endmacro %}
+
+{#- Spark's chr() wraps at 256 and its trim() takes the characters first: the same set as
+    escapes in the literal. -#}
+{% macro spark__trim_id(expr) -%}
+    trim(both '\u0020\u0009\u000A\u000B\u000C\u000D\u00A0\u3000' from {{ expr }})
 {%- endmacro %}
 
 {% macro _ascii_lower(expr) -%}
@@ -26,15 +36,28 @@
 {#- A mainland mobile as 11 digits without the 86 prefix, or null when it cannot be one.
     "+86 138-0013 8000", "8613800138000" and " 13800138000 " all become 13800138000. -#}
 {% macro normalize_mobile(expr) -%}
+    {{ return(adapter.dispatch('normalize_mobile', 'openaudience')(expr)) }}
+{%- endmacro %}
+
+{% macro default__normalize_mobile(expr) -%}
     case
         when {{ regex_matches("regexp_replace(regexp_replace(" ~ expr ~ ", '[^0-9]', '', 'g'), '^86(1[0-9]{10})$', '\\1')", "'^1[3-9][0-9]{9}$'") }}
             then regexp_replace(regexp_replace({{ expr }}, '[^0-9]', '', 'g'), '^86(1[0-9]{10})$', '\1')
     end
 {%- endmacro %}
 
+{#- Spark's regexp_replace replaces every match (its fourth argument is a position) and writes
+    a group as $1. -#}
+{% macro spark__normalize_mobile(expr) -%}
+    case
+        when {{ regex_matches("regexp_replace(regexp_replace(" ~ expr ~ ", '[^0-9]', ''), '^86(1[0-9]{10})$', '$1')", "'^1[3-9][0-9]{9}$'") }}
+            then regexp_replace(regexp_replace({{ expr }}, '[^0-9]', ''), '^86(1[0-9]{10})$', '$1')
+    end
+{%- endmacro %}
+
 {#- An e-mail address trimmed and lower-cased, or null when blank or without an @. -#}
 {% macro normalize_email(expr) -%}
-    case when strpos({{ trim_id(expr) }}, '@') > 0 then {{ _ascii_lower(trim_id(expr)) }} end
+    case when position('@' in {{ trim_id(expr) }}) > 0 then {{ _ascii_lower(trim_id(expr)) }} end
 {%- endmacro %}
 
 {#- A value in the canonical form of the rule `rule_expr` evaluates to (a registry column, or

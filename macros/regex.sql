@@ -10,3 +10,8 @@
 {% macro duckdb__regex_matches(expr, pattern) -%}
     regexp_full_match({{ expr }}, {{ pattern }})
 {%- endmacro %}
+
+{#- rlike finds the pattern anywhere; the patterns given here are anchored. -#}
+{% macro spark__regex_matches(expr, pattern) -%}
+    ({{ expr }} rlike {{ pattern }})
+{%- endmacro %}

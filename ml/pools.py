@@ -154,6 +154,6 @@ def write_pool_items(wh, pools: dict[str, CompiledPool]) -> dict[str, int]:
                       "item_id": pa.array([i for items in rows.values() for i in items], pa.string())})
     with wh.connect() as conn:
         wh.ensure_schema(conn)
-        wh.execute(conn, f"delete from {POOL_ITEMS.relation}")
+        wh.empty_table(conn, POOL_ITEMS.relation)
         wh.insert_arrow(conn, POOL_ITEMS.relation, table)
     return {n: len(items) for n, items in rows.items()}

@@ -652,7 +652,7 @@ def run_task(wh, task: Task, config: RecommendConfig | None = None,
                                           pa.timestamp("us"))})
     with wh.connect() as conn:
         wh.ensure_schema(conn)
-        wh.execute(conn, f"delete from {RECOMMENDATIONS_TABLE} where task = %s", [task.name])
+        wh.delete_rows(conn, RECOMMENDATIONS_TABLE, "task", [task.name])
         wh.insert_arrow(conn, RECOMMENDATIONS_TABLE, table)
     return TaskResult(task=task.name, users=len(people), products=len(pool), top=top,
                       single_product=single, rows=n, version=int(active[0][0]))

@@ -609,7 +609,7 @@ def score(wh) -> Scoring:
                                             pa.timestamp("us"))})
     with wh.connect() as conn:  # one transaction
         wh.ensure_schema(conn)
-        wh.execute(conn, f"delete from {SCORES_TABLE}")
+        wh.empty_table(conn, SCORES_TABLE)
         wh.insert_arrow(conn, SCORES_TABLE, table)
     return Scoring(version=int(active["version"]), as_of=as_of, users=len(p), warnings=warnings, scores=p)
 

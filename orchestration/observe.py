@@ -156,9 +156,9 @@ def report_aipl_days(first: dt.date, last: dt.date, warn: Callable[[str], None] 
         keys = [d.isoformat() for d in days if d.isoformat() in valid]
         if not keys:
             return
-        rows = dict(Warehouse().query(
-            f"select cast(stat_date as varchar), count(*) from {qualified(*AIPL_KEY.path)} "
-            "where stat_date between %s and %s group by stat_date", [first, last]))
+        rows = {str(day): n for day, n in Warehouse().query(
+            f"select stat_date, count(*) from {qualified(*AIPL_KEY.path)} "
+            "where stat_date between %s and %s group by stat_date", [first, last])}
         for key in keys:
             yield dg.AssetMaterialization(asset_key=AIPL_KEY, partition=key, metadata={
                 **SOURCE,

@@ -20,7 +20,7 @@ def test_dsn_is_split_into_pg_variables_and_never_shown():
 
 
 def test_unknown_target_names_the_choices():
-    with pytest.raises(ConfigError, match="use one of: duckdb, postgres"):
+    with pytest.raises(ConfigError, match="use one of: duckdb, postgres, spark"):
         load_settings({"OA_TARGET": "snowflake"})
 
 
@@ -32,3 +32,14 @@ def test_postgres_without_a_database_says_what_to_set():
 def test_dsn_with_a_wrong_scheme_is_refused():
     with pytest.raises(ConfigError, match="postgresql://"):
         load_settings({"OA_TARGET": "postgres", "OA_PG_DSN": "mysql://x@y/z"})
+
+
+def test_settings_name_the_spark_variables(tmp_path):
+    """A Spark target's variables are checked like the others: the message names the one that is wrong."""
+    base = {"OA_TARGET": "spark", "OA_HOME": str(tmp_path)}
+    for env, word in (({"SPARK_REMOTE": "http://x:1"}, "SPARK_REMOTE"),
+                      ({"OA_SPARK_MASTER": "yarn"}, "OA_SPARK_MASTER"),
+                      ({"OA_STATE_TARGET": "spark"}, "OA_STATE_TARGET"),
+                      ({"OA_SPARK_DRIVER_MEMORY": "lots"}, "OA_SPARK_DRIVER_MEMORY")):
+        with pytest.raises(ConfigError, match=word):
+            load_settings({**base, **env})

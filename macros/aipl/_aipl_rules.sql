@@ -13,7 +13,7 @@
 {%- endmacro %}
 
 {% macro default__aipl_rules() -%}
-    {{ exceptions.raise_compiler_error("the AIPL rules are compiled for duckdb, postgres only; add the engine to ENGINES") }}
+    {{ exceptions.raise_compiler_error("the AIPL rules are compiled for duckdb, postgres, spark only; add the engine to ENGINES") }}
 {%- endmacro %}
 
 {% macro duckdb__aipl_rules() -%}
@@ -83,6 +83,42 @@
                 "P": "COALESCE(\"w\".\"c1\", 0) >= 1",
                 "I": "((COALESCE(\"w\".\"c2\", 0) >= 1 OR COALESCE(\"w\".\"c3\", 0) >= 1) AND COALESCE((\"t\".\"views_30d\" >= 3), FALSE))",
                 "A": "COALESCE(\"w\".\"c4\", 0) >= 1"
+            }
+        }
+    ]) -%}
+{%- endmacro %}
+
+{% macro spark__aipl_rules() -%}
+    {%- do return([
+        {
+            "name": "default", "has_tags": true, "zero_ok": false, "max_days": 90,
+            "behaviors": [
+                {"filter": "`event_type` = 'purchase'", "days": 90},
+                {"filter": "`event_type` = 'favourite'", "days": 90},
+                {"filter": "`event_type` = 'add_to_cart'", "days": 30},
+                {"filter": "`event_type` = 'login'", "days": 90}
+            ],
+            "stages": {
+                "L": "(COALESCE(`w`.`c0`, 0) >= 2 AND (COALESCE(`w`.`c0`, 0) >= 1 AND COALESCE(`w`.`a0`, 0) > 1000))",
+                "P": "COALESCE(`w`.`c0`, 0) >= 1",
+                "I": "(COALESCE(`w`.`c1`, 0) >= 1 OR COALESCE(`w`.`c2`, 0) >= 1)",
+                "A": "(COALESCE(`w`.`c3`, 0) >= 1 OR COALESCE((CAST(`t`.`registered_at` AS DATE) > CAST(DATE_ADD(d.stat_date, -180) AS DATE) AND CAST(`t`.`registered_at` AS DATE) <= d.stat_date), FALSE))"
+            }
+        },
+        {
+            "name": "app", "has_tags": true, "zero_ok": false, "max_days": 180,
+            "behaviors": [
+                {"filter": "`event_type` = 'purchase' AND `channel` IN ('app')", "days": 180},
+                {"filter": "`event_type` = 'purchase' AND `channel` IN ('app')", "days": 90},
+                {"filter": "`event_type` = 'favourite' AND `channel` IN ('app')", "days": 30},
+                {"filter": "`event_type` = 'add_to_cart' AND `channel` IN ('app')", "days": 30},
+                {"filter": "`event_type` = 'view' AND `channel` IN ('app')", "days": 30}
+            ],
+            "stages": {
+                "L": "COALESCE(`w`.`c0`, 0) >= 3",
+                "P": "COALESCE(`w`.`c1`, 0) >= 1",
+                "I": "((COALESCE(`w`.`c2`, 0) >= 1 OR COALESCE(`w`.`c3`, 0) >= 1) AND COALESCE((`t`.`views_30d` >= 3), FALSE))",
+                "A": "COALESCE(`w`.`c4`, 0) >= 1"
             }
         }
     ]) -%}

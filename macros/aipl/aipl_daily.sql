@@ -34,6 +34,10 @@
 
 {#- Pre-hook: an incremental run replaces the days it computes (and drops models no longer declared). -#}
 {% macro aipl_clear_range() -%}
+    {{ return(adapter.dispatch('aipl_clear_range', 'openaudience')()) }}
+{%- endmacro %}
+
+{% macro default__aipl_clear_range() -%}
     {%- if execute and is_incremental() -%}
         {%- set start_sql, end_sql = aipl_range() -%}
         {%- set names = (model_meta().get('aipl') or {}).get('models') or [] -%}
@@ -42,6 +46,28 @@
         {%- if names %}
             or aipl_model not in ({% for m in names %}{{ aipl_literal(m.name) }}{{ ', ' if not loop.last }}{% endfor %})
         {%- endif %}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Spark (Parquet tables have no DELETE): the days' partitions are dropped, so a day that now
+    stages nobody is emptied too, and insert_overwrite writes the new ones. Rows of a model no
+    longer declared stay on the days outside the range; readers select the declared models. -#}
+{% macro spark__aipl_clear_range() -%}
+    {%- if execute and is_incremental() -%}
+        {%- set today = (var('as_of', '') or modules.datetime.date.today().isoformat()) | string -%}
+        {%- set first = modules.datetime.date.fromisoformat((var('aipl_start', '') or today) | string) -%}
+        {%- set last = modules.datetime.date.fromisoformat((var('aipl_end', '') or today) | string) -%}
+        {%- set days = (last - first).days -%}
+        {%- if days < 0 -%}
+            select 1
+        {%- else -%}
+        alter table {{ this }} drop if exists
+        {%- for n in range(days + 1) %}
+            partition (stat_date = '{{ (first + modules.datetime.timedelta(days=n)).isoformat() }}'){{ ',' if not loop.last }}
+        {%- endfor %}
+        {%- endif -%}
     {%- else -%}
         select 1
     {%- endif -%}

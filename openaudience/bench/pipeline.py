@@ -24,7 +24,18 @@ from openaudience.core.settings import PROJECT_ROOT, Settings, load_settings
 BENCH_END_DATE = dt.date(2026, 6, 30)  # fixed, so every run measures the same data
 
 
+def _spark_home(settings: Settings) -> Path:
+    return settings.home / "bench" / "spark"
+
+
 def _fresh_warehouse(settings: Settings) -> Settings:
+    if settings.target == "spark":  # a fresh local warehouse, metastore and state store
+        import shutil
+
+        home = _spark_home(settings)
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        return load_settings(dict(os.environ, OA_HOME=str(home)))
     if settings.is_postgres:
         import psycopg2
 
@@ -52,6 +63,50 @@ def _peak_rss_kb(pid: int) -> int:
     except (FileNotFoundError, ProcessLookupError):
         pass
     return 0
+
+
+def _tree_rss_kb(pid: int) -> int:
+    """The resident memory now of a process and all its descendants (Spark's JVM is a child)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class _TreePeak:
+    """Samples this process tree's resident memory in a thread; `peak_kb` is the highest seen."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak_kb, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kb = max(self.peak_kb, _tree_rss_kb(os.getpid()))
+            self._stop.wait(0.5)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[int, str, int]:
@@ -92,6 +147,18 @@ def bench_build(users: int, days: int, seed: int, console: Console) -> dict[str,
             load_file(warehouse, name, data / f"{name}.parquet", mode="replace", chunk_rows=500_000)
     figures["load_s"] = time.perf_counter() - started
 
+    if settings.target == "spark":  # dbt-spark runs in this process, on the loader's session
+        from openaudience.core.dbt import run_dbt_build
+
+        os.environ.update(OA_HOME=str(settings.home))
+        started = time.perf_counter()
+        with _TreePeak() as peak:
+            outcome = run_dbt_build(as_of=str(BENCH_END_DATE), console=console)
+        figures["build_s"] = time.perf_counter() - started
+        figures["build_peak_rss_mb"] = peak.peak_kb / 1024  # Python and the JVM, loader included
+        if not outcome.success:
+            raise RuntimeError(f"dbt build failed during the benchmark: {outcome.summary}")
+        return _report_build(settings, users, days, counts, figures, console)
     env = dict(os.environ, **settings.dbt_env())
     dbt = str(Path(sys.executable).with_name("dbt"))
     cmd = [dbt, "build", "--quiet", "--project-dir", str(PROJECT_ROOT), "--profiles-dir",
@@ -104,6 +171,11 @@ def bench_build(users: int, days: int, seed: int, console: Console) -> dict[str,
     if returncode != 0:
         console.print(output[-6000:])
         raise RuntimeError("dbt build failed during the benchmark")
+    return _report_build(settings, users, days, counts, figures, console)
+
+
+def _report_build(settings: Settings, users: int, days: int, counts: dict, figures: dict,
+                  console: Console) -> dict[str, float]:
     result = {
         "date": dt.date.today().isoformat(),
         "warehouse": settings.target,
@@ -232,6 +304,11 @@ def synthetic_audiences(count: int, seed: int = 1) -> list[dict]:
 def _bench_env(command: str) -> dict[str, str]:
     """The environment pointing at the `oa bench build` warehouse (embedded DuckDB only)."""
     settings = load_settings()
+    if settings.target == "spark":
+        home = _spark_home(settings)
+        if not (home / "spark").exists():
+            raise RuntimeError(f"{home} has no Spark warehouse: run `OA_TARGET=spark oa bench build` first")
+        return dict(os.environ, OA_HOME=str(home))
     if settings.is_postgres:
         raise RuntimeError(f"oa bench {command} measures the embedded DuckDB warehouse; unset OA_TARGET")
     warehouse_path = settings.home / "bench" / "warehouse.duckdb"
@@ -240,9 +317,9 @@ def _bench_env(command: str) -> dict[str, str]:
     return dict(os.environ, OA_DUCKDB_PATH=str(warehouse_path))
 
 
-def bench_audiences(count: int, console: Console) -> dict[str, float]:
+def bench_audiences(count: int, console: Console, singles: bool = True) -> dict[str, float]:
     """Build `count` synthetic audiences over the `oa bench build` warehouse: in one batch, then
-    each on its own; and time validate + compile per audience."""
+    (with `singles`) each on its own; and time validate + compile per audience."""
     import statistics
 
     import yaml
@@ -266,6 +343,14 @@ def bench_audiences(count: int, console: Console) -> dict[str, float]:
         compile_ms = (time.perf_counter() - t0) * 1000 / count
         with console.status(f"{count} audiences over {users:,} people, in one batch"):
             batch = build(project, project.order, today, wh=wh)
+        if not singles:
+            result = {"warehouse": wh.engine, "audiences": count, "users": users, "as_of": str(today),
+                      "validate_compile_ms_per_audience": round(compile_ms, 2),
+                      "member_rows_written": sum(r.size for r in batch.results),
+                      "batch_evaluate_s": round(batch.evaluate_seconds, 2), "batch_passes": batch.passes,
+                      "batch_build_s": round(batch.seconds, 1)}
+            console.print_json(json.dumps(result))
+            return result
         singles = []
         with console.status(f"{count} audiences, one query each"):
             for name in project.order:

@@ -46,11 +46,12 @@ def bench_ml() -> None:
 @bench_app.command("audiences")
 def bench_audiences(
     count: Annotated[int, typer.Option(help="Synthetic audiences to build.")] = 100,
+    singles: Annotated[bool, typer.Option(help="Also build each audience on its own.")] = True,
 ) -> None:
     """Build N synthetic audiences over the `bench build` warehouse: batch vs one query each."""
     from openaudience.bench.pipeline import bench_audiences as run
 
-    run(count=count, console=console)
+    run(count=count, console=console, singles=singles)
 
 
 @bench_app.command("deliveries")

@@ -38,7 +38,7 @@ from openaudience.core.yaml_files import FileErrors, Problem, field_of, read_yam
 RULES_FILE = Path("models/marts/aipl/_aipl__models.yml")
 MACRO_FILE = Path("macros/aipl/_aipl_rules.sql")
 MODEL = "aipl_daily"
-ENGINES = ("duckdb", "postgres")
+ENGINES = ("duckdb", "postgres", "spark")
 STAGES = (("L", "loyalty"), ("P", "purchase"), ("I", "interest"), ("A", "awareness"))
 """Stage codes and names, highest first: the precedence."""
 UNSUPPORTED = f"the AIPL rules are compiled for {', '.join(ENGINES)} only; add the engine to ENGINES"

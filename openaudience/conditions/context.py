@@ -18,6 +18,12 @@ class Relations:
     schema: str = "marts"
     audience_schema: str = AUDIENCE_SCHEMA
     ml_schema: str = "ml"
+    latest_versions: tuple[tuple[str, int], ...] | None = None
+    """Each audience's latest version, when the versions live apart from the members (beside a
+    Spark warehouse): `{name: x}` leaves then read that version, written into the query."""
+
+    def latest_version(self, name: str) -> int | None:
+        return dict(self.latest_versions or ()).get(name)
 
     def ml_table(self, name: str) -> exp.Table:
         return exp.table_(name, db=self.ml_schema, quoted=True)

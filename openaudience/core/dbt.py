@@ -97,8 +97,10 @@ def holding_warehouse() -> Iterator[None]:
     """For a dbt run: on DuckDB, hold the warehouse's writer lock from before dbt opens the file
     until it is done (waiting with a message while another process holds it), so no reader or
     writer of ours slips in between; on PostgreSQL, refuse at once with our message when the
-    server cannot be reached, instead of dbt's error after its start-up. Either way the
-    operational tables are brought to this release first: dbt reads some of them as sources."""
+    server cannot be reached, instead of dbt's error after its start-up; on Spark, start this
+    process's session (dbt-spark's session method takes it) and copy the state tables dbt reads
+    to Spark. Either way the operational tables are brought to this release first: dbt reads some
+    of them as sources."""
     from openaudience.core import locks
     from openaudience.core.settings import load_settings
     from openaudience.core.warehouse import Warehouse
@@ -110,6 +112,17 @@ def holding_warehouse() -> Iterator[None]:
         with wh.session() as conn, wh.transaction(conn):
             wh.ensure_schema(conn)
 
+    if settings.target == "spark":
+        # this process's Spark session (local mode, or the cluster's) before dbt asks for one,
+        # and the state tables dbt reads copied to Spark
+        from openaudience.core.schema.spark import mirror_sources
+
+        wh = Warehouse(settings)
+        with wh.session() as conn:
+            wh.ensure_schema(conn)
+            mirror_sources(wh, conn)
+        yield
+        return
     if settings.target != "duckdb":
         ensure()
         yield

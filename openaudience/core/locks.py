@@ -208,6 +208,26 @@ def exclusive(db: Path, wait: float | None, what: str = "to write") -> Iterator[
                 _release(entry[0])
 
 
+def hold_for_process(db: Path, wait: float | None, what: str) -> None:
+    """Take the writer lock of `db` for the rest of this process (or until `let_go`): for a
+    store that, once opened, stays open as long as the process lives (Spark's embedded
+    metastore). Re-entrant: a second call does nothing."""
+    key = str(lock_file(db))
+    with _guard:
+        if key in _held and _held[key][1] > 0:
+            return
+    _enter(lock_file(db), wait, what)
+
+
+def let_go(db: Path) -> None:
+    """Release what `hold_for_process` took."""
+    key = str(lock_file(db))
+    with _guard:
+        entry = _held.pop(key, None)
+    if entry is not None:
+        _release(entry[0])
+
+
 @contextmanager
 def shared(db: Path, wait: float | None, fallback: bool) -> Iterator[str | None]:
     """Hold the reader lock of `db` for the block and yield None; or, when a writer holds the

@@ -1,7 +1,10 @@
 """The one place that decides the environment: which warehouse, where local state lives.
 
-``OA_TARGET`` picks the warehouse: ``duckdb`` (default, a file under ``.openaudience/``) or
-``postgres`` (standard ``PG*`` variables, or one ``OA_PG_DSN`` that is split into them).
+``OA_TARGET`` picks the warehouse: ``duckdb`` (default, a file under ``.openaudience/``),
+``postgres`` (standard ``PG*`` variables, or one ``OA_PG_DSN`` that is split into them) or
+``spark`` (in this process in local mode, or a cluster through ``SPARK_REMOTE``). A Spark
+warehouse keeps the operational state (deliveries, journeys, versions) in a store with real
+transactions beside it: ``OA_STATE_TARGET``, a DuckDB file (default) or PostgreSQL.
 
 Every ``OA_*`` setting is checked here, once, with a message that names the variable and what it
 must be; nothing read from the environment is ever formatted into SQL or a shell command.
@@ -20,7 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from openaudience.core.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ("duckdb", "postgres")
+TARGETS = ("duckdb", "postgres", "spark")
+STATE_TARGETS = ("duckdb", "postgres")
 _SIZE = re.compile(r"\d+(\.\d+)?\s*(B|[KMGT]i?B)", re.I)
 _PG_KEYS = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
             "dbname": "PGDATABASE"}
@@ -83,6 +87,28 @@ class Settings:
     """Days the per-person journey state of a finished cycle is kept (spec §5.4: 7 days)."""
     events_max_bytes: int = 1_048_576
     """The largest request body the event collector reads (a batch is at most 100 messages)."""
+    state_target: str = ""
+    """Where the operational tables live: the warehouse itself on DuckDB and PostgreSQL; beside
+    a Spark warehouse, a DuckDB file or PostgreSQL (OA_STATE_TARGET)."""
+    spark_remote: str = ""
+    """A Spark Connect URL (SPARK_REMOTE, sc://host:15002): the cluster; empty: local mode."""
+    spark_master: str = "local[2]"
+    spark_driver_memory: str = "2g"
+
+    @property
+    def spark_dir(self) -> Path:
+        """Local mode: the Spark warehouse's tables and its metastore live here."""
+        return self.home / "spark"
+
+    @property
+    def state(self) -> Settings:
+        """The settings of the operational store: these settings themselves unless the warehouse
+        is Spark."""
+        if self.target != "spark":
+            return self
+        from dataclasses import replace
+
+        return replace(self, target=self.state_target or "duckdb")
 
     @property
     def snapshot_path(self) -> Path:
@@ -104,17 +130,26 @@ class Settings:
 
     def describe(self) -> str:
         """Where the warehouse is, safe to print (no password)."""
+        if self.target == "spark":
+            where = self.spark_remote_safe() if self.spark_remote else f"local {self.spark_dir}"
+            return f"spark {where} (state: {self.state.describe()})"
         if self.is_postgres:
             e = self.pg_env
             return (f"postgres {e.get('PGUSER', '')}@{e.get('PGHOST', 'localhost')}:"
                     f"{e.get('PGPORT', '5432')}/{e.get('PGDATABASE', '')}")
         return f"duckdb {self.duckdb_path}"
 
+    def spark_remote_safe(self) -> str:
+        """SPARK_REMOTE without its token or password parameters, safe to print."""
+        return self.spark_remote.split(";")[0]
+
     def dbt_env(self) -> dict[str, str]:
         """Environment for a dbt subprocess: the target and its connection variables."""
         env = {"OA_TARGET": self.target, "OA_DUCKDB_PATH": str(self.duckdb_path),
                "OA_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit}
         env.update(self.pg_env)
+        if self.spark_remote:
+            env["SPARK_REMOTE"] = self.spark_remote
         return env
 
 
@@ -146,7 +181,31 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                          "days a finished cycle keeps its per-person state")
     events_max_bytes = _whole(env, "OA_EVENTS_MAX_BYTES", 1_048_576, 1024, 16 * 1_048_576,
                               "bytes: the largest request body the event collector reads")
+    state_target = target
+    if target == "spark":
+        state_target = env.get("OA_STATE_TARGET", "duckdb").strip().lower() or "duckdb"
+        if state_target not in STATE_TARGETS:
+            raise ConfigError(f"OA_STATE_TARGET={state_target!r}: the operational store beside a Spark "
+                              f"warehouse is one of: {', '.join(STATE_TARGETS)}")
+        if state_target == "postgres" and "PGDATABASE" not in pg_env:
+            raise ConfigError("OA_STATE_TARGET=postgres needs a database: set OA_PG_DSN="
+                              "postgresql://user:pass@host:port/db or the PG* variables")
+    spark_remote = env.get("SPARK_REMOTE", "").strip()
+    if spark_remote and not spark_remote.startswith("sc://"):
+        raise ConfigError(f"SPARK_REMOTE={spark_remote.split(';')[0]!r}: give a Spark Connect URL, "
+                          "sc://host:15002 (unset it for local mode)")
+    spark_master = env.get("OA_SPARK_MASTER", "").strip() or "local[2]"
+    if not re.fullmatch(r"local(\[(\*|[1-9][0-9]{0,3})\])?", spark_master):
+        raise ConfigError(f"OA_SPARK_MASTER={spark_master!r}: local mode takes local, local[N] or "
+                          "local[*]; a cluster is reached through SPARK_REMOTE (docs/scaling.md)")
+    spark_memory = env.get("OA_SPARK_DRIVER_MEMORY", "").strip().lower() or "2g"
+    if not re.fullmatch(r"[1-9][0-9]{0,5}[mg]", spark_memory):
+        raise ConfigError(f"OA_SPARK_DRIVER_MEMORY={spark_memory!r}: give a size such as 2g or 1536m")
     return Settings(
+        state_target=state_target,
+        spark_remote=spark_remote,
+        spark_master=spark_master,
+        spark_driver_memory=spark_memory,
         target=target,
         home=home,
         duckdb_path=duckdb_path,

@@ -40,6 +40,8 @@ _SQL_TYPES = {
     "postgres": {"text": "TEXT", "integer": "BIGINT", "double": "DOUBLE PRECISION",
                  "date": "DATE", "timestamp": "TIMESTAMP", "decimal": "NUMERIC(18,2)",
                  "boolean": "BOOLEAN"},
+    "spark": {"text": "STRING", "integer": "BIGINT", "double": "DOUBLE", "date": "DATE",
+              "timestamp": "TIMESTAMP", "decimal": "DECIMAL(18,2)", "boolean": "BOOLEAN"},
 }
 
 _LOCK_CONFLICT = "Could not set lock"
@@ -56,6 +58,28 @@ class Warehouse:
         self.reader = reader
         self._schema_ensured = False
         self._read_from: str | None = None  # "live" or "snapshot": one command reads one of them
+        self._state: Warehouse | None = None
+
+    @property
+    def state(self) -> Warehouse:
+        """The handle on the operational tables (deliveries, journeys, versions, the schema's
+        migrations): this warehouse on DuckDB and PostgreSQL; beside a Spark warehouse, the
+        store with transactions that OA_STATE_TARGET names."""
+        if self.engine != "spark":
+            return self
+        if self._state is None:
+            self._state = Warehouse(self.settings.state, reader=self.reader)
+        return self._state
+
+    @contextmanager
+    def state_connection(self, conn: Any) -> Iterator[Any]:
+        """A connection to the operational store inside a transaction: `conn` itself (already
+        in one) when the warehouse keeps them; else one of the state store's own."""
+        if self.state is self:
+            yield conn
+            return
+        with self.state.connect() as state_conn:
+            yield state_conn
 
     # -- connections -------------------------------------------------------------------------
     @contextmanager
@@ -70,6 +94,11 @@ class Warehouse:
         if self.engine == "duckdb":
             with self._duckdb(read_only or self.reader) as conn:
                 yield conn
+            return
+        if self.engine == "spark":
+            from openaudience.core import spark
+
+            yield spark.SparkConnection(spark.session(self.settings))
             return
         conn = self._open_pg()
         try:
@@ -181,7 +210,11 @@ class Warehouse:
 
     @contextmanager
     def transaction(self, conn: Any) -> Iterator[Any]:
-        """Commit what the block did, or roll it back if it raised."""
+        """Commit what the block did, or roll it back if it raised. Spark has no transactions:
+        its writers stage and swap instead."""
+        if _is_spark(conn):
+            yield conn
+            return
         duck = _is_duckdb(conn)
         if duck:
             conn.execute("begin transaction")
@@ -205,6 +238,8 @@ class Warehouse:
         if params:
             sql = sql.replace("%s", "?")
         result = conn.execute(sql, list(params) if params else None)
+        if _is_spark(conn):
+            return result.fetchall() if result.description else []
         return result.fetchall() if result.description else []
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
@@ -215,6 +250,8 @@ class Warehouse:
         with self.connect() as conn:
             if _is_duckdb(conn):
                 return conn.execute(sql).df()
+            if _is_spark(conn):
+                return conn.execute(sql).frame.toPandas()
             with conn.cursor() as cur:
                 cur.execute(sql)
                 cols = [d[0] for d in cur.description]
@@ -226,6 +263,10 @@ class Warehouse:
             if _is_duckdb(conn):
                 reader = conn.sql(sql).to_arrow_reader(batch_rows)
                 for batch in reader:
+                    yield batch.to_pandas()
+                return
+            if _is_spark(conn):
+                for batch in conn.arrow_batches(sql, batch_rows):
                     yield batch.to_pandas()
                 return
             with conn.cursor(name="oa_stream") as cur:
@@ -242,11 +283,53 @@ class Warehouse:
 
     # -- metadata ----------------------------------------------------------------------------
     def table_exists(self, schema: str, table: str, conn: Any | None = None) -> bool:
+        if self.engine == "spark":
+            from openaudience.core import spark
+
+            return spark.table_exists(spark.session(self.settings), schema, table)
         sql = ("select count(*) from information_schema.tables "
                "where table_schema = %s and table_name = %s")
         if conn is not None:
             return self.execute(conn, sql, [schema, table])[0][0] > 0
         return self.query(sql, [schema, table])[0][0] > 0
+
+    def columns(self, schema: str, table: str, conn: Any | None = None) -> list[str]:
+        """The table's column names in order; empty when there is no such table."""
+        if self.engine == "spark":
+            from openaudience.core import spark
+
+            session = spark.session(self.settings)
+            if not spark.table_exists(session, schema, table):
+                return []
+            return [f.name for f in session.table(f"`{schema}`.`{table}`").schema.fields]
+        sql = ("select column_name from information_schema.columns where table_schema = %s "
+               "and table_name = %s order by ordinal_position")
+        args = [schema, table]
+        rows = self.execute(conn, sql, args) if conn is not None else self.query(sql, args)
+        return [r[0] for r in rows]
+
+    def temporary_table_as(self, conn: Any, name: str, sql: str) -> str:
+        """`sql`'s result as a table for this connection's work, dropped by the caller: a
+        temporary table (in memory on DuckDB, never logged on PostgreSQL), or on Spark a scratch
+        Parquet table (Spark's temporary views are recomputed at each read). Returns its name."""
+        if self.engine == "spark":
+            relation = qualified(RAW_SCHEMA, name)
+            self.execute(conn, f"drop table if exists {relation}")
+            self.execute(conn, f"create table {relation} using parquet as {sql}")
+            return relation
+        self.execute(conn, f"drop table if exists {name}")
+        self.execute(conn, f"create temporary table {name} as {sql}")
+        return name
+
+    def delete_partition(self, conn: Any, relation: str, spec: dict[str, str | int]) -> None:
+        """Delete the rows whose columns equal `spec`: on Spark, where the table is partitioned
+        by exactly them, the partition is dropped (Parquet tables have no DELETE)."""
+        if self.engine != "spark":
+            where = " and ".join(f"{qident(k)} = %s" for k in spec)
+            self.execute(conn, f"delete from {relation} where {where}", list(spec.values()))
+            return
+        parts = ", ".join(f"{qident(k)} = {_spark_literal(v)}" for k, v in spec.items())
+        self.execute(conn, f"alter table {relation} drop if exists partition ({parts})")
 
     def row_count(self, schema: str, table: str, conn: Any | None = None) -> int:
         sql = f"select count(*) from {qualified(schema, table)}"
@@ -281,7 +364,14 @@ class Warehouse:
         cols = ",\n    ".join(f"{qident(c.name)} {self.sql_type(c.type)}" for c in table.columns)
         if extra_columns:
             cols += ",\n    " + extra_columns
-        return f"create {kind} {target} (\n    {cols}\n)"
+        return f"create {kind} {target} (\n    {cols}\n){self.table_format()}"
+
+    def table_format(self, partitioned_by: Sequence[str] = ()) -> str:
+        """The clause after a CREATE TABLE's columns: on Spark, Parquet (and its partitions)."""
+        if self.engine != "spark":
+            return ""
+        parts = f" partitioned by ({', '.join(qident(c) for c in partitioned_by)})" if partitioned_by else ""
+        return f" using parquet{parts}"
 
     def scratch_table(self, name: str) -> tuple[str, str]:
         """(relation, create kind) for a table that lives only inside the current transaction.
@@ -294,6 +384,40 @@ class Warehouse:
             return qident(name), "temporary table"
         return qualified(RAW_SCHEMA, name), "table"
 
+    def delete_rows(self, conn: Any, relation: str, column: str, values: Sequence[Any]) -> None:
+        """Delete the rows of `relation` whose `column` is one of `values` (all of one type).
+        Spark's Parquet tables have no DELETE: the table is written again without them, aside
+        and then renamed over it."""
+        values = list(dict.fromkeys(values))
+        if not values:
+            return
+        if self.engine != "spark":
+            for start in range(0, len(values), 1000):
+                part = values[start:start + 1000]
+                self.execute(conn, f"delete from {relation} where {qident(column)} in "
+                                   f"({', '.join(['%s'] * len(part))})", part)
+            return
+        gone = pa.table({"v": pa.array(values)})
+        conn.spark.createDataFrame(gone.to_pandas()).createOrReplaceTempView("oa_rows_gone")
+        try:
+            self._rewrite(conn, relation, f"{qident(column)} not in (select v from oa_rows_gone) "
+                                          f"or {qident(column)} is null")
+        finally:
+            conn.spark.catalog.dropTempView("oa_rows_gone")
+
+    def _rewrite(self, conn: Any, relation: str, keep: str) -> None:
+        """Spark: `relation` again with the rows where `keep` holds (same columns and format)."""
+        kept = relation[:-1] + '__kept"' if relation.endswith('"') else relation + "__kept"
+        self.execute(conn, f"drop table if exists {kept}")
+        self.execute(conn, f"create table {kept} using parquet as select * from {relation} where {keep}")
+        self.execute(conn, f"drop table {relation}")
+        self.execute(conn, f"alter table {kept} rename to {relation}")
+
+    def empty_table(self, conn: Any, relation: str) -> None:
+        """Every row of `relation` deleted (TRUNCATE on Spark, which has no DELETE)."""
+        verb = "truncate table" if self.engine == "spark" else "delete from"
+        self.execute(conn, f"{verb} {relation}")
+
     def ensure_schema(self, conn: Any) -> None:
         """Create or upgrade the tables OpenAudience writes (`core/schema/migrations.py`), once
         per handle; commands that write call it before their first write, readers never."""
@@ -302,6 +426,15 @@ class Warehouse:
         if self.reader:
             raise RuntimeError("a read-only handle cannot create or upgrade tables")  # a bug
         from openaudience.core.schema.migrations import upgrade
+
+        if self.engine == "spark":  # the operational store, then the tables that live on Spark
+            from openaudience.core.schema.spark import ensure_spark_tables
+
+            with self.state.connect() as state_conn:
+                self.state.ensure_schema(state_conn)
+            ensure_spark_tables(self, conn)
+            self._schema_ensured = True
+            return
 
         # Remembered only when nothing was changed: changes made in the caller's transaction are
         # undone if it rolls back, and the next call must make them again.
@@ -313,6 +446,9 @@ class Warehouse:
         if table.num_rows == 0:
             return
         cols = ", ".join(qident(n) for n in table.column_names)
+        if _is_spark(conn):
+            conn.insert_arrow(target_sql, table)
+            return
         if _is_duckdb(conn):
             # a replacement scan of the local variable: register()/unregister() kept every
             # batch alive until the transaction ended (~50 MB per 250k rows)
@@ -368,6 +504,19 @@ def publish_snapshot(settings: Settings) -> bool:
                   "readers see an older one while another command writes")
         return False
     return True
+
+
+def _spark_literal(value: str | int) -> str:
+    """A partition value as a Spark literal (partition specs take no bound parameters)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError(f"a partition value is text or a whole number, not {type(value).__name__}")
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _is_spark(conn: Any) -> bool:
+    return type(conn).__name__ == "SparkConnection"
 
 
 def _is_duckdb(conn: Any) -> bool:

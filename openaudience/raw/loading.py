@@ -151,13 +151,27 @@ def load_files(
     with warehouse.connect() as conn:
         warehouse.ensure_schema(conn)
     with warehouse.connect() as conn:
-        return [_load_source(warehouse, conn, source, mode, quarantine, force, progress, chunk_rows)
-                for source in sources]
+        # every file is staged and checked before any is swapped in: on Spark, which has no
+        # transaction to roll back, a refused file then leaves every table as it was
+        swaps: list[Callable[[], LoadResult]] = []
+        stages: list[str] = []
+        try:
+            for source in sources:
+                swaps.append(_load_source(warehouse, conn, source, mode, quarantine, force, progress,
+                                          chunk_rows, stages))
+        except BaseException:
+            if warehouse.engine == "spark":  # elsewhere the rollback removes them
+                for stage in stages:
+                    warehouse.execute(conn, f"drop table if exists {stage}")
+            raise
+        return [swap() for swap in swaps]
 
 
 def _load_source(warehouse: Warehouse, conn: Any, source: _Source, mode: str, quarantine: bool,
-                 force: bool, progress: FilesProgress | None, chunk_rows: int) -> LoadResult:
-    """Stream one file through its checks into a stage table, then swap it into the raw table."""
+                 force: bool, progress: FilesProgress | None, chunk_rows: int, stages: list[str]
+                 ) -> Callable[[], LoadResult]:
+    """Stream one file through its checks into a stage table (named in `stages`); returns what
+    swaps it into the raw table."""
     table, path = source.table, source.path
     result = LoadResult(table=table.name, source_file=str(path), load_id=uuid.uuid4().hex[:16],
                         mode=mode, kind=source.kind)
@@ -170,6 +184,7 @@ def _load_source(warehouse: Warehouse, conn: Any, source: _Source, mode: str, qu
     big = warehouse.sql_type("integer")
     warehouse.execute(conn, warehouse.create_table_sql(
         stage, table, extra_columns=f"{qident(ROW)} {big}, {qident(LINE)} {big}", kind=stage_kind))
+    stages.append(stage)
 
     offset = 0
     for chunk in _chunks(source, chunk_rows, warehouse.settings.timezone):
@@ -202,15 +217,26 @@ def _load_source(warehouse: Warehouse, conn: Any, source: _Source, mode: str, qu
             report=format_report(result),
         )
 
-    target = qualified(RAW_SCHEMA, table.name)
     staged = int(warehouse.execute(conn, f"select count(*) from {stage}")[0][0])
     if mode == "replace":
         _refuse_emptying(warehouse, conn, result, staged, force)
-        warehouse.execute(conn, f"delete from {target}")
+    return lambda: _swap(warehouse, conn, source, result, stage, staged, bad_records, now)
+
+
+def _swap(warehouse: Warehouse, conn: Any, source: _Source, result: LoadResult, stage: str,
+          staged: int, bad_records: dict[int, dict[str, Any]], now: dt.datetime) -> LoadResult:
+    """The checked stage into the raw table (replacing it with --mode replace), then the history."""
+    table, path, mode = source.table, source.path, result.mode
+    target = qualified(RAW_SCHEMA, table.name)
     cols = ", ".join(qident(c) for c in table.column_names)
-    warehouse.execute(conn, f"insert into {target} ({cols}) select {cols} from {stage}")
+    if mode == "replace" and warehouse.engine == "spark":  # one job replaces the table's files
+        warehouse.execute(conn, f"insert overwrite table {target} select {cols} from {stage}")
+    else:
+        if mode == "replace":
+            warehouse.execute(conn, f"delete from {target}")
+        warehouse.execute(conn, f"insert into {target} ({cols}) select {cols} from {stage}")
     result.rows_loaded = staged
-    if quarantine and result.failures:
+    if result.failures:  # only with --quarantine: without it, a failure refused the file
         _write_quarantine(warehouse, conn, table, result, bad_records, now)
     result.rows_quarantined = len(result.failures.by_row)
     warehouse.execute(conn, f"drop table {stage}")
@@ -719,11 +745,7 @@ def _check_keys(warehouse: Warehouse, conn: Any, stage: str, table: RawTable, mo
             conn, f"select {row}, {cols} from {stage} where {row} in ({placeholders})", part)
         for rec in records:
             bad_records[int(rec[0])] = dict(zip(table.column_names, rec[1:], strict=True))
-    rejected = sorted(set(rows))
-    for start in range(0, len(rejected), 1000):
-        part = rejected[start:start + 1000]
-        warehouse.execute(conn, f"delete from {stage} where {row} in "
-                                f"({', '.join(['%s'] * len(part))})", part)
+    warehouse.delete_rows(conn, stage, ROW, sorted(set(rows)))
 
 
 def _trim_note(value: str, trimmed: str) -> str:

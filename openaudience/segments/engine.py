@@ -82,8 +82,9 @@ def check_inputs(wh: Warehouse, conn, requirements: list[Requirement], building:
     problems = []
     for req in requirements:
         if req.kind == "audience" and req.name not in building:
-            rows = wh.execute(conn, f"select version from {VERSIONS} where audience = %s and kept",
-                              [req.name])
+            with wh.state_connection(conn) as state_conn:
+                rows = wh.state.execute(state_conn, f"select version from {VERSIONS} "
+                                                    "where audience = %s and kept", [req.name])
             kept = sorted(r[0] for r in rows)
             if not kept:
                 problems.append(f"audience {req.name!r} has no built version; build it first "
@@ -98,9 +99,7 @@ def check_inputs(wh: Warehouse, conn, requirements: list[Requirement], building:
                                 "run `oa build`")
         elif req.kind == "table":
             schema, table = req.name.split(".")
-            cols = wh.execute(conn, "select column_name from information_schema.columns "
-                                    "where table_schema = %s and table_name = %s", [schema, table])
-            names = [c[0] for c in cols]
+            names = wh.columns(schema, table, conn)
             if not names:
                 problems.append(f"table {req.name} does not exist")
                 continue
@@ -118,8 +117,7 @@ def check_inputs(wh: Warehouse, conn, requirements: list[Requirement], building:
         elif req.kind in ("ml_scores", "ml_task", "ml_pool"):
             table = {"ml_scores": "repurchase_scores", "ml_task": "recommendations",
                      "ml_pool": "pool_items"}[req.kind]
-            exists = wh.execute(conn, "select count(*) from information_schema.tables where "
-                                      "table_schema = 'ml' and table_name = %s", [table])[0][0]
+            exists = wh.table_exists("ml", table, conn)
             column = {"ml_task": "task", "ml_pool": "pool"}.get(req.kind)
             rows = (wh.execute(conn, f"select count(*) from ml.{table}"
                                      + (f" where {column} = %s" if column else ""),
@@ -167,26 +165,26 @@ def build(project: Project, names: list[str], today: dt.date, *, wh: Warehouse |
     report = BuildReport()
     pinned = _pinned(project)
     built_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-    with wh.connect() as conn:
+    with wh.connect() as conn, wh.state_connection(conn) as state_conn:
         wh.ensure_schema(conn)
         done: set[str] = set()
         for layer in layers:
             t0 = time.perf_counter()
             audiences = [project.audiences[n] for n in layer]
+            relations = state_relations(wh, state_conn, relations)
             query, requirements = batch_query(audiences, project.catalog, today, relations,
                                               project.upload_digests())
             check_inputs(wh, conn, requirements, done)
             stage_uploads(wh, conn, project, requirements)
-            # a temporary table: in memory on DuckDB, never logged on PostgreSQL
-            batch_rel = "oa_audience_batch"
-            wh.execute(conn, f"drop table if exists {batch_rel}")
+            # a temporary table: in memory on DuckDB, never logged on PostgreSQL; a scratch
+            # Parquet table on Spark
             t1 = time.perf_counter()
-            wh.execute(conn, f"create temporary table {batch_rel} as "
-                             f"{to_sql(query, wh.engine, pretty=False)}")
+            batch_rel = wh.temporary_table_as(conn, "oa_audience_batch",
+                                              to_sql(query, wh.engine, pretty=False))
             report.evaluate_seconds += time.perf_counter() - t1
             report.passes += 1
-            results = _save_layer(wh, conn, project, audiences, batch_rel, today, built_at, trigger,
-                                  relations, pinned)
+            results = _save_layer(wh, conn, state_conn, project, audiences, batch_rel, today, built_at,
+                                  trigger, relations, pinned)
             seconds = (time.perf_counter() - t0) / len(audiences)
             for result in results:
                 result.seconds = seconds
@@ -194,9 +192,18 @@ def build(project: Project, names: list[str], today: dt.date, *, wh: Warehouse |
                 done.add(result.audience)
                 if progress:
                     progress(result.audience, len(report.results), len(names))
-            wh.execute(conn, f"drop table {batch_rel}")
+            wh.execute(conn, f"drop table if exists {batch_rel}")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def state_relations(wh: Warehouse, state_conn, relations: Relations) -> Relations:
+    """`relations`, with every audience's latest version read from the state store when that is
+    not the warehouse (Spark): a query there cannot read the versions table."""
+    if wh.state is wh:
+        return relations
+    rows = wh.state.execute(state_conn, f"select audience, max(version) from {VERSIONS} group by audience")
+    return replace(relations, latest_versions=tuple((name, int(v)) for name, v in rows))
 
 
 def _n(e: exp.Expression) -> exp.Expression:
@@ -204,12 +211,13 @@ def _n(e: exp.Expression) -> exp.Expression:
     return exp.Case().when(e, exp.Literal.number(1)).else_(exp.Literal.number(0))
 
 
-def _save_layer(wh: Warehouse, conn, project: Project, audiences: list, batch_rel: str,
+def _save_layer(wh: Warehouse, conn, state_conn, project: Project, audiences: list, batch_rel: str,
                 today: dt.date, built_at: dt.datetime, trigger: str, relations: Relations,
                 pinned: set[tuple[str, int]]) -> list[BuildResult]:
     """Write a new version of every audience of one evaluated layer, with a fixed number of
     statements whatever the number of audiences: one scan for the counts, one insert of all
-    members, one comparison with the previous versions."""
+    members, one comparison with the previous versions. Members go to the warehouse, versions to
+    the operational store (the same one except on Spark, where members are written first)."""
     batch_table = exp.to_table(batch_rel.replace('"', ""))
 
     def t() -> exp.Expression:
@@ -229,8 +237,12 @@ def _save_layer(wh: Warehouse, conn, project: Project, audiences: list, batch_re
     matched = [int(row[2 * i] or 0) for i in range(len(audiences))]
     with_id = [int(row[2 * i + 1] or 0) for i in range(len(audiences))]
 
-    previous = dict(wh.execute(conn, f"select audience, max(version) from {VERSIONS} group by audience"))
+    previous = dict(wh.state.execute(state_conn, f"select audience, max(version) from {VERSIONS} "
+                                                 "group by audience"))
     version = {a.name: int(previous.get(a.name) or 0) + 1 for a in audiences}
+    if wh.engine == "spark":  # what a build that died before its version rows left behind
+        for a in audiences:
+            wh.delete_partition(conn, MEMBERS, {"audience": a.name, "version": version[a.name]})
 
     parts = []
     for i, a in enumerate(audiences):
@@ -258,12 +270,13 @@ def _save_layer(wh: Warehouse, conn, project: Project, audiences: list, batch_re
         added, removed = changes.get(a.name, (size, 0))
         sql = to_sql(project.compile(a.name, today, relations).query, wh.engine)
         definition_hash = project.definition_hash(a.name)
-        wh.execute(conn, f"insert into {VERSIONS} (audience, version, definition_hash, built_at, as_of, "
-                         "id_type, size, added, removed, dropped, matched, trigger, kept, compiled_sql) "
-                         "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true, %s)",
-                   [a.name, version[a.name], definition_hash, built_at, today, a.id_type, size, added,
-                    removed, matched[i] - with_id[i], matched[i], trigger, sql])
-        _prune(wh, conn, a, {v for (n, v) in pinned if n == a.name})
+        wh.state.execute(state_conn, f"insert into {VERSIONS} (audience, version, definition_hash, "
+                                     "built_at, as_of, id_type, size, added, removed, dropped, matched, "
+                                     "trigger, kept, compiled_sql) values "
+                                     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true, %s)",
+                         [a.name, version[a.name], definition_hash, built_at, today, a.id_type, size, added,
+                          removed, matched[i] - with_id[i], matched[i], trigger, sql])
+        _prune(wh, conn, state_conn, a, {v for (n, v) in pinned if n == a.name})
         results.append(BuildResult(audience=a.name, version=version[a.name], size=size, added=added,
                                    removed=removed, dropped=matched[i] - with_id[i], matched=matched[i],
                                    definition_hash=definition_hash, built_at=built_at))
@@ -295,22 +308,22 @@ def _changes(wh: Warehouse, conn, rows: list[tuple[str, int, int | None]]) -> di
     return {name: found.get(name, (0, 0)) for name, _, _ in pairs}
 
 
-def _prune(wh: Warehouse, conn, audience, pinned_versions: set[int]) -> None:
+def _prune(wh: Warehouse, conn, state_conn, audience, pinned_versions: set[int]) -> None:
     """Past `snapshots`, a version's members go; its statistics stay for the size history."""
-    kept = [r[0] for r in wh.execute(conn, f"select version from {VERSIONS} where audience = %s "
-                                           "and kept order by version desc", [audience.name])]
+    kept = [r[0] for r in wh.state.execute(state_conn, f"select version from {VERSIONS} where audience = %s "
+                                                       "and kept order by version desc", [audience.name])]
     for v in kept[audience.snapshots:]:
         if v not in pinned_versions:
-            wh.execute(conn, f"delete from {MEMBERS} where audience = %s and version = %s",
-                       [audience.name, v])
-            wh.execute(conn, f"update {VERSIONS} set kept = false where audience = %s and version = %s",
-                       [audience.name, v])
+            wh.state.execute(state_conn, f"update {VERSIONS} set kept = false where audience = %s "
+                                         "and version = %s", [audience.name, v])
+            wh.delete_partition(conn, MEMBERS, {"audience": audience.name, "version": v})
 
 
 # -- reading built audiences -------------------------------------------------------------------
 def versions(wh: Warehouse, name: str | None = None, kept_only: bool = True) -> list[dict]:
     """Versions, newest first (all audiences, or one); with kept_only those whose members are
     still held, otherwise every build's statistics."""
+    wh = wh.state
     with wh.connect() as conn:
         if not wh.table_exists(AUDIENCE_SCHEMA, VERSIONS_TABLE, conn):
             return []  # nothing built yet
@@ -356,7 +369,11 @@ def _stage_for_reader(wh: Warehouse, project: Project, requirements: list[Requir
 def ready_sql(wh: Warehouse, project: Project, name: str, today: dt.date) -> str:
     """An audience's live query for this warehouse, its inputs checked and its uploads loaded:
     for counting, previewing and diffing without saving a version."""
-    compiled = project.compile(name, today)
+    relations = Relations()
+    if wh.state is not wh:
+        with wh.state.connect() as state_conn:
+            relations = state_relations(wh, state_conn, relations)
+    compiled = project.compile(name, today, relations)
     if wh.reader:  # a reader writes nothing: a short-lived writer stages what it lacks
         _stage_for_reader(wh, project, compiled.requirements)
         with wh.connect() as conn:
@@ -373,16 +390,19 @@ def write_version(wh: Warehouse, audience: str, id_type: str, members: pa.Table,
                   as_of: dt.date, trigger: str = "import") -> int:
     """Save `members` (columns one_id, id_value) as the audience's next version, as a build
     would, without evaluating anything: for benchmarks and tests of what reads versions."""
-    with wh.connect() as conn:
+    with wh.connect() as conn, wh.state_connection(conn) as state_conn:
         wh.ensure_schema(conn)
-        v = int(wh.execute(conn, f"select coalesce(max(version), 0) from {VERSIONS} where audience = %s",
-                           [audience])[0][0]) + 1
+        v = int(wh.state.execute(state_conn, f"select coalesce(max(version), 0) from {VERSIONS} "
+                                             "where audience = %s", [audience])[0][0]) + 1
         n = members.num_rows
-        wh.execute(conn, f"insert into {VERSIONS} (audience, version, definition_hash, built_at, as_of, "
-                         "id_type, size, added, removed, dropped, matched, trigger, kept, compiled_sql) "
-                         "values (%s, %s, 'imported', %s, %s, %s, %s, 0, 0, 0, %s, %s, true, '')",
-                   [audience, v, dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0), as_of,
-                    id_type, n, n, trigger])
+        if wh.engine == "spark":
+            wh.delete_partition(conn, MEMBERS, {"audience": audience, "version": v})
+        wh.state.execute(state_conn, f"insert into {VERSIONS} (audience, version, definition_hash, "
+                                     "built_at, as_of, id_type, size, added, removed, dropped, matched, "
+                                     "trigger, kept, compiled_sql) "
+                                     "values (%s, %s, 'imported', %s, %s, %s, %s, 0, 0, 0, %s, %s, true, '')",
+                         [audience, v, dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0), as_of,
+                          id_type, n, n, trigger])
         wh.insert_arrow(conn, MEMBERS, pa.table({
             "audience": pa.array([audience] * n, pa.string()), "version": pa.array([v] * n, pa.int64()),
             "one_id": members.column("one_id").cast(pa.string()), "id_type": pa.array([id_type] * n),

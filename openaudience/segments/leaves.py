@@ -142,7 +142,9 @@ class AiplLeaf(Leaf):
         return f"aipl {self.model}: {'/'.join(self.from_)} -> {'/'.join(self.to)} ({window})"
 
 
-def latest_version(name: str, relations: Relations) -> exp.Select:
+def latest_version(name: str, relations: Relations) -> exp.Expression:
+    if relations.latest_versions is not None:  # resolved from the state store (Spark)
+        return lit(relations.latest_version(name) or 0)
     return (exp.select(exp.func("MAX", col("version", None)))
             .from_(relations.audience_table(VERSIONS_TABLE))
             .where(exp.EQ(this=col("audience", None), expression=lit(name))))
@@ -161,8 +163,9 @@ class AudienceLeaf(Leaf):
         return [Requirement("audience", self.name, str(self.version or ""))]
 
     def compile(self, ctx) -> exp.Expression:
+        latest = latest_version(self.name, ctx.relations)
         version = (lit(self.version) if self.version is not None
-                   else latest_version(self.name, ctx.relations).subquery())
+                   else latest.subquery() if isinstance(latest, exp.Select) else latest)
         members = (exp.select(col("one_id", None))
                    .from_(ctx.relations.audience_table(MEMBERS_TABLE))
                    .where(exp.and_(exp.EQ(this=col("audience", None), expression=lit(self.name)),

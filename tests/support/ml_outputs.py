@@ -46,9 +46,9 @@ def write_ml_outputs(wh) -> None:
                     rows[key].append(value)
     with wh.connect() as conn:
         wh.ensure_schema(conn)
-        wh.execute(conn, f"delete from {SCORES_TABLE}")
+        wh.empty_table(conn, SCORES_TABLE)
         wh.insert_arrow(conn, SCORES_TABLE, scores)
-        wh.execute(conn, "delete from ml.recommendations")
+        wh.empty_table(conn, "ml.recommendations")
         wh.insert_arrow(conn, "ml.recommendations", pa.table({
             **{k: rows[k] for k in ("task", "pool", "one_id", "item_id")},
             "rank": pa.array(rows["rank"], pa.int32()), "score": rows["score"], "model": rows["model"],

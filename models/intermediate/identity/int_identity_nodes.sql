@@ -46,8 +46,8 @@ final as (
     select
         row_number() over (order by {{ binary_sort('node_key') }}) as node_id,
         node_key,
-        substr(node_key, 1, strpos(node_key, ':') - 1) as id_type,
-        substr(node_key, strpos(node_key, ':') + 1) as id_value,
+        substr(node_key, 1, position(':' in node_key) - 1) as id_type,
+        substr(node_key, position(':' in node_key) + 1) as id_value,
         first_seen_at
     from distinct_keys
 )

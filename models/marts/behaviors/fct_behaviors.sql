@@ -71,12 +71,12 @@ grained as (
 
 final as (
     select
-        -- md5 of the grain joined by the ASCII unit separator, kept as a 16-byte uuid: cheaper
-        -- to store, compare and test than 32 hex characters. concat() reads a null item_id as ''.
-        cast(md5(concat(
-            one_id, chr(31), occurred_at, chr(31), event_type, chr(31), channel, chr(31),
-            object_attribute, chr(31), object_value, chr(31), item_id
-        )) as uuid) as behavior_id,
+        -- md5 of the grain joined by the ASCII unit separator, kept as 16 bytes (a uuid; binary
+        -- on Spark): cheaper to store, compare and test than 32 hex characters
+        {{ hash_key(
+            "concat(one_id, chr(31), occurred_at, chr(31), event_type, chr(31), channel, chr(31), "
+            ~ "object_attribute, chr(31), object_value, chr(31), coalesce(item_id, ''))"
+        ) }} as behavior_id,
         one_id,
         occurred_at,
         cast(occurred_at as date) as behavior_date,

@@ -39,7 +39,7 @@ final as (
         p.member_level,
         p.registered_at,
         {{ dbt.datediff('p.registered_date', as_of_date(), 'day') }} as days_since_registration,
-        case when ids.email is not null then substr(ids.email, strpos(ids.email, '@') + 1) end as email_domain,
+        case when ids.email is not null then substr(ids.email, position('@' in ids.email) + 1) end as email_domain,
 
         -- purchases
         o.first_purchase_at,

@@ -2,8 +2,10 @@
     config(
         materialized='incremental',
         unique_key='node_key',
-        incremental_strategy='delete+insert',
+        incremental_strategy=('insert_overwrite' if target.type == 'spark' else 'delete+insert'),
         full_refresh=false,
+        pre_hook=["{{ drop_previous_state() }}", "{{ keep_previous_state('node_key, one_id') }}"],
+        post_hook=["{{ drop_previous_state() }}"],
     )
 }}
 
@@ -39,7 +41,7 @@ id_types as (
 
 previous as (
     {% if is_incremental() %}
-    select node_key, one_id from {{ this }}
+    select node_key, one_id from {{ previous_state() }}
     {% else %}
     select node_key, cast(null as {{ dbt.type_string() }}) as one_id from nodes where 1 = 0
     {% endif %}

@@ -215,7 +215,7 @@ final as (
         p.cutoff_date,
         p.cutoff_role,
         p.one_id,
-        cast(p.total_amount / p.purchase_count as {{ type_double() }}) as avg_amount,
+        cast(p.total_amount as {{ type_double() }}) / p.purchase_count as avg_amount,
         cast(p.max_amount as {{ type_money() }}) as max_amount,
         cast(p.min_amount as {{ type_money() }}) as min_amount,
         cast(p.total_amount as {{ type_money() }}) as total_amount,
@@ -236,7 +236,7 @@ final as (
         end as repurchase_ratio,
         cast(coalesce(p.categories, 0) as integer) as categories,
         p.main_category,
-        cast((p.amount_90d + 1) / (p.amount_prev_90d + 1) as {{ type_double() }}) as spend_trend,
+        cast(p.amount_90d + 1 as {{ type_double() }}) / cast(p.amount_prev_90d + 1 as {{ type_double() }}) as spend_trend,
         cast(ntile(5) over (partition by p.cutoff_date order by p.days_since_last desc, p.one_id) as integer)
             as r_score,
         cast(ntile(5) over (partition by p.cutoff_date order by p.purchase_count, p.one_id) as integer)
