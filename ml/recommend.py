@@ -547,12 +547,12 @@ def run_task(wh, task: Task, config: RecommendConfig | None = None,
     if task.pool not in pools:
         raise UserError(f"task {task.name}: unknown pool {task.pool!r}; the pools are "
                         f"{', '.join(sorted(pools)) or 'none (add ml/pools/<name>.yml)'}")
-    with wh.connect() as conn:
+    with wh.connect() as conn, wh.state_connection(conn) as state_conn:
         wh.ensure_schema(conn)
-        active = wh.execute(conn, f"select version, artefact from {VERSIONS_TABLE} where model = %s "
-                                  "and active", [MODEL])
-        version = wh.execute(conn, f"select max(version) from {VERSIONS} where audience = %s and kept",
-                             [task.audience])[0][0]
+        active = wh.state.execute(state_conn, f"select version, artefact from {VERSIONS_TABLE} "
+                                              "where model = %s and active", [MODEL])
+        version = wh.state.execute(state_conn, f"select max(version) from {VERSIONS} "
+                                               "where audience = %s and kept", [task.audience])[0][0]
     if not active:
         raise UserError("no active recommendation model: train one (oa ml train recommend)")
     if version is None:

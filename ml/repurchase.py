@@ -363,16 +363,16 @@ class Training:
 
 
 def read_features(wh, roles: tuple[str, ...]) -> pd.DataFrame:
-    placeholders = ", ".join(["%s"] * len(roles))
-    with wh.connect() as conn:
-        if not wh.table_exists("marts", "ml_repurchase_features", conn):
-            raise UserError("marts.ml_repurchase_features is not built; run the dbt build first "
-                            "(oa build, or the nightly job)")
-        cols = ("cutoff_date", "cutoff_role", "one_id", *FEATURES, *CATEGORICAL, "label")
-        rows = wh.execute(conn, f"select {', '.join(cols)} from {FEATURES_TABLE} "
-                                f"where cutoff_role in ({placeholders}) order by cutoff_date, one_id",
-                          list(roles))  # one order on both engines: the same folds, the same model
-    df = pd.DataFrame(rows, columns=cols)
+    if not wh.table_exists("marts", "ml_repurchase_features"):
+        raise UserError("marts.ml_repurchase_features is not built; run the dbt build first "
+                        "(oa build, or the nightly job)")
+    cols = ("cutoff_date", "cutoff_role", "one_id", *FEATURES, *CATEGORICAL, "label")
+    # in batches (on Spark a partition at a time: the driver never holds the table twice); one
+    # order on every engine: the same folds, the same model. The roles are our own literals.
+    wanted = ", ".join("'" + role + "'" for role in roles if role in ("train", "validate", "score"))
+    batches = list(wh.iter_batches(f"select {', '.join(cols)} from {FEATURES_TABLE} "
+                                   f"where cutoff_role in ({wanted}) order by cutoff_date, one_id"))
+    df = (pd.concat(batches, ignore_index=True) if batches else pd.DataFrame(columns=cols))[list(cols)]
     for c in FEATURES:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     return df
@@ -503,6 +503,7 @@ def save_version(wh, model: str, bundle: dict, config_json: str, window: dict, m
                  purchases: int, active: bool) -> int:
     """A new version of `model`: the fitted bundle under OA_HOME/models/<model>/ and its row in
     ml.model_versions (made the active one when `active`), in one transaction."""
+    wh = wh.state  # the versions are operational state (beside a Spark warehouse, its store)
     with wh.connect() as conn:
         wh.ensure_schema(conn)
         version = int(wh.execute(conn, f"select coalesce(max(version), 0) + 1 from {VERSIONS_TABLE} "
@@ -533,6 +534,7 @@ def _store_version(wh, config, bundle: dict, df, metrics, purchases: int) -> int
 
 def activate(wh, version: int, model: str = MODEL) -> None:
     """Make `version` of `model` (repurchase or recommend) the one in use."""
+    wh = wh.state
     with wh.connect() as conn:  # one transaction
         wh.ensure_schema(conn)
         found = wh.execute(conn, f"select count(*) from {VERSIONS_TABLE} where model = %s and "
@@ -545,6 +547,7 @@ def activate(wh, version: int, model: str = MODEL) -> None:
 
 def versions(wh, model: str = MODEL) -> list[dict]:
     cols = ("version", "trained_at", "active", "purchases", "metrics", "data_window", "config")
+    wh = wh.state
     with wh.connect() as conn:
         if not wh.table_exists(op.ML_SCHEMA, op.MODEL_VERSIONS.name, conn):
             return []  # nothing trained yet
@@ -574,10 +577,8 @@ def score(wh) -> Scoring:
     if active is None:
         raise UserError("no active repurchase model: train one (oa ml train repurchase) or "
                         "activate a version (oa ml activate repurchase VERSION)")
-    with wh.connect() as conn:
-        path = wh.settings.home / wh.execute(conn, f"select artefact from {VERSIONS_TABLE} where "
-                                                   "model = %s and version = %s",
-                                             [MODEL, active["version"]])[0][0]
+    path = wh.settings.home / wh.state.query(f"select artefact from {VERSIONS_TABLE} where "
+                                             "model = %s and version = %s", [MODEL, active["version"]])[0][0]
     bundle = pickle.loads(path.read_bytes())  # noqa: S301 - our own artefact, written by train()
     df = read_features(wh, ("score",))
     if df.empty:
@@ -615,5 +616,5 @@ def score(wh) -> Scoring:
 
 
 def active_config(wh, version: int) -> str:
-    return wh.query(f"select config from {VERSIONS_TABLE} where model = %s and version = %s",
-                    [MODEL, version])[0][0]
+    return wh.state.query(f"select config from {VERSIONS_TABLE} where model = %s and version = %s",
+                          [MODEL, version])[0][0]

@@ -35,18 +35,20 @@ VARIABLES = {
     "pg_user": "PGUSER",
     "pg_password": "PGPASSWORD",
     "pg_database": "PGDATABASE",
+    "spark_remote": "SPARK_REMOTE",
+    "state_target": "OA_STATE_TARGET",
 }
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The warehouse: DuckDB (an embedded file) or PostgreSQL, as `OA_TARGET` says.
+    """The warehouse: DuckDB (an embedded file), PostgreSQL or Spark, as `OA_TARGET` says.
 
     Every field is one environment variable (its description names it); an empty field follows
     the environment of the run. The other `OA_*` settings (time zone, memory limits, lock wait)
     come from the environment of the run.
     """
 
-    target: str = Field(default="", description="OA_TARGET: duckdb (default) or postgres.")
+    target: str = Field(default="", description="OA_TARGET: duckdb (default), postgres or spark.")
     home: str = Field(default="", description="OA_HOME: local state, the DuckDB file by default.")
     duckdb_path: str = Field(default="", description="OA_DUCKDB_PATH: the DuckDB file.")
     pg_dsn: str = Field(default="", description="OA_PG_DSN: postgresql://user:password@host:port/db "
@@ -57,6 +59,11 @@ class WarehouseResource(dg.ConfigurableResource):
     pg_password: str = Field(default="", description="PGPASSWORD (a secret: give it as an "
                                                      "environment variable).")
     pg_database: str = Field(default="", description="PGDATABASE")
+    spark_remote: str = Field(default="", description="SPARK_REMOTE: sc://host:15002, a Spark Connect "
+                                                      "cluster (may hold a token: give it as an "
+                                                      "environment variable); empty: local mode.")
+    state_target: str = Field(default="", description="OA_STATE_TARGET: beside Spark, the store of "
+                                                      "the operational tables: duckdb or postgres.")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """A step that wrote the embedded warehouse publishes its read snapshot when it ends."""
@@ -110,10 +117,15 @@ def warehouse_resource(environ: dict[str, str] | None = None) -> WarehouseResour
                                 if env.get(var)})
 
 
-def dbt_resource() -> DbtCliResource:
+def dbt_resource(environ: dict[str, str] | None = None) -> DbtCliResource:
     """dbt as dagster-dbt runs it: the project and profiles of this repository, and the dbt
-    installed beside this Python, so no activated virtualenv is needed."""
+    installed beside this Python, so no activated virtualenv is needed. Beside a Spark warehouse,
+    `oa-dbt`: dbt in a process that first starts the Spark session (local mode admits one
+    process) and copies the state tables dbt reads (`openaudience.core.dbt.dbt_main`)."""
     from orchestration.dbt_project import DBT_PROJECT
 
+    env = os.environ if environ is None else environ
+    spark = (env.get("OA_TARGET", "").strip().lower() == "spark")
+    executable = Path(sys.executable).with_name("oa-dbt" if spark else "dbt")
     return DbtCliResource(project_dir=DBT_PROJECT, profiles_dir=str(DBT_PROJECT.profiles_dir),
-                          dbt_executable=str(Path(sys.executable).with_name("dbt")))
+                          dbt_executable=str(executable))

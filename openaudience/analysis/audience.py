@@ -20,7 +20,7 @@ from scipy.stats import chi2_contingency
 from openaudience.analysis.catalog import Catalog, require_table
 from openaudience.analysis.pivot import MULTI_VALUE_LIMIT, NULL_LABEL, TEXT_LIMIT, _fmt, nice_step
 from openaudience.core.errors import UserError
-from openaudience.core.warehouse import Warehouse, qident
+from openaudience.core.warehouse import Warehouse, qident, split_values
 from openaudience.segments.engine import MEMBERS, latest, versions
 
 TOP_TAGS = 10
@@ -136,8 +136,7 @@ def _most_over(df: pd.DataFrame) -> str:
 def _tag_counts(query, engine: str, joined: str, params: list, row) -> pd.DataFrame | None:
     col = f"t.{qident(row.tag_name)}"
     if row.tag_type == "multi_value":
-        split = ("unnest(string_split({c}, %s))" if engine == "duckdb"
-                 else "unnest(string_to_array({c}, %s))").format(c=col)
+        split = split_values(engine, col)
         rows = query(f"select trim(v), count(distinct one_id), count(distinct member) from "
                         f"(select t.one_id, m.member, {split} as v from {joined} where {col} is not null) "
                         f"as x where trim(v) <> '' group by trim(v)",
@@ -180,8 +179,7 @@ def _rfm(wh: Warehouse, catalog: Catalog, model: str, name: str, version: int, s
     if model not in models:
         raise UserError(f"unknown RFM model {model!r} (one of {', '.join(models)})")
     relation = models[model].relation
-    if not wh.query("select count(*) from information_schema.tables where table_schema = %s and "
-                    "table_name = %s", list(relation.replace('"', "").split(".")))[0][0]:
+    if not wh.table_exists(*relation.replace('"', "").split(".")):
         return None
     rows = wh.query(f"select s.rfm_segment, s.label, s.sort_order, count(r.one_id), count(m.one_id) "
                     f"from {catalog.relation('rfm_segments')} as s "

@@ -93,8 +93,7 @@ def _distribution(warehouse: Warehouse, relation: str, total: int, tag: str, met
 
     if tag_type == "multi_value":
         delimiter = str(meta["delimiter"] or ",")
-        split = ("unnest(string_split({c}, %s))" if warehouse.engine == "duckdb"
-                 else "unnest(string_to_array({c}, %s))").format(c=col)
+        split = warehouse.split_values(col)
         rows = warehouse.query(
             f"select trim(v) as value, count(distinct one_id) as users "
             f"from (select one_id, {split} as v from {relation} where {col} is not null) as x "

@@ -158,6 +158,12 @@ def bench_build(users: int, days: int, seed: int, console: Console) -> dict[str,
         figures["build_peak_rss_mb"] = peak.peak_kb / 1024  # Python and the JVM, loader included
         if not outcome.success:
             raise RuntimeError(f"dbt build failed during the benchmark: {outcome.summary}")
+        if settings.spark_event_log:
+            from openaudience.core import spark
+
+            spark.stop()  # the event log is complete once the application ends
+            for model, written, rows in shuffle_by_model(settings.spark_event_log)[:12]:
+                console.print(f"| {model} | {written / 1e6:,.1f} MB | {rows:,} |")
         return _report_build(settings, users, days, counts, figures, console)
     env = dict(os.environ, **settings.dbt_env())
     dbt = str(Path(sys.executable).with_name("dbt"))
@@ -172,6 +178,44 @@ def bench_build(users: int, days: int, seed: int, console: Console) -> dict[str,
         console.print(output[-6000:])
         raise RuntimeError("dbt build failed during the benchmark")
     return _report_build(settings, users, days, counts, figures, console)
+
+
+def shuffle_by_model(event_log: Path) -> list[tuple[str, int, int]]:
+    """From Spark's event log: (dbt model, shuffle bytes written, input rows read) per model,
+    largest shuffle first. A statement is the dbt node its comment names (dbt-spark prefixes every
+    statement with {"node_id": ...})."""
+    import re
+
+    node_of: dict[int, str] = {}
+    execution_of_stage: dict[int, int] = {}
+    shuffle: dict[str, int] = {}
+    read: dict[str, int] = {}
+    for path in sorted(event_log.iterdir()):
+        for line in path.read_text(errors="replace").splitlines():
+            event = json.loads(line)
+            kind = event.get("Event", "")
+            if kind.endswith("SQLExecutionStart"):
+                text = event.get("description", "") + event.get("details", "")
+                found = re.search(r'"node_id": "[a-z_]+\.openaudience\.([A-Za-z0-9_]+)', text)
+                plan = event.get("physicalPlanDescription", "")
+                # else the table a write command makes (CTAS, insert): the model it builds
+                wrote = re.search(r"Command[^\n]*?`?(?:marts|intermediate|staging|reference)`?\.`?"
+                                  r"(\w+)`?", plan) if "Command" in plan[:400] else None
+                node_of[event["executionId"]] = (found.group(1) if found else
+                                                 wrote.group(1) if wrote else "(reads and tests)")
+            elif kind == "SparkListenerJobStart":
+                execution = (event.get("Properties") or {}).get("spark.sql.execution.id")
+                if execution is not None:
+                    for stage in event.get("Stage IDs", []):
+                        execution_of_stage[stage] = int(execution)
+            elif kind == "SparkListenerTaskEnd":
+                metrics = event.get("Task Metrics") or {}
+                node = node_of.get(execution_of_stage.get(event.get("Stage ID"), -1), "(other)")
+                shuffle[node] = shuffle.get(node, 0) + int(
+                    (metrics.get("Shuffle Write Metrics") or {}).get("Shuffle Bytes Written", 0))
+                read[node] = read.get(node, 0) + int(
+                    (metrics.get("Input Metrics") or {}).get("Records Read", 0))
+    return sorted(((n, shuffle[n], read.get(n, 0)) for n in shuffle), key=lambda r: -r[1])
 
 
 def _report_build(settings: Settings, users: int, days: int, counts: dict, figures: dict,

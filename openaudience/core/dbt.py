@@ -133,6 +133,25 @@ def holding_warehouse() -> Iterator[None]:
         locks.note_write()
 
 
+def dbt_main() -> None:
+    """`oa-dbt ARGS`: `dbt ARGS` in this process after what our own builds do first: on Spark,
+    start the session (local mode admits one process at a time) and copy the state tables dbt
+    reads. Dagster runs it as its dbt executable beside a Spark warehouse; its output is dbt's
+    (JSON lines when asked), its exit code dbt's."""
+    from dbt.cli.main import dbtRunner
+
+    from openaudience.core.errors import UserError
+
+    apply_environment()
+    try:
+        with holding_warehouse():
+            result = dbtRunner().invoke(sys.argv[1:])
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
+    sys.exit(0 if result.success else (1 if result.exception is None else 2))
+
+
 def release_dbt_duckdb() -> None:
     """Close the DuckDB instance dbt-duckdb keeps open in this process after an in-process run,
     so the file is whole on disk and this process can open it again with its own settings."""

@@ -94,6 +94,8 @@ class Settings:
     """A Spark Connect URL (SPARK_REMOTE, sc://host:15002): the cluster; empty: local mode."""
     spark_master: str = "local[2]"
     spark_driver_memory: str = "2g"
+    spark_event_log: Path | None = None
+    """OA_SPARK_EVENT_LOG: a folder where local mode writes Spark's event log (for benchmarks)."""
 
     @property
     def spark_dir(self) -> Path:
@@ -201,7 +203,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     spark_memory = env.get("OA_SPARK_DRIVER_MEMORY", "").strip().lower() or "2g"
     if not re.fullmatch(r"[1-9][0-9]{0,5}[mg]", spark_memory):
         raise ConfigError(f"OA_SPARK_DRIVER_MEMORY={spark_memory!r}: give a size such as 2g or 1536m")
+    event_log = _directory(env, "OA_SPARK_EVENT_LOG", home) if env.get("OA_SPARK_EVENT_LOG") else None
     return Settings(
+        spark_event_log=event_log,
         state_target=state_target,
         spark_remote=spark_remote,
         spark_master=spark_master,

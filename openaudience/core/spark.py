@@ -61,18 +61,40 @@ def session(settings: Settings) -> Any:
 
 
 def stop() -> None:
-    """Stop this process's Spark session (tests that move to another warehouse; exit)."""
+    """Stop this process's Spark session; in local mode also its JVM, so that the embedded
+    metastore is closed and another process (a dbt that Dagster starts) can open the warehouse.
+    The next `session()` starts a new one."""
     global _SESSION, _SESSION_KEY
-    if _SESSION is not None:
-        try:
-            _SESSION.stop()
-        finally:
-            home = _SESSION_KEY[2] if _SESSION_KEY else None
-            _SESSION, _SESSION_KEY = None, None
-            if home:
-                from pathlib import Path
+    if _SESSION is None:
+        return
+    session_, key = _SESSION, _SESSION_KEY
+    _SESSION, _SESSION_KEY = None, None
+    session_.stop()
+    if key[0]:  # a Spark Connect client: the cluster stays
+        return
+    import subprocess
 
-                locks.let_go(Path(home) / "metastore_db")
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        proc = getattr(gateway, "proc", None)
+        try:
+            gateway.shutdown()
+        except Exception:  # noqa: BLE001, S110 - the JVM may be gone already
+            pass
+        if proc is not None:  # the JVM exits when its stdin closes
+            try:
+                proc.stdin.close()
+                proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+    from pathlib import Path
+
+    locks.let_go(Path(key[2]) / "metastore_db")
 
 
 def metastore(settings: Settings):
@@ -121,6 +143,8 @@ def _start(settings: Settings) -> Any:
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
     }
+    if settings.spark_event_log:  # benchmarks: what each statement shuffled (bench/pipeline.py)
+        conf.update({"spark.eventLog.enabled": "true", "spark.eventLog.dir": str(settings.spark_event_log)})
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     for k, v in conf.items():
         builder = builder.config(k, v)
@@ -188,10 +212,12 @@ class SparkConnection:
     def close(self) -> None:  # the session outlives a connection
         pass
 
-    def arrow_batches(self, sql: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    def arrow_batches(self, sql: str, batch_rows: int, params: Sequence[Any] | None = None
+                      ) -> Iterator[pa.RecordBatch]:
         """A query's rows as Arrow batches of at most `batch_rows`, a partition at a time: the
-        driver holds one partition, never the whole result."""
-        frame = self.spark.sql(backtick_identifiers(sql))
+        driver holds one partition, never the whole result. ``%s`` placeholders take `params`."""
+        sql = backtick_identifiers(sql.replace("%s", "?") if params else sql)
+        frame = self.spark.sql(sql, args=list(params)) if params else self.spark.sql(sql)
         schema = frame.schema
         names = [f.name for f in schema.fields]
         rows: list[tuple] = []

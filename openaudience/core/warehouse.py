@@ -355,6 +355,9 @@ class Warehouse:
         if self.engine == "postgres" and relations:
             self.execute(conn, f"analyze {', '.join(relations)}")
 
+    def split_values(self, column: str) -> str:
+        return split_values(self.engine, column)
+
     def sql_type(self, column_type: str) -> str:
         return _SQL_TYPES[self.engine][column_type]
 
@@ -460,6 +463,16 @@ class Warehouse:
         buf.seek(0)
         with conn.cursor() as cur:
             cur.copy_expert(f"copy {target_sql} ({cols}) from stdin with (format csv)", buf)
+
+
+def split_values(engine: str, column: str) -> str:
+    """SQL that makes one row per part of a delimited text `column` (in a select list), the
+    delimiter a bound parameter (one ``%s``); Spark's split takes a pattern, so it is quoted."""
+    if engine == "duckdb":
+        return f"unnest(string_split({column}, %s))"
+    if engine == "spark":
+        return f"explode(split({column}, concat('\\\\Q', %s, '\\\\E')))"
+    return f"unnest(string_to_array({column}, %s))"
 
 
 def publish_snapshot(settings: Settings) -> bool:

@@ -102,13 +102,10 @@ def _json_object(engine: str, pairs: list[tuple[str, str]]) -> str:
         f"cast(json_build_object({args}) as text)"
 
 
-def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_type: str,
-                    caps: list, is_message: bool, removals: bool, source: tuple[str, list],
-                    key_prefix: str, identities: bool = True, event_values: bool = False) -> tuple[str, list]:
-    """The statement that fills the plan table and its parameters. `source` is a query of the
-    members (one_id, id_value of the audience's id type) with its parameters, and with
-    `event_values` a column ev_<variable> per event variable (an event journey's send);
-    `key_prefix` starts every idempotency key."""
+def _member_select(wh: Warehouse, d: Destination, id_type: str, audience_id_type: str,
+                   source: tuple[str, list], event_values: bool = False) -> tuple[str, list]:
+    """The members to send with the destination's id and variables: one_id, id_value and a
+    column var_<name> per variable (tags read from user_tags), with its parameters."""
     txt = wh.sql_type("text")
     params: list = []
     variables = d.variables
@@ -130,7 +127,25 @@ def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_typ
     var_list = "".join(f", {c}" for c in var_cols)
     source_sql, source_params = source
     params += source_params
-    src = f"select m.one_id, {id_expr} as id_value{var_list} from ({source_sql}) as m {join}"
+    return f"select m.one_id, {id_expr} as id_value{var_list} from ({source_sql}) as m {join}", params
+
+
+def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_type: str,
+                    caps: list, is_message: bool, removals: bool, source: tuple[str, list],
+                    key_prefix: str, identities: bool = True, event_values: bool = False,
+                    resolved: tuple[str, str] | None = None) -> tuple[str, list]:
+    """The statement that fills the plan table and its parameters. `source` is a query of the
+    members (one_id, id_value of the audience's id type) with its parameters, and with
+    `event_values` a column ev_<variable> per event variable (an event journey's send);
+    `key_prefix` starts every idempotency key. `resolved` (beside a Spark warehouse) names two
+    tables of this store that Spark filled: the members as `_member_select` gives them, and the
+    suppressed people (one_id, reason)."""
+    txt = wh.sql_type("text")
+    variables = d.variables
+    if resolved is None:
+        src, params = _member_select(wh, d, id_type, audience_id_type, source, event_values)
+    else:
+        src, params = f"select * from {resolved[0]}", []
     var_names = [qident("var_" + n) for n in variables]
     var_sel = "".join(f", {v}" for v in var_names)
     members = (f"select one_id, id_value{var_sel} from (select s.*, row_number() over "
@@ -153,7 +168,9 @@ def _plan_statement(wh: Warehouse, d: Destination, id_type: str, audience_id_typ
     ctes.append(f"sup_direct as (select id_value, min(reason) as reason from {store.SUPPRESSION} "
                 f"where channel in (%s, '*') and id_type = %s group by id_value)")
     params += [d.channel, id_type]
-    if identities:
+    if resolved is not None:
+        ctes.append(f"sup_people as (select one_id, reason from {resolved[1]})")
+    elif identities:
         ctes.append(f"sup_people as (select i.one_id, min(s.reason) as reason from {store.SUPPRESSION} s "
                     f"join {IDENTITIES} i on i.id_type = s.id_type and i.id_value = s.id_value "
                     f"where s.channel in (%s, '*') group by i.one_id)")
@@ -208,10 +225,12 @@ def members_source(audience: str, version: int) -> tuple[str, list]:
 def _plan(wh: Warehouse, conn, dests: Destinations, d: Destination, version: int, run_id: str,
           trigger: str, *, source: tuple[str, list] | None = None, audience: str | None = None,
           audience_id_type: str | None = None, key_prefix: str | None = None,
-          mode: str | None = None, event_values: bool = False) -> dict[str, int]:
+          mode: str | None = None, event_values: bool = False,
+          members_from: Warehouse | None = None) -> dict[str, int]:
     """Fill the log with the run's changes and record the run; returns the run's counts. By
     default the run sends the destination's audience version; a journey gives its own `source`
-    of members (of `audience_id_type`), the audience it names, the key prefix and mode `full`."""
+    of members (of `audience_id_type`), the audience it names, the key prefix and mode `full`.
+    `members_from`: the Spark warehouse the members are read from, into this (state) store."""
     audience = audience or d.audience
     audience_id_type = audience_id_type or dests.audiences.audiences[d.audience].id_type
     id_type = d.id_type or audience_id_type
@@ -219,16 +238,19 @@ def _plan(wh: Warehouse, conn, dests: Destinations, d: Destination, version: int
     if mode and mode != d.mode:
         d = d.model_copy(update={"mode": mode})
     caps = capabilities(d.channel)
+    resolved, missing = None, 0
+    if members_from is not None:
+        resolved, missing = _pull_members(members_from, wh, conn, d, id_type, audience_id_type, source)
     sql, params = _plan_statement(wh, d, id_type, audience_id_type, dests.policies.frequency_caps,
                                   caps.is_message, caps.supports_removals, source,
                                   key_prefix or f"{d.name}|{d.audience}|{version}|",
-                                  wh.table_exists("marts", "dim_identities", conn), event_values)
+                                  resolved is not None or wh.table_exists("marts", "dim_identities", conn),
+                                  event_values, resolved)
     # the version and the log were written moments ago, in bulk
-    wh.refresh_statistics(conn, [MEMBERS, store.LOG, store.STATE])
+    wh.refresh_statistics(conn, [store.LOG, store.STATE] if resolved else [MEMBERS, store.LOG, store.STATE])
     wh.execute(conn, f"drop table if exists {PLAN}")
     wh.execute(conn, sql, params)
-    missing = 0
-    if id_type != audience_id_type:
+    if id_type != audience_id_type and resolved is None:
         missing = wh.execute(conn, f"select count(*) from ({source[0]}) as m left join {USER_TAGS} u "
                                    f"on u.one_id = m.one_id where u.{qident(id_type)} is null",
                              source[1])[0][0]
@@ -262,7 +284,57 @@ def _plan(wh: Warehouse, conn, dests: Destinations, d: Destination, version: int
                [run_id, d.name, d.channel, audience, version, d.mode, id_type, d.id_form, trigger,
                 *[counts[k] for k in store.RUN_COUNTS], now, *_owner(), now])
     wh.execute(conn, f"drop table {PLAN}")
+    for table in resolved or ():
+        wh.execute(conn, f"drop table if exists {table}")
     return counts
+
+
+PULLED_MEMBERS, PULLED_SUPPRESSED = "oa_delivery_members", "oa_delivery_suppressed"
+
+
+def _pull_members(spark: Warehouse, wh: Warehouse, conn, d: Destination, id_type: str,
+                  audience_id_type: str, source: tuple[str, list],
+                  batch_rows: int = 100_000) -> tuple[tuple[str, str], int]:
+    """Beside a Spark warehouse: the members with their ids and variables, and the people the
+    suppression list names by any of their ids, computed on Spark and copied into temporary
+    tables of the state store (a batch at a time: memory stays bounded), where the plan is made
+    against the log, the state and the caps. Returns the two tables and how many members lack
+    the destination's id."""
+    txt = wh.sql_type("text")
+    select, params = _member_select(spark, d, id_type, audience_id_type, source)
+    names = ["one_id", "id_value", *("var_" + n for n in d.variables)]
+    wh.execute(conn, f"drop table if exists {PULLED_MEMBERS}")
+    wh.execute(conn, f"create temporary table {PULLED_MEMBERS} ("
+                     + ", ".join(f"{qident(n)} {txt}" for n in names) + ")")
+    with spark.connect() as sconn:
+        for batch in sconn.arrow_batches(select, batch_rows, params):
+            wh.insert_arrow(conn, PULLED_MEMBERS, pa.Table.from_batches([batch]).select(names)
+                            .cast(pa.schema([pa.field(n, pa.string()) for n in names])))
+        missing = 0
+        if id_type != audience_id_type:
+            missing = int(spark.execute(sconn, f"select count(*) from ({source[0]}) as m left join "
+                                               f"{USER_TAGS} u on u.one_id = m.one_id "
+                                               f"where u.{qident(id_type)} is null", source[1])[0][0])
+        wh.execute(conn, f"drop table if exists {PULLED_SUPPRESSED}")
+        wh.execute(conn, f"create temporary table {PULLED_SUPPRESSED} (one_id {txt}, reason {txt})")
+        listed = wh.execute(conn, f"select id_type, id_value, min(reason) from {store.SUPPRESSION} "
+                                  "where channel in (%s, '*') group by id_type, id_value", [d.channel])
+        if listed and spark.table_exists("marts", "dim_identities"):
+            frame = sconn.spark.createDataFrame(
+                pa.table({"id_type": [r[0] for r in listed], "id_value": [r[1] for r in listed],
+                          "reason": [r[2] for r in listed]}).to_pandas())
+            frame.createOrReplaceTempView("oa_suppressed_ids")
+            try:
+                people = spark.execute(sconn, f"select i.one_id, min(s.reason) from oa_suppressed_ids s "
+                                              f"join {IDENTITIES} i on i.id_type = s.id_type "
+                                              "and i.id_value = s.id_value group by i.one_id")
+            finally:
+                sconn.spark.catalog.dropTempView("oa_suppressed_ids")
+            if people:
+                wh.insert_arrow(conn, PULLED_SUPPRESSED, pa.table({
+                    "one_id": pa.array([p[0] for p in people], pa.string()),
+                    "reason": pa.array([p[1] for p in people], pa.string())}))
+    return (PULLED_MEMBERS, PULLED_SUPPRESSED), missing
 
 
 # -- sending -------------------------------------------------------------------------------------
@@ -614,6 +686,9 @@ def deliver(dests: Destinations, name: str, *, wh: Warehouse | None = None, dry_
     """Resume the destination's unfinished runs, then deliver the audience's latest version
     (unless that version was delivered already and `force` is off)."""
     wh = wh or Warehouse()
+    members_from = None
+    if wh.state is not wh:  # Spark: members are read there; runs, log and state live beside it
+        members_from, wh = wh, wh.state
     if dests.get(name).schedule == "journey":
         raise UserError(f"destination {name} has schedule: journey: only journeys send through it "
                         f"(their people, at their steps); it is never delivered on its own")
@@ -628,7 +703,7 @@ def deliver(dests: Destinations, name: str, *, wh: Warehouse | None = None, dry_
             conn, f"select run_id from {store.RUNS} where destination = %s and status in "
                   "('running', 'stopped') order by started_at", [d.name])]
         if dry_run:
-            return _dry_run(wh, conn, dests, d, unfinished, trigger)
+            return _dry_run(wh, conn, dests, d, unfinished, trigger, members_from)
         for run_id in unfinished:
             summaries.append(_execute(wh, conn, dests, d, run_id, progress, environ, resumed=True))
             if summaries[-1].status == "stopped":
@@ -643,7 +718,7 @@ def deliver(dests: Destinations, name: str, *, wh: Warehouse | None = None, dry_
         with wh.transaction(conn):
             _check_channel(wh, conn, dests, d, version)
             run_id = uuid.uuid4().hex
-            _plan(wh, conn, dests, d, version, run_id, trigger)
+            _plan(wh, conn, dests, d, version, run_id, trigger, members_from=members_from)
         summaries.append(_execute(wh, conn, dests, d, run_id, progress, environ))
     return summaries
 
@@ -668,7 +743,7 @@ def _execute(wh: Warehouse, conn, dests: Destinations, d: Destination, run_id: s
 
 
 def _dry_run(wh: Warehouse, conn, dests: Destinations, d: Destination, unfinished: list[str],
-             trigger: str) -> list[RunSummary]:
+             trigger: str, members_from: Warehouse | None = None) -> list[RunSummary]:
     """What a delivery would send: the plan computed and rolled back, with its first rows."""
     out: list[RunSummary] = []
     for run_id in unfinished:
@@ -682,7 +757,7 @@ def _dry_run(wh: Warehouse, conn, dests: Destinations, d: Destination, unfinishe
             version = _latest_version(wh, conn, d.audience)
             _check_channel(wh, conn, dests, d, version)
             run_id = "dry-run-" + uuid.uuid4().hex[:8]
-            counts = _plan(wh, conn, dests, d, version, run_id, trigger)
+            counts = _plan(wh, conn, dests, d, version, run_id, trigger, members_from=members_from)
             preview = _preview(wh, conn, run_id, dests.id_type(d.name), d)
             out.append(RunSummary(run_id=run_id, destination=d.name, audience=d.audience,
                                   audience_version=version, mode=d.mode, status="would send",
@@ -714,7 +789,7 @@ def _preview(wh: Warehouse, conn, run_id: str, id_type: str, d: Destination) -> 
 def replay(dests: Destinations, name: str, *, wh: Warehouse | None = None,
            progress: Progress | None = None, environ=None) -> RunSummary | None:
     """Send the destination's dead letters again, with their keys, as a run of their own."""
-    wh = wh or Warehouse()
+    wh = (wh or Warehouse()).state
     d = dests.ready(name, environ)  # credentials before a replay run is recorded
     with wh.session() as conn:
         with wh.transaction(conn):
@@ -773,6 +848,7 @@ def replay(dests: Destinations, name: str, *, wh: Warehouse | None = None,
 def runs(wh: Warehouse, destination: str | None = None, limit: int = 50) -> list[dict]:
     """The latest runs, newest first, with their counts. A `running` run whose process is gone
     is `interrupted`; `resume` holds the command that resumes an unfinished run."""
+    wh = wh.state
     cols = ("run_id", "destination", "channel", "audience", "audience_version", "mode", "trigger",
             "status", *store.RUN_COUNTS, "started_at", "finished_at", "error")
     with wh.connect() as conn:
@@ -835,6 +911,7 @@ def _started_at(ticks: int) -> dt.datetime | None:
 
 
 def dead_letters(wh: Warehouse, destination: str) -> int:
+    wh = wh.state
     with wh.connect() as conn:
         if not wh.table_exists(store.SCHEMA, "delivery_dead_letters", conn):
             return 0

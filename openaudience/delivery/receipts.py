@@ -401,6 +401,7 @@ def ingest(wh: Warehouse, dests: Destinations) -> dict[str, int]:
     """Move new spool lines into delivery_receipts; counts of accepted and rejected receipts.
     Each spool is read from the byte offset the last ingest stopped at, INGEST_LINES lines per
     transaction (the rows and the new offset together); a line still being written waits."""
+    wh = wh.state  # receipts are operational state
     folder = spool_dir(wh.settings.home)
     totals = {"accepted": 0, "rejected": 0, "suppressed": 0}
     files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []

@@ -22,6 +22,7 @@ def poll(wh: Warehouse, dests: Destinations, now: dt.datetime | None = None,
     """Reports for every SMS destination; counts of delivered, failed and timed-out numbers.
     A batch whose reports cannot be read is counted in `errors` (its message appended to
     `errors`) and tried again at the next poll; the others are recorded."""
+    wh = wh.state  # runs and receipts are operational state
     errors = [] if errors is None else errors
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     totals = {"delivered": 0, "failed": 0, "timed_out": 0, "waiting": 0, "errors": 0}

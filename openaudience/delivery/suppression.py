@@ -44,6 +44,7 @@ def read_ids(path: Path, id_type: str) -> list[str]:
 def add(wh: Warehouse, id_type: str, ids: list[str], reason: str, channel: str = "*",
         source: str = "cli") -> int:
     """Add ids in one transaction; ids already listed for the same channel and reason are kept once."""
+    wh = wh.state  # the suppression list is operational state
     if reason not in store.SUPPRESSION_REASONS:
         raise UserError(f"reason {reason!r} is not one of {', '.join(store.SUPPRESSION_REASONS)}")
     if channel != "*" and channel not in CHANNEL_NAMES:

@@ -90,6 +90,11 @@ class Context:
     simulate: bool = False
     would_send: dict = field(default_factory=dict)  # (cycle, node) -> counts, when simulating
 
+    def __post_init__(self) -> None:
+        if self.wh.engine == "spark":
+            raise UserError("journeys run on a DuckDB or PostgreSQL warehouse; beside a Spark warehouse "
+                            "they are not supported yet (docs/scaling.md, what does not change)")
+
     @property
     def tz(self) -> str:
         return self.wh.settings.timezone

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -112,8 +112,14 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
     """Run dbt with the warehouse's settings in its environment; then the events, each table's
     rows (for a range of days: the rows of those days) and the charts as metadata."""
     wh = warehouse.get()
-    with warehouse.dbt_environment(), holding_warehouse(), \
+    # on Spark, dbt's own process (oa-dbt) starts the session: local mode admits one process
+    holding = nullcontext() if wh.engine == "spark" else holding_warehouse()
+    with warehouse.dbt_environment(), holding, \
             run_folder(context.op_execution_context.op.name, context.run.run_id) as folder:
+        if wh.engine == "spark":
+            from openaudience.core import spark
+
+            spark.stop()  # an earlier step of this run may hold it
         invocation = dbt.cli(args, context=context, target_path=folder)
         events = list(invocation.stream())
         # still holding it: readers get this build's snapshot before any queued writer starts
