@@ -237,9 +237,7 @@ class Warehouse:
                 return cur.fetchall() if cur.description else []
         if params:
             sql = sql.replace("%s", "?")
-        result = conn.execute(sql, list(params) if params else None)
-        if _is_spark(conn):
-            return result.fetchall() if result.description else []
+        result = conn.execute(sql, list(params) if params else None)  # DuckDB, or our Spark connection
         return result.fetchall() if result.description else []
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:

@@ -44,7 +44,6 @@ def read_ids(path: Path, id_type: str) -> list[str]:
 def add(wh: Warehouse, id_type: str, ids: list[str], reason: str, channel: str = "*",
         source: str = "cli") -> int:
     """Add ids in one transaction; ids already listed for the same channel and reason are kept once."""
-    wh = wh.state  # the suppression list is operational state
     if reason not in store.SUPPRESSION_REASONS:
         raise UserError(f"reason {reason!r} is not one of {', '.join(store.SUPPRESSION_REASONS)}")
     if channel != "*" and channel not in CHANNEL_NAMES:
@@ -55,6 +54,7 @@ def add(wh: Warehouse, id_type: str, ids: list[str], reason: str, channel: str =
         values = sorted({normalise(id_type, v) for v in ids})
     except IdError as exc:
         raise UserError(f"nothing was added: {exc}") from None
+    wh = wh.state  # the suppression list is operational state
     with wh.connect() as conn:
         wh.ensure_schema(conn)
         return insert_entries(wh, conn, id_type, values, reason, channel, source)
