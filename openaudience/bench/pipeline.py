@@ -192,17 +192,22 @@ def shuffle_by_model(event_log: Path) -> list[tuple[str, int, int]]:
     read: dict[str, int] = {}
     for path in sorted(event_log.iterdir()):
         for line in path.read_text(errors="replace").splitlines():
-            event = json.loads(line)
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:  # the last line of a log still being written
+                continue
             kind = event.get("Event", "")
             if kind.endswith("SQLExecutionStart"):
                 text = event.get("description", "") + event.get("details", "")
                 found = re.search(r'"node_id": "[a-z_]+\.openaudience\.([A-Za-z0-9_]+)', text)
                 plan = event.get("physicalPlanDescription", "")
-                # else the table a write command makes (CTAS, insert): the model it builds
-                wrote = re.search(r"Command[^\n]*?`?(?:marts|intermediate|staging|reference)`?\.`?"
-                                  r"(\w+)`?", plan) if "Command" in plan[:400] else None
-                node_of[event["executionId"]] = (found.group(1) if found else
-                                                 wrote.group(1) if wrote else "(reads and tests)")
+                # else the table a write (CTAS, insert) makes: the model it builds
+                wrote = (re.search(r"`spark_catalog`\.`(\w+)`\.`(\w+)`|/(\w+)\.db/(\w+)", plan)
+                         if "AsSelect" in plan or "InsertInto" in plan else None)
+                table = ".".join(g for g in wrote.groups() if g) if wrote else ""
+                node_of[event["executionId"]] = (
+                    found.group(1) if found else "raw (the loader)" if table.startswith("raw.")
+                    else table.split(".", 1)[-1] if table else "(reads and tests)")
             elif kind == "SparkListenerJobStart":
                 execution = (event.get("Properties") or {}).get("spark.sql.execution.id")
                 if execution is not None:
