@@ -34,6 +34,7 @@ _LOCK = threading.Lock()
 _SESSION: Any = None
 _SESSION_KEY: tuple | None = None
 
+
 def java_problem() -> str | None:
     """Why local mode cannot start (no Java 17+ on the PATH or JAVA_HOME), or None."""
     java = shutil.which("java", path=os.path.join(os.environ["JAVA_HOME"], "bin")) \
@@ -45,8 +46,8 @@ def java_problem() -> str | None:
 
 
 def session(settings: Settings) -> Any:
-    """The Spark session for `settings`, made once per process (a second set of settings in the
-    same process gets an error: a JVM hosts one local Spark application)."""
+    """The Spark session for `settings`, made once per process; other settings (another
+    warehouse) stop it and start a new one: a JVM hosts one local Spark application."""
     global _SESSION, _SESSION_KEY
     key = (settings.spark_remote, settings.spark_master, str(settings.spark_dir), settings.timezone)
     with _LOCK:
