@@ -67,6 +67,27 @@ def _webhook(name: str, url: str, template: str) -> str:
             f"  params: {{template: {template}}}\n")
 
 
+def _tick_and_kill_at_half(env: dict, environ: dict, folders: tuple[Path, Path, Path], receiver,
+                           seconds: float = 120) -> dict:
+    """A tick in a process of its own (tests/support/run_journey.py) over the audience,
+    destination and journey folders, killed with SIGKILL once the receiver holds half of PEOPLE;
+    returns what the receiver settled."""
+    env = {**env, **environ, "PYTHONPATH": str(PROJECT_ROOT), "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "tests.support.run_journey", *map(str, folders), T0.isoformat()]
+    ticker = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + seconds
+    try:
+        while len(receiver.state.accepted) < PEOPLE * 0.5:
+            assert ticker.poll() is None, ticker.communicate()
+            assert time.monotonic() < deadline, "the tick made no progress"
+            time.sleep(0.02)
+    finally:
+        os.kill(ticker.pid, signal.SIGKILL)
+        ticker.communicate()
+    return settled(receiver)
+
+
 @pytest.mark.slow  # a process killed mid-send, on both engines
 def test_a_journey_killed_mid_send_resumes_with_no_one_sent_twice_or_skipped(target, tmp_path):
     wh = target.warehouse
@@ -81,20 +102,7 @@ def test_a_journey_killed_mid_send_resumes_with_no_one_sent_twice_or_skipped(tar
     environ = {"OA_TEST_KILL_SECRET": SECRET}
     ctx = _context(wh, a, d, j, environ)
     engine.start(ctx, "kill", T0)
-    env = {**target.env, **environ, "PYTHONPATH": str(PROJECT_ROOT), "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "tests.support.run_journey", str(a), str(d), str(j), T0.isoformat()]
-    ticker = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    try:
-        while len(receiver.state.accepted) < PEOPLE * 0.5:
-            assert ticker.poll() is None, ticker.communicate()
-            assert time.monotonic() < deadline, "the tick made no progress"
-            time.sleep(0.02)
-    finally:
-        os.kill(ticker.pid, signal.SIGKILL)
-        ticker.communicate()
-    acked = settled(receiver)
+    acked = _tick_and_kill_at_half(target.env, environ, (a, d, j), receiver)
     assert PEOPLE * 0.5 <= len(acked) < PEOPLE
     counts = engine.node_counts(wh, "kill")
     assert counts["one"]["waiting"] == PEOPLE  # sending, in a run the next tick resumes

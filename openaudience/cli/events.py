@@ -156,12 +156,13 @@ def events_follow(
     from openaudience.core.settings import load_settings
     from openaudience.core.warehouse import WarehouseBusy
     from openaudience.events.ingest import Ingested
-    from openaudience.journeys.follow import follow
+    from openaudience.journeys.follow import follow, refuse_beside_spark
     from orchestration.observe import report_events_ingest, report_journeys
 
     locks.release_kept()  # each pass takes the warehouse and lets go: builds and deliveries run between
     settings = load_settings()
     ctx = context()
+    refuse_beside_spark(ctx)  # before the passes, which retry what a person may fix meanwhile
     window = {"ingested": Ingested(), "journeys": set(), "at": time.monotonic()}
 
     def flush() -> None:

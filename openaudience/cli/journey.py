@@ -343,7 +343,7 @@ def journey_simulate(
     ctx = context(progress=lambda text: err.print(escape(text), highlight=False))
     try:
         result = engine.simulate(ctx, name, start_at, start_at + dt.timedelta(days=days))
-        page = journey_page(ctx.wh, result.plan, result.row, simulated=True)
+        page = journey_page(ctx.spark or ctx.wh, result.plan, result.row, simulated=True)
         counts = engine.node_counts(ctx.wh, result.plan.name)
         acts = engine.actions(ctx.wh, result.plan.name)
     finally:

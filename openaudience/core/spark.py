@@ -21,7 +21,8 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -232,14 +233,56 @@ class SparkConnection:
 
     def insert_arrow(self, target: str, table: pa.Table) -> None:
         """Append an Arrow table to `target` (columns by name, in the table's order)."""
-        frame = self.spark.createDataFrame(table.to_pandas(types_mapper=None, date_as_object=True),
-                                           schema=_spark_schema(table.schema))
-        frame.createOrReplaceTempView("oa_insert_batch")
         cols = ", ".join(f"`{n}`" for n in table.column_names)
-        try:
+        with self.view("oa_insert_batch", [table], table.schema):
             self.execute(f"insert into {target} ({cols}) select {cols} from oa_insert_batch")
+
+    @contextmanager
+    def view(self, name: str, batches: Iterable[pa.Table], schema: pa.Schema,
+             in_memory_rows: int = 250_000) -> Iterator[str]:
+        """Rows this process holds (Arrow batches of `schema`, read a batch at a time) as the
+        session's temporary view `name` for the block, then dropped: how a list kept in the
+        state store (suppressed ids, the people due at a journey's step) meets Spark's tables in
+        one query. Up to `in_memory_rows` the rows stay in the session; past that, they go a
+        batch at a time to a scratch Parquet table (dropped with the view), so the driver holds
+        one batch however many there are. Yields the view's name."""
+        from functools import reduce
+        from uuid import uuid4
+
+        from openaudience.core.schema.raw import RAW_SCHEMA
+
+        struct = _spark_schema(schema)
+
+        def union(frames: list) -> Any:
+            return reduce(lambda a, b: a.unionByName(b), frames)
+
+        frames, rows, scratch = [], 0, None
+        try:
+            for batch in batches:
+                frames.append(self.spark.createDataFrame(batch.cast(schema).to_pandas(date_as_object=True),
+                                                         schema=struct))
+                rows += batch.num_rows
+                if rows > in_memory_rows:
+                    if scratch is None:
+                        scratch = f"`{RAW_SCHEMA}`.`oa_scratch_{name}_{uuid4().hex[:12]}`"
+                        self.spark.createDataFrame([], schema=struct).write.format("parquet") \
+                            .saveAsTable(scratch)
+                    union(frames).write.insertInto(scratch)
+                    frames = []
+            if scratch is not None:
+                if frames:
+                    union(frames).write.insertInto(scratch)
+                frame = self.spark.table(scratch)
+            else:
+                frame = union(frames) if frames else self.spark.createDataFrame([], schema=struct)
+            frame.createOrReplaceTempView(name)
+            try:
+                yield name
+            finally:
+                self.spark.catalog.dropTempView(name)
         finally:
-            self.spark.catalog.dropTempView("oa_insert_batch")
+            if scratch is not None:
+                self.spark.sql(f"drop table if exists {scratch}")
 
 
 def backtick_identifiers(sql: str) -> str:

@@ -279,6 +279,49 @@ class Warehouse:
                         break
                     yield pd.DataFrame(rows, columns=cols)
 
+    def arrow_batches(self, conn: Any, sql: str, params: Sequence[Any] | None = None,
+                      batch_rows: int = 100_000) -> Iterator[pa.Table]:
+        """A query's rows on `conn`, in its transaction, as Arrow tables of at most `batch_rows`
+        rows: read as they are consumed (a server-side cursor on PostgreSQL), never all at once.
+        Read them all before the next statement on `conn`: DuckDB streams them from it."""
+        if _is_spark(conn):
+            for batch in conn.arrow_batches(sql, batch_rows, params):
+                yield pa.Table.from_batches([batch])
+            return
+        if _is_duckdb(conn):
+            relation = conn.sql(sql.replace("%s", "?"), params=list(params)) if params else conn.sql(sql)
+            for batch in relation.to_arrow_reader(batch_rows):
+                yield pa.Table.from_batches([batch])
+            return
+        with conn.cursor(name="oa_batches") as cur:
+            cur.itersize = batch_rows
+            cur.execute(sql, params)
+            names = None
+            while True:
+                rows = cur.fetchmany(batch_rows)
+                names = names or [d[0] for d in cur.description]
+                if not rows:
+                    return
+                yield pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+
+    def pull(self, conn: Any, table: str, columns: Sequence[tuple[str, str]], source: Any, sql: str,
+             params: Sequence[Any] | None = None, batch_rows: int = 100_000) -> int:
+        """`sql`'s rows, run on another warehouse's connection `source` (Spark, beside which this
+        is the state store), copied into a new temporary table `table` of `conn` a batch at a
+        time, so memory holds one batch whatever the size. `columns`: (name, type) pairs, the
+        types as `sql_type` names. Returns the number of rows."""
+        arrow = {"text": pa.string(), "integer": pa.int64(), "double": pa.float64(),
+                 "timestamp": pa.timestamp("us"), "date": pa.date32(), "boolean": pa.bool_()}
+        self.execute(conn, f"drop table if exists {table}")
+        self.execute(conn, f"create temporary table {table} ("
+                           + ", ".join(f"{qident(n)} {self.sql_type(t)}" for n, t in columns) + ")")
+        schema = pa.schema([pa.field(n, arrow[t]) for n, t in columns])
+        rows = 0
+        for batch in self.arrow_batches(source, sql, params, batch_rows):
+            self.insert_arrow(conn, table, batch.select(schema.names).cast(schema))
+            rows += batch.num_rows
+        return rows
+
     # -- metadata ----------------------------------------------------------------------------
     def table_exists(self, schema: str, table: str, conn: Any | None = None) -> bool:
         if self.engine == "spark":

@@ -303,13 +303,8 @@ def _pull_members(spark: Warehouse, wh: Warehouse, conn, d: Destination, id_type
     txt = wh.sql_type("text")
     select, params = _member_select(spark, d, id_type, audience_id_type, source)
     names = ["one_id", "id_value", *("var_" + n for n in d.variables)]
-    wh.execute(conn, f"drop table if exists {PULLED_MEMBERS}")
-    wh.execute(conn, f"create temporary table {PULLED_MEMBERS} ("
-                     + ", ".join(f"{qident(n)} {txt}" for n in names) + ")")
     with spark.connect() as sconn:
-        for batch in sconn.arrow_batches(select, batch_rows, params):
-            wh.insert_arrow(conn, PULLED_MEMBERS, pa.Table.from_batches([batch]).select(names)
-                            .cast(pa.schema([pa.field(n, pa.string()) for n in names])))
+        wh.pull(conn, PULLED_MEMBERS, [(n, "text") for n in names], sconn, select, params, batch_rows)
         missing = 0
         if id_type != audience_id_type:
             missing = int(spark.execute(sconn, f"select count(*) from ({source[0]}) as m left join "
@@ -320,16 +315,13 @@ def _pull_members(spark: Warehouse, wh: Warehouse, conn, d: Destination, id_type
         listed = wh.execute(conn, f"select id_type, id_value, min(reason) from {store.SUPPRESSION} "
                                   "where channel in (%s, '*') group by id_type, id_value", [d.channel])
         if listed and spark.table_exists("marts", "dim_identities"):
-            frame = sconn.spark.createDataFrame(
-                pa.table({"id_type": [r[0] for r in listed], "id_value": [r[1] for r in listed],
-                          "reason": [r[2] for r in listed]}).to_pandas())
-            frame.createOrReplaceTempView("oa_suppressed_ids")
-            try:
+            ids = pa.table({"id_type": pa.array([r[0] for r in listed], pa.string()),
+                            "id_value": pa.array([r[1] for r in listed], pa.string()),
+                            "reason": pa.array([r[2] for r in listed], pa.string())})
+            with sconn.view("oa_suppressed_ids", [ids], ids.schema):
                 people = spark.execute(sconn, f"select i.one_id, min(s.reason) from oa_suppressed_ids s "
                                               f"join {IDENTITIES} i on i.id_type = s.id_type "
                                               "and i.id_value = s.id_value group by i.one_id")
-            finally:
-                sconn.spark.catalog.dropTempView("oa_suppressed_ids")
             if people:
                 wh.insert_arrow(conn, PULLED_SUPPRESSED, pa.table({
                     "one_id": pa.array([p[0] for p in people], pa.string()),

@@ -25,6 +25,14 @@ acknowledgements. (3) One transaction moves the run's people on. A process kille
 leaves either nothing (before 1) or `sending` people and a run the next tick resumes: the
 delivery engine sends only what was not acknowledged, so nobody is sent twice from one node of
 one cycle, and nobody is skipped.
+
+Beside a Spark warehouse the journey tables live in the state store (`Warehouse.state`), where
+every statement above runs as it does on DuckDB and PostgreSQL; what Spark holds is read there and
+copied over a batch at a time: a cycle's entrants (the audience version's members), each due
+person's branch at a behaviour or tag branch (computed on Spark against the behaviours and tags,
+the people due uploaded as a temporary view), and a send's members with their ids and variables
+(the delivery engine's plan). A generated audience's members are written to Spark's members table.
+Event-triggered journeys do not run there (`EVENTS_ON_SPARK`).
 """
 
 from __future__ import annotations
@@ -32,9 +40,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 from sqlglot import exp
 
 from openaudience.core.errors import UserError
@@ -59,6 +69,13 @@ from openaudience.journeys.sql import (
 ACTIONS = op.JOURNEY_ACTIONS.relation
 NODE_COUNTS = op.JOURNEY_NODE_COUNTS.relation
 ROUTE = "oa_journey_route"
+ENTRANTS = "oa_journey_entrants"  # beside Spark: a cycle's entrants, copied into the state store
+DUE = "oa_journey_due"            # beside Spark: the people a step reads, as a view of its session
+EVENTS_ON_SPARK = ("event-triggered journeys do not run beside a Spark warehouse: the collector's events "
+                   "are kept in the state store, and Spark knows their people (marts.fct_events_live) "
+                   "only from the copy each `oa build` makes, so people would enter at the next build "
+                   "instead of within seconds; run them on a DuckDB or PostgreSQL warehouse (journeys "
+                   "triggered by an audience run on Spark)")
 FCT_BEHAVIORS = qualified("marts", "fct_behaviors")
 LIVE_EVENTS = ("marts", "fct_events_live")
 ACTIVE = ("running", "pending", "paused")
@@ -81,6 +98,9 @@ def _due(j: str, node: str, cycle: int, now: dt.datetime, table: str = "") -> st
 # -- the run-time context ------------------------------------------------------------------------
 @dataclass
 class Context:
+    """What a journey operation runs with. Given a Spark warehouse, `wh` becomes its state store
+    (where the journey tables are and every transaction runs) and `spark` the warehouse."""
+
     wh: Warehouse
     journeys: Journeys
     dests: object
@@ -89,11 +109,11 @@ class Context:
     progress: Progress | None = None
     simulate: bool = False
     would_send: dict = field(default_factory=dict)  # (cycle, node) -> counts, when simulating
+    spark: Warehouse | None = None
 
     def __post_init__(self) -> None:
-        if self.wh.engine == "spark":
-            raise UserError("journeys run on a DuckDB or PostgreSQL warehouse; beside a Spark warehouse "
-                            "they are not supported yet (docs/scaling.md, what does not change)")
+        if self.wh.state is not self.wh:
+            self.spark, self.wh = self.wh, self.wh.state
 
     @property
     def tz(self) -> str:
@@ -177,6 +197,8 @@ def start(ctx: Context, name: str, now: dt.datetime | None = None) -> str:
     """Start a journey whose file is complete: `running`, or `pending` while
     OA_JOURNEY_MAX_RUNNING others run. Returns the status."""
     plan = ctx.journeys.get(name)  # JourneyErrors: the file is incomplete
+    if plan.journey.trigger.is_event and ctx.spark is not None:
+        raise UserError(f"journey {name} cannot start: {EVENTS_ON_SPARK}")
     now = now or _now()
     wh = ctx.wh
     with wh.session() as conn:
@@ -430,6 +452,10 @@ def _start_cycle(ctx: Context, conn, plan: Plan, row: dict, scheduled: dt.dateti
         members = (f"select one_id, min(id_value) as id_value from {MEMBERS} "
                    f"where audience = {lit(audience)} "
                    f"and version = {lit(int(version))} group by one_id")
+        if ctx.spark is not None:  # the members are on Spark: copied here, a batch at a time
+            with ctx.spark.connect() as sconn:
+                wh.pull(conn, ENTRANTS, [("one_id", "text"), ("id_value", "text")], sconn, members)
+            members = f"select one_id, id_value from {ENTRANTS}"
         total = wh.execute(conn, f"select count(*) from ({members}) as m")[0][0]
         wh.execute(conn, f"""
             insert into {POS} (journey, cycle, node, one_id, id_value, held_out, arrived_at, due_at, state)
@@ -452,6 +478,8 @@ def _start_cycle(ctx: Context, conn, plan: Plan, row: dict, scheduled: dt.dateti
             values (%s, %s, 'running', %s, %s, %s, %s, %s, %s)""",
                    [name, cycle, int(version), scheduled, now, int(entered), int(held_out),
                     int(total) - int(entered)])
+        if ctx.spark is not None:
+            wh.execute(conn, f"drop table {ENTRANTS}")
         next_at = None
         if j.trigger.periodic:
             next_at = clock.next_cycle(j.trigger.schedule, max(scheduled, now), ctx.tz,
@@ -598,10 +626,13 @@ def _route(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.datet
         from openaudience.journeys import live
 
         select = live.behavior_route(ctx, conn, plan, node, due)
-    elif node.kind == "behavior_branch":
-        select = _behavior_route(ctx, node, due)
-    elif node.kind == "tag_branch":
-        select = _tag_route(ctx, conn, node, due, now)
+    elif node.kind in ("behavior_branch", "tag_branch"):
+        people = f"select p.one_id, p.arrived_at, p.due_at from {POS} p where {due}"
+        if ctx.spark is not None:
+            _route_on_spark(ctx, conn, node, people, now)
+            return
+        select = (_behavior_route(wh.engine, node, people) if node.kind == "behavior_branch"
+                  else _tag_route(ctx, wh, conn, conn, node, people, now))
     elif node.kind == "result_branch":
         select = _result_route(ctx, plan, node, cycle, due)
     else:
@@ -610,17 +641,33 @@ def _route(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.datet
     wh.execute(conn, f"create temporary table {ROUTE} as {select}")
 
 
+def _route_on_spark(ctx: Context, conn, node: Node, people: str, now: dt.datetime) -> None:
+    """A behaviour or tag branch beside a Spark warehouse: the people due (`people`, a query of
+    the state store: one_id, arrived_at, due_at) go to Spark as a temporary view, their branch is
+    computed there against the behaviours or the tags, and ROUTE (one_id, branch) is filled from
+    it a batch at a time."""
+    wh, spark = ctx.wh, ctx.spark
+    due = pa.schema([("one_id", pa.string()), ("arrived_at", pa.timestamp("us")),
+                     ("due_at", pa.timestamp("us"))])
+    with spark.connect() as sconn, sconn.view(DUE, wh.arrow_batches(conn, people), due):
+        uploaded = f"select * from {DUE}"
+        select = (_behavior_route(spark.engine, node, uploaded) if node.kind == "behavior_branch"
+                  else _tag_route(ctx, spark, sconn, conn, node, uploaded, now))
+        wh.pull(conn, ROUTE, [("one_id", "text"), ("branch", "text")], sconn, select)
+
+
 def _qualify(e: exp.Expression, table: str) -> exp.Expression:
     return e.transform(lambda n: exp.column(n.name, table=table, quoted=True) if isinstance(n, exp.Column)
                        else n)
 
 
-def _behavior_route(ctx: Context, node: Node, due: str) -> str:
+def _behavior_route(engine: str, node: Node, people: str) -> str:
+    """The route of the people due (`people`: one_id, arrived_at, due_at) at a behaviour branch:
+    `did` when their behaviours in the branch's window meet its count and amount."""
     from openaudience.conditions.leaves import AT_LEAST_ONCE
     from openaudience.conditions.sql import and_
     from openaudience.journeys.spec import BehaviorSplit
 
-    engine = ctx.wh.engine
     body: BehaviorSplit = node.body
     leaf = body.leaf()
     rows = _qualify(leaf.rows(), "b").sql(dialect=engine)
@@ -634,28 +681,33 @@ def _behavior_route(ctx: Context, node: Node, due: str) -> str:
         checks.append(body.amount.sql(exp.column("amount", table="t")))
     test = and_(checks).sql(dialect=engine)
     totals = (f"select p.one_id, coalesce(sum(b.behavior_count), 0) as n, "
-              f"coalesce(sum(b.behavior_amount), 0) as amount from {POS} p "
+              f"coalesce(sum(b.behavior_amount), 0) as amount from ({people}) as p "
               f"left join {FCT_BEHAVIORS} b on b.one_id = p.one_id and {rows} and {window} "
-              f"where {due} group by p.one_id")
+              "group by p.one_id")
     return f"select t.one_id, case when {test} then 'did' else 'did_not' end as branch from ({totals}) as t"
 
 
-def _tag_route(ctx: Context, conn, node: Node, due: str, now: dt.datetime) -> str:
+def _tag_route(ctx: Context, wh: Warehouse, conn, state_conn, node: Node, people: str,
+               now: dt.datetime) -> str:
+    """The route of the people due (`people`) at a tag branch: the first branch whose condition
+    holds, compiled as an audience for `wh` (the warehouse, whose connection is `conn`; the
+    state store's, `state_conn`, names the audience versions a condition reads)."""
     from openaudience.conditions import to_sql
     from openaudience.journeys.spec import TagSplit
-    from openaudience.segments.compiler import batch_query
-    from openaudience.segments.engine import check_inputs
+    from openaudience.segments.compiler import Relations, batch_query
+    from openaudience.segments.engine import check_inputs, state_relations
     from openaudience.segments.spec import Audience
 
     body: TagSplit = node.body
     audiences = [Audience(name=f"b{i}", where=b.where) for i, b in enumerate(body.branches)]
     today = clock.to_local(now, ctx.tz).date()
-    query, requirements = batch_query(audiences, ctx.project.catalog, today)
-    check_inputs(ctx.wh, conn, requirements, set())
-    sql = to_sql(query, ctx.wh.engine, pretty=False)
+    relations = state_relations(wh, state_conn, Relations())
+    query, requirements = batch_query(audiences, ctx.project.catalog, today, relations)
+    check_inputs(wh, conn, requirements, set())
+    sql = to_sql(query, wh.engine, pretty=False)
     cases = " ".join(f"when q.m{i} then {lit(b.name)}" for i, b in enumerate(body.branches))
-    return (f"select p.one_id, case {cases} else 'other' end as branch from {POS} p "
-            f"left join ({sql}) as q on q.one_id = p.one_id where {due}")
+    return (f"select p.one_id, case {cases} else 'other' end as branch from ({people}) as p "
+            f"left join ({sql}) as q on q.one_id = p.one_id")
 
 
 def _result_route(ctx: Context, plan: Plan, node: Node, cycle: int, due: str) -> str:
@@ -730,19 +782,27 @@ def _generate(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.da
         old = [r[0] for r in wh.execute(conn, f"select version from {VERSIONS} where audience = %s and kept "
                                               "order by version desc", [audience])][GENERATED_KEPT:]
         for v in old:
-            wh.execute(conn, f"delete from {MEMBERS} where audience = %s and version = %s", [audience, v])
+            if ctx.spark is None:
+                wh.execute(conn, f"delete from {MEMBERS} where audience = %s and version = %s", [audience, v])
+            else:
+                with ctx.spark.connect() as sconn:
+                    ctx.spark.delete_partition(sconn, MEMBERS, {"audience": audience, "version": v})
             wh.execute(conn, f"update {VERSIONS} set kept = false where audience = %s and version = %s",
                        [audience, v])
-    wh.execute(conn, f"""
-        insert into {MEMBERS} (audience, version, one_id, id_type, id_value)
-        select distinct {lit(audience)}, {lit(version)}, p.one_id, 'one_id', p.one_id from {POS} p
-        where {due} and not p.held_out and not exists (select 1 from {MEMBERS} m
-            where m.audience = {lit(audience)} and m.version = {lit(version)} and m.one_id = p.one_id)""")
+    joining = f"select distinct p.one_id from {POS} p where {due} and not p.held_out"
+    if ctx.spark is None:
+        wh.execute(conn, f"""
+            insert into {MEMBERS} (audience, version, one_id, id_type, id_value)
+            select {lit(audience)}, {lit(version)}, g.one_id, 'one_id', g.one_id from ({joining}) as g
+            where not exists (select 1 from {MEMBERS} m where m.audience = {lit(audience)}
+                and m.version = {lit(version)} and m.one_id = g.one_id)""")
+        size = wh.execute(conn, f"select count(*) from {MEMBERS} where audience = %s and version = %s",
+                          [audience, version])[0][0]
+    else:
+        size = _generate_on_spark(ctx, conn, audience, version, joining, fresh=not existing)
     people, held = wh.execute(conn, "select count(*), "
                                     "coalesce(sum(case when p.held_out then 1 else 0 end), 0) "
                                     f"from {POS} p where {due}")[0]
-    size = wh.execute(conn, f"select count(*) from {MEMBERS} where audience = %s and version = %s",
-                      [audience, version])[0][0]
     wh.execute(conn, f"update {VERSIONS} set size = %s, matched = %s, added = %s "
                      "where audience = %s and version = %s",
                [size, size, size, audience, version])
@@ -750,6 +810,30 @@ def _generate(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.da
                      "where subtask_id = %s", [int(people), int(held), now, subtask])
     report.actions.append({"node": node.id, "kind": "generate_audience", "audience": audience,
                            "version": version, "people": int(people), "status": "succeeded"})
+
+
+def _generate_on_spark(ctx: Context, conn, audience: str, version: int, joining: str, fresh: bool) -> int:
+    """Beside a Spark warehouse: the people of `joining` (a query of the state store) join the
+    version's partition of Spark's members table, uploaded as a temporary view. Written before
+    the state store's transaction commits the version's row, so no reader sees the version
+    without them; a `fresh` version's partition is emptied first (what an attempt that rolled
+    back left there). Returns the version's size."""
+    from openaudience.segments.engine import MEMBERS
+
+    spark, spec = ctx.spark, {"audience": audience, "version": version}
+    with spark.connect() as sconn:
+        spark.ensure_schema(sconn)
+        if fresh:
+            spark.delete_partition(sconn, MEMBERS, spec)
+        with sconn.view(DUE, ctx.wh.arrow_batches(conn, joining), pa.schema([("one_id", pa.string())])):
+            spark.execute(sconn, f"""
+                insert into {MEMBERS} (audience, version, one_id, id_type, id_value)
+                select %s, %s, g.one_id, 'one_id', g.one_id from {DUE} g
+                where not exists (select 1 from {MEMBERS} m where m.audience = %s and m.version = %s
+                    and m.one_id = g.one_id)""", [audience, version, audience, version])
+        size = spark.execute(sconn, f"select count(*) from {MEMBERS} where audience = %s and version = %s",
+                             [audience, version])
+    return int(size[0][0])
 
 
 def _send(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.datetime,
@@ -785,10 +869,11 @@ def _send(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.dateti
                 from openaudience.journeys import live
 
                 source = live.send_source(wh, d, name, node.id, cycle, now)
-            counts = delivery._plan(wh, conn, ctx.dests, d, int(version), run_id, "journey", source=source,
-                                    audience=audience, audience_id_type=audience_id_type,
-                                    key_prefix=f"{d.name}|journey|{name}|{cycle}|{node.id}|", mode="full",
-                                    event_values=event)
+            with _send_source(ctx, conn, source) as (source, members_from):
+                counts = delivery._plan(wh, conn, ctx.dests, d, int(version), run_id, "journey",
+                                        source=source, audience=audience, audience_id_type=audience_id_type,
+                                        key_prefix=f"{d.name}|journey|{name}|{cycle}|{node.id}|",
+                                        mode="full", event_values=event, members_from=members_from)
             if ctx.simulate:  # planned, never sent: no delivery resumes a simulated run
                 wh.execute(conn, f"update {store.RUNS} set status = 'simulated' where run_id = %s", [run_id])
         wh.execute(conn, f"insert into {ACTIONS} (subtask_id, journey, cycle, node, kind, destination, "
@@ -802,6 +887,21 @@ def _send(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.dateti
             ctx.would_send[(cycle, node.id)] = counts
     ctx.say(f"{name}: {node.id}: sending {sendable:,} to {d.name} ({d.channel}); {int(held):,} held out")
     _finish_send(ctx, conn, plan, node, cycle, run_id, now, report)
+
+
+@contextmanager
+def _send_source(ctx: Context, conn, source: tuple[str, list]) -> Iterator[tuple[tuple[str, list],
+                                                                                 Warehouse | None]]:
+    """The people a send plans for, where the delivery engine reads its members: `source` itself
+    (a query of positions); beside a Spark warehouse, those people uploaded to Spark as a
+    temporary view for the block, so that their ids, variables and suppression are resolved there
+    as for an audience's delivery. Yields (source, the warehouse to read it from or None)."""
+    if ctx.spark is None:
+        yield source, None
+        return
+    people = pa.schema([("one_id", pa.string()), ("id_value", pa.string())])
+    with ctx.spark.connect() as sconn, sconn.view(DUE, ctx.wh.arrow_batches(conn, *source), people):
+        yield (f"select one_id, id_value from {DUE}", []), ctx.spark
 
 
 def _finish_send(ctx: Context, conn, plan: Plan, node: Node, cycle: int, run_id: str, now: dt.datetime,
@@ -924,6 +1024,7 @@ def _close_cycles(ctx: Context, conn, plan: Plan, now: dt.datetime, report: Jour
 # -- reading state ------------------------------------------------------------------------------------
 def statuses(wh: Warehouse, journeys: Journeys) -> list[dict]:
     """Every journey: the files (incomplete, not_started) and the started ones, with their counts."""
+    wh = wh.state  # beside a Spark warehouse the journey tables are in its state store
     rows: dict[str, dict] = {}
     if _have(wh, "journeys"):
         with wh.connect(read_only=True) as conn:
@@ -959,6 +1060,7 @@ def statuses(wh: Warehouse, journeys: Journeys) -> list[dict]:
 def node_counts(wh: Warehouse, journey: str, cycle: int | None = None) -> dict[str, dict]:
     """Per node: people who reached it, are waiting, left by each branch, and held out; over the
     journey's cycles (or one), from the positions kept and the counts of purged cycles."""
+    wh = wh.state
     out: dict[str, dict] = {}
     if not _have(wh, "journey_positions"):
         return out
@@ -992,6 +1094,7 @@ def node_counts(wh: Warehouse, journey: str, cycle: int | None = None) -> dict[s
 
 
 def actions(wh: Warehouse, journey: str) -> list[dict]:
+    wh = wh.state
     if not _have(wh, "journey_actions"):
         return []
     from openaudience.delivery import store
@@ -1006,6 +1109,7 @@ def actions(wh: Warehouse, journey: str) -> list[dict]:
 
 
 def cycles(wh: Warehouse, journey: str) -> list[dict]:
+    wh = wh.state
     if not _have(wh, "journey_cycles"):
         return []
     cols = ("cycle", "status", "audience_version", "scheduled_at", "started_at", "finished_at", "entered",
@@ -1132,6 +1236,7 @@ def _have(wh: Warehouse, table: str) -> bool:
 def due_journeys(wh: Warehouse, now: dt.datetime | None = None) -> list[str]:
     """Journeys a tick would act on now: running ones with a cycle due, people due, or a send to
     resume, and pending ones when a place is free."""
+    wh = wh.state
     now = now or _now()
     if not _have(wh, "journeys"):
         return []
@@ -1153,6 +1258,7 @@ def due_journeys(wh: Warehouse, now: dt.datetime | None = None) -> list[str]:
 
 
 def journey_row(wh: Warehouse, journey: str) -> dict | None:
+    wh = wh.state
     if not _have(wh, "journeys"):
         return None
     with wh.connect(read_only=True) as conn:

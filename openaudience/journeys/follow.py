@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openaudience.core.errors import UserError
 from openaudience.core.warehouse import Warehouse
 from openaudience.events.ingest import Ingested, ingest
 from openaudience.journeys import engine, live
@@ -47,6 +48,7 @@ class Pass:
 
 def event_journeys(wh: Warehouse) -> list[str]:
     """The running event-triggered journeys."""
+    wh = wh.state
     with wh.session() as conn:
         if not wh.table_exists("journeys", "journeys", conn):
             return []
@@ -55,7 +57,15 @@ def event_journeys(wh: Warehouse) -> list[str]:
     return [r[0] for r in rows]
 
 
+def refuse_beside_spark(ctx: engine.Context) -> None:
+    """Following moves event-triggered journeys, which do not run beside a Spark warehouse."""
+    if ctx.spark is not None:
+        raise UserError(f"there is nothing to follow: {engine.EVENTS_ON_SPARK}; `oa events ingest` (or "
+                        "Dagster's events_ingest) stores the events for the next build")
+
+
 def follow_once(ctx: engine.Context, home: Path) -> Pass:
+    refuse_beside_spark(ctx)
     started = time.monotonic()
     done = ingest(ctx.wh, home, on_events=live.enter, max_chunks=1, chunk_lines=CHUNK)
     names = event_journeys(ctx.wh)

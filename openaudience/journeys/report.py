@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import altair as alt
 import pandas as pd
+import pyarrow as pa
 
 from openaudience.core.report import Page
 from openaudience.core.warehouse import Warehouse
@@ -87,24 +88,32 @@ class Lift:
     arms: list[Arm] = field(default_factory=list)
 
 
+CONVERTED = "oa_journey_converted"  # beside Spark: the entrants who reached the goal, copied back
+
+
 def lift(wh: Warehouse, plan: Plan) -> Lift | None:
     """The goal's conversion among treated and held-out entrants (from the positions kept), for
-    the journey and for each branch of its random branches."""
+    the journey and for each branch of its random branches. Beside a Spark warehouse the
+    entrants go to Spark, and those who converted come back into the state store."""
     from openaudience.conditions.leaves import BehaviorLeaf
-    from openaudience.journeys.engine import FCT_BEHAVIORS, POS, _qualify, lit
+    from openaudience.journeys.engine import DUE, FCT_BEHAVIORS, POS, _qualify, lit
 
     goal = plan.journey.goal
     if goal is None or plan.journey.holdout is None:
         return None
+    spark, wh = (wh, wh.state) if wh.state is not wh else (None, wh)
     leaf = BehaviorLeaf(did=goal.did, channels=goal.channels, object_attribute=goal.object_attribute,
                         object_values=goal.object_values, last_days=1)
-    rows = _qualify(leaf.rows(), "b").sql(dialect=wh.engine)
+    rows = _qualify(leaf.rows(), "b").sql(dialect=(spark or wh).engine)
     name = lit(plan.name)
-    converted = (f"select distinct s.one_id, s.cycle from {POS} s "
+    entered = f"select one_id, cycle, arrived_at from {POS} where journey = {name} and node = {lit(ROOT)}"
+    converted = (f"select distinct s.one_id, s.cycle from {DUE if spark else f'({entered})'} s "
                  f"join {FCT_BEHAVIORS} b on b.one_id = s.one_id and {rows} "
                  "and b.occurred_at >= s.arrived_at "
-                 f"and b.occurred_at < s.arrived_at + interval '{int(goal.within_days)} days' "
-                 f"where s.journey = {name} and s.node = {lit(ROOT)}")
+                 f"and b.occurred_at < s.arrived_at + interval '{int(goal.within_days)} days'")
+    on_spark = converted
+    if spark is not None:  # computed there, read here
+        converted = f"select one_id, cycle from {CONVERTED}"
     entrants = ("select s.one_id, s.cycle, s.held_out, "
                 "case when c.one_id is null then 0 else 1 end as converted "
                 f"from {POS} s left join ({converted}) as c on c.one_id = s.one_id and c.cycle = s.cycle "
@@ -118,10 +127,19 @@ def lift(wh: Warehouse, plan: Plan) -> Lift | None:
                                     f"join {POS} p on p.journey = {name} and p.node = {lit(node.id)} and "
                                     "p.one_id = e.one_id and p.cycle = e.cycle where p.branch is not null "
                                     "group by p.branch, e.held_out"))
-    if not wh.table_exists("marts", "fct_behaviors"):
+    if not (spark or wh).table_exists("marts", "fct_behaviors"):
         return None
-    with wh.connect(read_only=True) as conn:
-        results = {key: wh.execute(conn, sql) for key, sql in groups}
+    if spark is None:
+        with wh.connect(read_only=True) as conn:
+            results = {key: wh.execute(conn, sql) for key, sql in groups}
+    else:
+        schema = pa.schema([("one_id", pa.string()), ("cycle", pa.int64()),
+                            ("arrived_at", pa.timestamp("us"))])
+        with wh.connect() as conn, spark.connect() as sconn, \
+                sconn.view(DUE, wh.arrow_batches(conn, entered), schema):
+            wh.pull(conn, CONVERTED, [("one_id", "text"), ("cycle", "integer")], sconn, on_spark)
+            results = {key: wh.execute(conn, sql) for key, sql in groups}
+            wh.execute(conn, f"drop table {CONVERTED}")
 
     def arm(label: str, rows: list[tuple]) -> Arm:
         by = {bool(h): (int(n), int(c or 0)) for h, n, c in rows}

@@ -89,26 +89,10 @@ def mirror_sources(wh, conn: Any, batch_rows: int = 200_000) -> dict[str, int]:
         rows = 0
         with wh.state.connect() as state_conn:
             sql = f"select {cols} from {table.relation}"
-            for batch in _state_batches(wh.state, state_conn, sql, batch_rows):
+            for batch in wh.state.arrow_batches(state_conn, sql, batch_rows=batch_rows):
                 wh.insert_arrow(conn, stage, batch)
                 rows += batch.num_rows
         wh.execute(conn, f"insert overwrite table {table.relation} select {cols} from {stage}")
         wh.execute(conn, f"drop table {stage}")
         copied[f"{table.schema}.{table.name}"] = rows
     return copied
-
-
-def _state_batches(state, conn, sql: str, batch_rows: int):
-    import pyarrow as pa
-
-    if type(conn).__module__.startswith("duckdb") or type(conn).__name__ == "DuckDBPyConnection":
-        yield from (pa.Table.from_batches([b]) for b in conn.sql(sql).to_arrow_reader(batch_rows))
-        return
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        names = [d[0] for d in cur.description]
-        while True:
-            rows = cur.fetchmany(batch_rows)
-            if not rows:
-                return
-            yield pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})

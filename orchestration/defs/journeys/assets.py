@@ -121,7 +121,7 @@ def _journey_asset(journeys, dests, name: str) -> dg.AssetsDefinition:
             context.log.warning(f"{name}: {note}")
         if report.error:
             raise dg.Failure(description=f"{name}: {report.error}")
-        return dg.MaterializeResult(metadata=journey_metadata(ctx.wh, name, report))
+        return dg.MaterializeResult(metadata=journey_metadata(ctx.spark or ctx.wh, name, report))
 
     return journey
 
