@@ -68,6 +68,9 @@ class ModelSettings(BaseModel):
     drift_warning: float = Field(0.2, gt=0, le=10)
     calibration_warning: float = Field(0.05, gt=0, le=1)
     """warn when the expected calibration error on the validation cutoff is above this"""
+    importance_sample: int = Field(5_000, ge=500, le=1_000_000)
+    """validation people the permutation importance reads (it predicts them three times per
+    feature: a sample keeps training minutes short, and the ranking it reports stays put)"""
 
 
 class RepurchaseConfig(BaseModel):
@@ -458,7 +461,8 @@ def train(wh, config: RepurchaseConfig | None = None, progress=None) -> Training
     frac, mean = calibration_curve(yv, p_model, n_bins=10, strategy="quantile")
     calibration = pd.DataFrame({"predicted": mean, "observed": frac})
     step("permutation importance")
-    sample = np.random.default_rng(RANDOM_SEED).choice(len(yv), min(len(yv), 20_000), replace=False)
+    sample = np.random.default_rng(RANDOM_SEED).choice(len(yv), min(len(yv), s.importance_sample),
+                                                         replace=False)
     Xv = best.matrix(valid)
     if chosen == "bgnbd":
         Xv = np.nan_to_num(Xv)

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+# Each pytest-xdist worker has a core: the models' OpenMP and BLAS threads, one per core by
+# default, would otherwise contend with the other worker's (a booster's predictions several
+# times slower). Set before numpy and scikit-learn load; subprocesses inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_threads, "1")
+
+import pytest  # noqa: E402
 
 from openaudience.core.settings import PROJECT_ROOT, Settings, load_settings
 from openaudience.core.warehouse import Warehouse

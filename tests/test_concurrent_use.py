@@ -119,7 +119,7 @@ def test_readers_answer_and_writers_wait_while_a_build_holds_the_warehouse(built
         _wait_http(f"http://127.0.0.1:{receipt_port}/", 60)
         _wait_http(f"http://127.0.0.1:{ui_port}/server_info", 120)
 
-        build = start(OA, "build", "--as-of", AS_OF)
+        build = start(OA, "build", "--select", "+user_tags", "--as-of", AS_OF)
         deadline = time.monotonic() + 120
         while not _held(warehouse):
             assert build.poll() is None, build.communicate()

@@ -136,6 +136,110 @@ def test_cutoffs_step_apart_and_dbt_refuses_a_purchase_type_that_is_not_a_code(t
             "be a behaviour type's code") in done.stdout, done.stdout[-3000:]
 
 
+# -- the model on data with a planted signal -------------------------------------------------------
+@pytest.mark.slow
+def test_the_model_beats_both_baselines_and_scores_everyone(signal, tmp_path):
+    wh = signal.warehouse
+    training = rp.train(wh)
+    m = training.metrics
+    print(training.chosen, training.chosen_on, training.selection,
+          {k: round(v["auc"], 4) for k, v in m.items()},
+          round(m["model"]["ece"], 4))
+    assert m["model"]["auc"] >= max(m[b]["auc"] for b in rp.BASELINES) + 0.01, m
+    assert m["model"]["precision_top25"] > 1.5 * m["model"]["random_precision_top25"]
+    assert training.warnings == []
+    # the precision of the top groups falls as they grow; the random group stays near the base rate
+    top = training.top_shares
+    assert list(top["precision"]) == sorted(top["precision"], reverse=True)
+    assert top["random_precision"].std() < 0.05
+    # calibrated: predicted and observed shares agree within a few points on average
+    assert (training.calibration["predicted"] - training.calibration["observed"]).abs().mean() < 0.05
+    # (a linear model's categories are one-hot: main_category=<value>)
+    assert {f.split("=")[0] for f in training.importance["feature"]} == {*rp.FEATURES, *rp.ENGINEERED,
+                                                                         *rp.CATEGORICAL}
+    assert m["model"]["ece"] < 0.05 and 0 < m["model"]["brier"] < 0.25
+    # a version, not active until said so; scoring refuses without one
+    [v] = [v for v in rp.versions(wh) if v["version"] == training.version]
+    assert not v["active"]
+    if rp.active_version(wh) is None:
+        with pytest.raises(UserError, match="no active repurchase model"):
+            rp.score(wh)
+    rp.activate(wh, training.version)
+    scoring = rp.score(wh)
+    [(n_predictable,)] = wh.query(f"select count(*) from {rp.FEATURES_TABLE} where cutoff_role = 'score'")
+    rows = wh.query(f"select count(*), count(distinct one_id), min(rank), max(rank), min(decile), "
+                    f"max(decile), min(probability), max(probability), min(model_version) "
+                    f"from {rp.SCORES_TABLE}")[0]
+    assert rows[:6] == (n_predictable, n_predictable, 1, n_predictable, 1, 10)
+    assert 0 <= rows[6] <= rows[7] <= 1 and rows[8] == training.version
+    # the top decile holds the highest probabilities
+    [(low_top, high_rest)] = wh.query(f"select min(case when decile = 1 then probability end), max(case "
+                                      f"when decile > 1 then probability end) from {rp.SCORES_TABLE}")
+    assert low_top >= high_rest
+    assert scoring.warnings == []
+    # purchases grew past drift_warning since training: scoring says so
+    with wh.connect() as conn:
+        wh.execute(conn, f"update {rp.VERSIONS_TABLE} set purchases = purchases / 2 where model = "
+                         "'repurchase' and version = %s", [training.version])
+    [drift] = rp.score(wh).warnings
+    assert drift.startswith("purchases grew 10") and f"since version {training.version}" in drift
+    path = write_report(training, tmp_path, scoring)
+    html = path.read_text()
+    assert "Against the baselines" in html and "bgnbd" in html and "vegaEmbed" in html
+    images = pngs(training, scoring)
+    assert set(images) == {"top_groups", "calibration", "importance", "validation_scores", "scores"}
+    assert all(png.startswith(b"\x89PNG") for png in images.values())
+    # `oa ml models`: one validation cutoff is a date and the window its labels cover
+    done = signal.oa("ml", "models")
+    assert done.returncode == 0, done.stderr
+    window = rp.versions(wh)[0]
+    cutoff = json.loads(window["data_window"])["validate"][0][:10]
+    horizon = json.loads(window["config"])["horizon_days"]
+    end = dt.date.fromisoformat(cutoff) + dt.timedelta(days=horizon)
+    assert f"cutoff {cutoff}, purchases to {end}" in " ".join(done.stdout.split()), done.stdout
+    assert f"{cutoff} – {cutoff}" not in done.stdout
+
+
+@pytest.mark.slow
+def test_the_dagster_assets_train_score_and_show_their_charts(signal, monkeypatch, tmp_path):
+    import dagster as dg
+
+    from orchestration.defs.ml.assets import repurchase_model, repurchase_scores
+    from orchestration.resources import WarehouseResource
+    from tests.conftest import point_process_at
+
+    target = signal
+    point_process_at(target, monkeypatch, tmp_path / "dagster")
+    result = dg.materialize([repurchase_model, repurchase_scores],
+                            resources={"warehouse": WarehouseResource()})
+    assert result.success
+    [model] = result.asset_materializations_for_node("ml__repurchase_model")
+    assert model.metadata["auc"].value > model.metadata["bgnbd_auc"].value
+    assert model.metadata["calibration_chart"].value.startswith("![Calibration](data:image/png;base64,")
+    [scores] = result.asset_materializations_for_node("ml__repurchase_scores")
+    version = model.metadata["version"].value
+    assert scores.metadata["model_version"].value == version
+    assert rp.active_version(target.warehouse)["version"] == version
+    assert scores.metadata["dagster/row_count"].value == target.warehouse.query(
+        f"select count(*) from {rp.SCORES_TABLE}")[0][0]
+
+
+@pytest.mark.slow
+def test_where_bgnbd_does_not_hold_the_model_beats_every_baseline(buyers, tmp_path):
+    """Habit, seasonal and category buyers (tests/support/buyers.py), from orders alone: the
+    active version beats BG/NBD, the heuristic and logistic regression by 0.01 of AUC at least,
+    calibrated."""
+    training = rp.train(buyers.warehouse)
+    m = training.metrics
+    print(training.chosen, training.chosen_on, training.selection,
+          {k: round(v["auc"], 4) for k, v in m.items()}, round(m["model"]["ece"], 4))
+    assert "paid order lines" in training.source
+    assert m["model"]["auc"] >= max(m[b]["auc"] for b in rp.BASELINES) + 0.01, m
+    assert training.warnings == [] and m["model"]["ece"] < 0.05
+    rp.activate(buyers.warehouse, training.version)
+    assert rp.score(buyers.warehouse).users > 5_000
+
+
 # -- no leakage ------------------------------------------------------------------------------------
 def _features(wh) -> pd.DataFrame:
     cols = ", ".join(FEATURE_COLUMNS + ["cutoff_role", "label"])
@@ -221,70 +325,7 @@ def test_behaviour_columns_are_the_ones_the_perturbation_writes(built_engines):
         <= {"source_events"}
 
 
-# -- the model on data with a planted signal -------------------------------------------------------
-@pytest.mark.slow
-def test_the_model_beats_both_baselines_and_scores_everyone(signal, tmp_path):
-    wh = signal.warehouse
-    training = rp.train(wh)
-    m = training.metrics
-    print(training.chosen, training.chosen_on, training.selection,
-          {k: round(v["auc"], 4) for k, v in m.items()},
-          round(m["model"]["ece"], 4))
-    assert m["model"]["auc"] >= max(m[b]["auc"] for b in rp.BASELINES) + 0.01, m
-    assert m["model"]["precision_top25"] > 1.5 * m["model"]["random_precision_top25"]
-    assert training.warnings == []
-    # the precision of the top groups falls as they grow; the random group stays near the base rate
-    top = training.top_shares
-    assert list(top["precision"]) == sorted(top["precision"], reverse=True)
-    assert top["random_precision"].std() < 0.05
-    # calibrated: predicted and observed shares agree within a few points on average
-    assert (training.calibration["predicted"] - training.calibration["observed"]).abs().mean() < 0.05
-    # (a linear model's categories are one-hot: main_category=<value>)
-    assert {f.split("=")[0] for f in training.importance["feature"]} == {*rp.FEATURES, *rp.ENGINEERED,
-                                                                         *rp.CATEGORICAL}
-    assert m["model"]["ece"] < 0.05 and 0 < m["model"]["brier"] < 0.25
-    # a version, not active until said so; scoring refuses without one
-    [v] = [v for v in rp.versions(wh) if v["version"] == training.version]
-    assert not v["active"]
-    if rp.active_version(wh) is None:
-        with pytest.raises(UserError, match="no active repurchase model"):
-            rp.score(wh)
-    rp.activate(wh, training.version)
-    scoring = rp.score(wh)
-    [(n_predictable,)] = wh.query(f"select count(*) from {rp.FEATURES_TABLE} where cutoff_role = 'score'")
-    rows = wh.query(f"select count(*), count(distinct one_id), min(rank), max(rank), min(decile), "
-                    f"max(decile), min(probability), max(probability), min(model_version) "
-                    f"from {rp.SCORES_TABLE}")[0]
-    assert rows[:6] == (n_predictable, n_predictable, 1, n_predictable, 1, 10)
-    assert 0 <= rows[6] <= rows[7] <= 1 and rows[8] == training.version
-    # the top decile holds the highest probabilities
-    [(low_top, high_rest)] = wh.query(f"select min(case when decile = 1 then probability end), max(case "
-                                      f"when decile > 1 then probability end) from {rp.SCORES_TABLE}")
-    assert low_top >= high_rest
-    assert scoring.warnings == []
-    # purchases grew past drift_warning since training: scoring says so
-    with wh.connect() as conn:
-        wh.execute(conn, f"update {rp.VERSIONS_TABLE} set purchases = purchases / 2 where model = "
-                         "'repurchase' and version = %s", [training.version])
-    [drift] = rp.score(wh).warnings
-    assert drift.startswith("purchases grew 10") and f"since version {training.version}" in drift
-    path = write_report(training, tmp_path, scoring)
-    html = path.read_text()
-    assert "Against the baselines" in html and "bgnbd" in html and "vegaEmbed" in html
-    images = pngs(training, scoring)
-    assert set(images) == {"top_groups", "calibration", "importance", "validation_scores", "scores"}
-    assert all(png.startswith(b"\x89PNG") for png in images.values())
-    # `oa ml models`: one validation cutoff is a date and the window its labels cover
-    done = signal.oa("ml", "models")
-    assert done.returncode == 0, done.stderr
-    window = rp.versions(wh)[0]
-    cutoff = json.loads(window["data_window"])["validate"][0][:10]
-    horizon = json.loads(window["config"])["horizon_days"]
-    end = dt.date.fromisoformat(cutoff) + dt.timedelta(days=horizon)
-    assert f"cutoff {cutoff}, purchases to {end}" in " ".join(done.stdout.split()), done.stdout
-    assert f"{cutoff} – {cutoff}" not in done.stdout
-
-
+# -- both engines, and orders alone, on the small data set -----------------------------------------
 def test_both_engines_give_the_same_features_model_and_scores(ml_engines):
     """The features are SQL (dbt) and training and scoring read and write the warehouse: on the
     same data, both engines give the same feature rows, the same validation figures and the same
@@ -352,52 +393,12 @@ def test_orders_without_purchase_events_train_both_models_and_say_so(ml_engines)
                        "fct_behaviors fct_order_items ml_purchases ml_reference_date ml_repurchase_features")
 
 
-@pytest.mark.slow
-def test_where_bgnbd_does_not_hold_the_model_beats_every_baseline(buyers, tmp_path):
-    """Habit, seasonal and category buyers (tests/support/buyers.py), from orders alone: the
-    active version beats BG/NBD, the heuristic and logistic regression by 0.01 of AUC at least,
-    calibrated."""
-    training = rp.train(buyers.warehouse)
-    m = training.metrics
-    print(training.chosen, training.chosen_on, training.selection,
-          {k: round(v["auc"], 4) for k, v in m.items()}, round(m["model"]["ece"], 4))
-    assert "paid order lines" in training.source
-    assert m["model"]["auc"] >= max(m[b]["auc"] for b in rp.BASELINES) + 0.01, m
-    assert training.warnings == [] and m["model"]["ece"] < 0.05
-    rp.activate(buyers.warehouse, training.version)
-    assert rp.score(buyers.warehouse).users > 5_000
-
-
 def test_too_little_data_is_a_clear_message(built_engines):
     wh = built_engines["duckdb"].warehouse
     config = rp.load_config().model_copy(update={"model": rp.ModelSettings(min_users=10_000_000)})
     with pytest.raises(rp.DataTooSmall, match="the train cutoff has .* predictable people .* needs "
                                               "at least 10,000,000"):
         rp.train(wh, config)
-
-
-@pytest.mark.slow
-def test_the_dagster_assets_train_score_and_show_their_charts(signal, monkeypatch, tmp_path):
-    import dagster as dg
-
-    from orchestration.defs.ml.assets import repurchase_model, repurchase_scores
-    from orchestration.resources import WarehouseResource
-    from tests.conftest import point_process_at
-
-    target = signal
-    point_process_at(target, monkeypatch, tmp_path / "dagster")
-    result = dg.materialize([repurchase_model, repurchase_scores],
-                            resources={"warehouse": WarehouseResource()})
-    assert result.success
-    [model] = result.asset_materializations_for_node("ml__repurchase_model")
-    assert model.metadata["auc"].value > model.metadata["bgnbd_auc"].value
-    assert model.metadata["calibration_chart"].value.startswith("![Calibration](data:image/png;base64,")
-    [scores] = result.asset_materializations_for_node("ml__repurchase_scores")
-    version = model.metadata["version"].value
-    assert scores.metadata["model_version"].value == version
-    assert rp.active_version(target.warehouse)["version"] == version
-    assert scores.metadata["dagster/row_count"].value == target.warehouse.query(
-        f"select count(*) from {rp.SCORES_TABLE}")[0][0]
 
 
 def test_models_retrain_weekly_and_score_after_each_nightly_refresh():
