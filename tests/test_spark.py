@@ -496,6 +496,73 @@ def test_the_commands_people_read_work_on_spark(spark, args, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+PG_STATE_JOURNEY = """\
+name: pg_state
+trigger: {audience: pg_people}
+steps:
+  - behavior_branch:
+      id: bought
+      event: purchase
+      window_days: 7
+      look: back
+      did: [end]
+      did_not:
+        - send: {id: one, destination: pg_first}
+        - generate_audience: {id: gen, name: gen_pg_people}
+"""
+
+
+def test_a_postgresql_state_store_beside_spark_runs_a_journey(spark, pg_cluster, tmp_path):
+    """OA_STATE_TARGET=postgres beside the same Spark warehouse: the audience versions, the
+    journey's tables and the delivery log in PostgreSQL, read a batch at a time through a
+    server-side cursor when they go to Spark (the people due), and filled from Spark (entrants,
+    branches, the send's ids) in its transactions."""
+    import pyarrow as pa
+
+    from connectors.webhook_receiver import WebhookReceiver
+    from openaudience.journeys import engine
+    from openaudience.segments.engine import MEMBERS, latest, write_version
+    from tests.test_journey_kill import SECRET, T0, _context
+
+    target, _ = spark
+    env = {**target.env, "OA_STATE_TARGET": "postgres", **pg_cluster.reset_database("spark_state")}
+    wh = Target(name="spark", env=env).warehouse
+    assert wh.state.engine == "postgres"
+    ids = [f"pg{i:04d}" for i in range(300)]
+    write_version(wh, "pg_people", "one_id", pa.table({"one_id": ids, "id_value": ids}), T0.date(), "test")
+    receiver = WebhookReceiver(secret=SECRET).start()
+    a, d, j = (tmp_path / name for name in ("audiences", "destinations", "journeys"))
+    for folder, name, text in (
+            (a, "pg_people", "name: pg_people\nid_type: one_id\n"
+                             "where:\n  tag: {name: city, is_not_null: true}\n"),
+            (d, "pg_first", f"name: pg_first\naudience: pg_people\nchannel: webhook\nmode: full\n"
+                            f"schedule: manual\nbatch_size: 50\nwebhook:\n  url: {receiver.url}\n"
+                            "  secret_env: OA_TEST_KILL_SECRET\n  params: {template: first}\n"),
+            (j, "pg_state", PG_STATE_JOURNEY)):
+        folder.mkdir(exist_ok=True)
+        (folder / f"{name}.yml").write_text(text)
+    try:
+        ctx = _context(wh, a, d, j, {"OA_TEST_KILL_SECRET": SECRET})
+        assert engine.start(ctx, "pg_state", T0) == "running"
+        [r] = engine.tick(ctx, now=T0 + dt.timedelta(minutes=1))
+        assert r.status == "completed" and not r.error, r
+        got = sorted(m["user_profile"]["target_id"] for m in receiver.state.accepted.values())
+        assert got == ids  # nobody made these purchases: each did_not, and each was sent once
+        counts = engine.node_counts(wh, "pg_state")
+        assert counts["bought"]["branches"] == {"did_not": 300} and counts["gen"]["reached"] == 300
+        version = latest(wh, "gen_pg_people")
+        assert version["size"] == 300 and wh.query(
+            f"select count(distinct one_id) from {MEMBERS} where audience = 'gen_pg_people' and version = %s",
+            [version["version"]]) == [(300,)]
+        assert wh.state.table_exists("journeys", "journey_positions")
+        assert not wh.table_exists("journeys", "journey_positions")
+    finally:
+        receiver.stop()
+        with wh.connect() as sconn:  # the Spark warehouse is shared with the other tests
+            for audience in ("pg_people", "gen_pg_people"):
+                wh.delete_partition(sconn, MEMBERS, {"audience": audience, "version": 1})
+
+
 def test_a_journey_killed_mid_send_beside_spark_resumes_with_no_one_sent_twice(spark, tmp_path):
     """A tick in a process of its own, killed (SIGKILL) while its send is half acknowledged: the
     next tick resumes the run from the state store, and the receiver has everyone once, nobody
