@@ -6,23 +6,16 @@ three times a day; min_count) hold however the events fall into ingests."""
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import secrets
 import subprocess
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from connectors.events import EventClient
 from connectors.webhook_receiver import WebhookReceiver
 from openaudience.core.settings import PROJECT_ROOT
 from tests.conftest import OA
-
-KEY = "event-journey-signing-key"
+from tests.support.event_journeys import members_of, purchase, run_posted_events
 
 
 def _problems(folder: Path, name: str, text: str) -> str:
@@ -144,38 +137,6 @@ def test_an_event_a_journey_uses_cannot_be_removed(tmp_path):
 
 
 # -- end to end ----------------------------------------------------------------------------------
-JOURNEYS = {
-    # three thank-yous a day at most, only for purchases of 10 CNY or more, with a cart note to
-    # those who add to the cart within ten minutes
-    "thanks_thrice": """\
-name: thanks_thrice
-trigger:
-  event: app_purchase
-  channel: shop-app
-  attributes: {attribute: {name: amount, ">=": 10}}
-  limit: {times: 3, within_days: 1}
-steps:
-  - send: {destination: app_thank_you_webhook}
-  - behavior_branch:
-      event: app_add_to_cart
-      window: {minutes: 10}
-      did:
-        - send: {destination: app_cart_nudge_webhook}
-""",
-    # a welcome at the second purchase, once in a lifetime
-    "welcome_once": """\
-name: welcome_once
-trigger:
-  event: app_purchase
-  channel: Shop app
-  min_count: 2
-  limit: once
-steps:
-  - send: {destination: app_thank_you_webhook}
-""",
-}
-
-
 @pytest.fixture(scope="module")
 def journey_engines(built_engines, pg_cluster, tmp_path_factory):
     """This module's own copy of `built_engines` (it starts journeys and stores events)."""
@@ -184,139 +145,12 @@ def journey_engines(built_engines, pg_cluster, tmp_path_factory):
     return own_copy_of_built(built_engines, pg_cluster, tmp_path_factory, "event_journeys")
 
 
-def _members(wh, n: int) -> list[tuple[str, str]]:
-    """(member id, mobile) of `n` members whose mobile the warehouse knows."""
-    return wh.query("select i.id_value, u.mobile from marts.dim_identities i join marts.user_tags u "
-                    "on u.one_id = i.one_id where i.id_type = 'member_id' and u.mobile is not null "
-                    f"order by i.id_value limit {int(n)}")
-
-
-def _purchase(member: str, n: int, amount: str, item: str) -> dict:
-    return {"customerId": member, "eventCode": "app_purchase", "eventId": f"{member}-buy-{n}",
-            "eventTime": int(time.time() * 1000), "extendAttributes": {"item_id": item, "amount": amount}}
-
-
-def _by_journey(wh, receiver: WebhookReceiver) -> dict[str, list[dict]]:
-    """The receiver's messages by the journey whose send made them (its run id, task_id)."""
-    runs = dict(wh.query("select run_id, journey from journeys.journey_actions where run_id is not null"))
-    out: dict[str, list[dict]] = {}
-    with receiver.state.lock:
-        messages = list(receiver.state.accepted.values())
-    for message in messages:
-        out.setdefault(runs.get(message["callback_params"]["task_id"], "?"), []).append(message)
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ("duckdb", "postgres"))
 def test_posted_events_start_journeys_whose_sends_arrive_within_seconds(journey_engines, engine, tmp_path):
-    from openaudience.delivery.source import load_destinations
-    from openaudience.delivery.spec import Policies
-    from openaudience.events.collector import spawn, stop
-    from openaudience.journeys import engine as journeys
-    from openaudience.journeys.follow import follow
-    from openaudience.journeys.source import load_journeys
-    from openaudience.segments.source import load_project
-
-    target = journey_engines[engine]
-    wh, home = target.warehouse, target.settings.home
-    folder = tmp_path / "journeys"
-    folder.mkdir()
-    for name, text in JOURNEYS.items():
-        (folder / f"{name}.yml").write_text(text)
-    secret = secrets.token_hex(16)
-    receiver = WebhookReceiver(secret=secret).start()
-    environ = {**os.environ, "OA_CRM_WEBHOOK_URL": receiver.url, "OA_CRM_WEBHOOK_SECRET": secret}
-    project = load_project()
-    dests = load_destinations(audiences=project)
-    dests.policies = Policies()  # no frequency caps: these people hear from us several times a minute
-    ctx = journeys.Context(wh, load_journeys(folder, project, dests), dests, project, environ=environ)
-    for name in JOURNEYS:
-        assert journeys.start(ctx, name) == "running"
-    (a, a_mobile), (b, _), (c, c_mobile), (d, d_mobile) = _members(wh, 4)
-    # a buys twelve times (three thank-yous, one welcome), b buys for 5 CNY (nothing),
-    # c buys and then adds to the cart (thank-you and cart note), d buys once (thank-you only)
-    batches = [[_purchase(a, i, "20", f"A{i}")] for i in range(12)]
-    batches += [[_purchase(b, 0, "5", "B0")], [_purchase(c, 0, "99.5", "C-item")],
-                [_purchase(d, 0, "10", "D0")]]
-    cart = [{"customerId": c, "eventCode": "app_add_to_cart", "eventId": f"{c}-cart",
-             "eventTime": int(time.time() * 1000), "extendAttributes": {"item_id": "C-next"}}]
-    env = {**environ, **target.env, "OA_EVENTS_KEY_SHOP_APP": KEY}
-    collector, port = spawn(env)
-    stop_following = threading.Event()
-    followers = [threading.Thread(target=follow, args=(ctx, home, 0.2, stop_following), daemon=True)
-                 for _ in range(2 if engine == "postgres" else 1)]  # two at once: one ingests at a time
-    started = time.monotonic()
-    try:
-        for f in followers:
-            f.start()
-
-        def post(batch: list[dict]) -> tuple[int, dict]:
-            client = EventClient(f"http://127.0.0.1:{port}", "shop-app", KEY)
-            try:
-                return client.events(batch)
-            finally:
-                client.close()
-
-        with ThreadPoolExecutor(10) as pool:  # ten clients at once, a's events among them
-            answers = list(pool.map(post, batches))
-        assert all(status == 200 and answer["success"] for status, answer in answers), answers
-        time.sleep(1.0)  # c's cart comes a moment after the purchase
-        assert post(cart)[1]["success"]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(receiver.state.accepted) < 3 + 1 + 1 + 1 + 1:
-            time.sleep(0.1)
-        arrived = time.monotonic() - started
-        time.sleep(2.0)  # anything more would arrive now
-    finally:
-        stop_following.set()
-        for f in followers:
-            f.join(60)
-        stop(collector)
-        receiver.stop()
-    sent = _by_journey(wh, receiver)
-    thanks = sent.get("thanks_thrice", [])
-    to = (sorted(m["user_profile"]["target_id"] for m in thanks),
-          wh.query("select journey, cycle, node, status, people, sent, missing_id, capped "
-                   "from journeys.journey_actions order by journey, cycle, node"))
-    thank_yous = [m for m in thanks if m["params"]["template"] == "APP_THANK_YOU"]
-    notes = [m for m in thanks if m["params"]["template"] == "APP_CART_KEPT"]
-    assert sorted(m["user_profile"]["target_id"] for m in thank_yous) == sorted([a_mobile] * 3 + [c_mobile,
-                                                                                 d_mobile]), to
-    assert [m["user_profile"]["target_id"] for m in notes] == [c_mobile]
-    # the variables are the triggering purchase's attributes
-    assert {m["user_profile"]["target_id"]: m["params"]["vars"] for m in thank_yous}[c_mobile] == \
-        {"item": "C-item", "amount": "99.5"}
-    assert {m["params"]["vars"]["item"] for m in thank_yous if m["user_profile"]["target_id"] == a_mobile} \
-        <= {f"A{i}" for i in range(12)}
-    welcome = sent.get("welcome_once", [])
-    assert [m["user_profile"]["target_id"] for m in welcome] == [a_mobile]  # only a bought twice
-    assert set(sent) <= {"thanks_thrice", "welcome_once"}
+    # two followers at once on PostgreSQL: one ingests at a time
+    arrived = run_posted_events(journey_engines[engine], tmp_path, followers=2 if engine == "postgres" else 1)
     assert arrived < 30, f"the sends took {arrived:.1f} s"
-    # what the warehouse says: a entered three times, once past... the rest kept out by the limit
-    entries = dict(wh.query("select one_id, count(*) from journeys.journey_event_entries "
-                            "where journey = 'thanks_thrice' group by one_id"))
-    assert sorted(entries.values()) == [1, 1, 3]
-    assert wh.query("select count(*) from events.events where event_code = 'app_purchase'")[0][0] >= 15
-    statuses = dict(wh.query("select journey, status from journeys.journeys where journey in "
-                             "('thanks_thrice', 'welcome_once')"))
-    assert statuses == {"thanks_thrice": "running", "welcome_once": "running"}  # they go on
-    for name in JOURNEYS:
-        journeys.stop(ctx, name)
-    # before any build, an audience of the event sees today's purchases (fct_behaviors_live)
-    from openaudience.segments.engine import MEMBERS, build
-    from openaudience.segments.source import Catalog
-
-    audiences = tmp_path / "audiences"
-    audiences.mkdir()
-    (audiences / "bought_in_app_today.yml").write_text(
-        "name: bought_in_app_today\nid_type: mobile\nwhere:\n"
-        "  behavior: {did: app_purchase, last_days: 1, count: {'>=': 2}}\n")
-    today = dt.datetime.now(dt.UTC).date()
-    build(load_project(audiences, Catalog.from_project()), ["bought_in_app_today"], today, wh=wh)
-    members = {r[0] for r in wh.query(f"select id_value from {MEMBERS} "
-                                      "where audience = 'bought_in_app_today'")}
-    assert members == {a_mobile}  # a bought twelve times today, the others once
 
 
 @pytest.mark.slow
@@ -341,9 +175,9 @@ def test_oa_events_follow_runs_until_its_time_is_up_and_says_what_it_did(journey
         if journeys.journey_row(ctx.wh, "app_purchase_thank_you") is not None:
             journeys.forget(ctx, "app_purchase_thank_you")
         journeys.start(ctx, "app_purchase_thank_you")
-        member, mobile = _members(target.warehouse, 20)[-1]  # not one the other tests messaged (caps)
+        member, mobile = members_of(target.warehouse, 20)[-1]  # not one the other tests messaged (caps)
         log = EventLog.open(log_dir(target.settings.home))
-        log.append(m.judge_events([_purchase(member, 100, "42", "P-cli")], load_events(), "shop-app").records)
+        log.append(m.judge_events([purchase(member, 100, "42", "P-cli")], load_events(), "shop-app").records)
         log.close()
         run = subprocess.run([OA, "events", "ingest"], env=env, cwd=PROJECT_ROOT, capture_output=True,
                              text=True)
@@ -407,9 +241,9 @@ def test_the_dagster_ingest_job_moves_event_journeys_and_shows_them(journey_engi
         if journeys.journey_row(ctx.wh, "app_purchase_thank_you") is not None:
             journeys.forget(ctx, "app_purchase_thank_you")
         journeys.start(ctx, "app_purchase_thank_you")
-        member, mobile = _members(target.warehouse, 30)[-1]
+        member, mobile = members_of(target.warehouse, 30)[-1]
         log = EventLog.open(log_dir(target.settings.home))
-        log.append(m.judge_events([_purchase(member, 200, "77", "P-dagster")], load_events(),
+        log.append(m.judge_events([purchase(member, 200, "77", "P-dagster")], load_events(),
                                   "shop-app").records)
         log.close()
         defs = build_definitions()
@@ -460,9 +294,9 @@ def test_live_views_a_partial_build_drops_come_back_and_no_entry_is_lost_meanwhi
         wh.execute(conn, "drop view marts.fct_behaviors_live")
         wh.execute(conn, "drop view marts.fct_events_live")
     before = wh.query("select count(*) from events.events")[0][0]
-    member, _ = _members(wh, 40)[-1]
+    member, _ = members_of(wh, 40)[-1]
     log = EventLog.open(log_dir(home))
-    log.append(m.judge_events([_purchase(member, 300, "15", "P-view")], load_events(), "shop-app").records)
+    log.append(m.judge_events([purchase(member, 300, "15", "P-view")], load_events(), "shop-app").records)
     log.close()
     with pytest.raises(UserError, match="run `oa build --select fct_events_live fct_behaviors_live`"):
         ingest(wh, home, on_events=live.enter)

@@ -383,19 +383,74 @@ def test_a_journey_runs_on_spark_as_on_duckdb(spark, duck, tmp_path):
     assert not target.warehouse.table_exists("journeys", "journey_positions")
 
 
-def test_event_triggered_journeys_say_plainly_that_they_do_not_run_beside_spark(spark):
-    """Spark knows the people of the collected events only from the copy each build makes, so an
-    event journey would enter people hours late: starting one, and following the events, are
-    refused with the reason and what to do, without a traceback."""
+def test_posted_events_start_journeys_beside_spark(spark, tmp_path):
+    """Event-triggered journeys beside Spark, end to end as on DuckDB and PostgreSQL (the same
+    events, journeys, sends and limits: tests/support/event_journeys.py): the events stay in the
+    state store, each ingest sends the new ones to Spark's copies, whose marts.fct_events_live
+    names their people, and an audience built on Spark sees them before any build. After a
+    build, the people are resolved again."""
+    from openaudience.core.schema.spark import refresh_event_people
+    from tests.support.event_journeys import run_posted_events
+
     target, _ = spark
-    for args in (("journey", "start", "app_purchase_thank_you"), ("events", "follow", "--seconds", "1")):
-        done = target.oa(*args)
-        out = " ".join((done.stdout + done.stderr).split())
-        assert done.returncode == 2, out
-        assert "event-triggered journeys do not run beside a Spark warehouse" in out, out
-        assert "DuckDB or PostgreSQL" in out and "Traceback" not in out, out
-    done = target.oa("journey", "list")
-    assert done.returncode == 0 and "not_started" in done.stdout, done.stdout + done.stderr
+    wh = target.warehouse
+    arrived = run_posted_events(target, tmp_path)
+    assert arrived < 60, f"the sends took {arrived:.1f} s"
+    state = wh.state
+    known = state.query("select count(*), count(one_id) from events.event_people")[0]
+    assert known[0] >= 16 and known[0] == known[1], known  # every event's person known
+    on_spark = wh.query("select count(*) from events.events where event_code = 'app_purchase'")[0][0]
+    assert on_spark == state.query("select count(*) from events.events "
+                                   "where event_code = 'app_purchase'")[0][0] >= 15
+    # what a build does afterwards: a person no longer known, or another, comes back as Spark says
+    with state.connect() as conn:
+        state.execute(conn, "update events.event_people set one_id = null")
+    with wh.session() as conn:
+        assert refresh_event_people(wh, conn) == known[0]
+        assert refresh_event_people(wh, conn) == 0
+    assert state.query("select count(one_id) from events.event_people")[0][0] == known[0]
+
+
+def test_oa_events_follow_beside_spark_sends_and_lets_go_of_the_local_session(spark):
+    """The command line beside Spark: the shipped event journey starts, `oa events ingest`
+    enters a buyer, `oa events follow` sends the thank-you with the purchase's attributes, and
+    once idle stops this process's local Spark session, so that another process (a build) can
+    open the catalog; the next command starts it again."""
+    import secrets
+
+    from connectors.webhook_receiver import WebhookReceiver
+    from openaudience.core import spark as sessions
+    from openaudience.events import messages as m
+    from openaudience.events.log import EventLog, log_dir
+    from openaudience.events.source import load_events
+    from tests.support.event_journeys import members_of, purchase
+    from tests.support.hostile import run_main
+
+    target, _ = spark
+    secret = secrets.token_hex(16)
+    receiver = WebhookReceiver(secret=secret).start()
+    env = {**target.env, "OA_CRM_WEBHOOK_URL": receiver.url, "OA_CRM_WEBHOOK_SECRET": secret}
+    try:
+        done = run_main(("journey", "start", "app_purchase_thank_you"), env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        member, mobile = members_of(target.warehouse, 20)[-1]
+        log = EventLog.open(log_dir(target.settings.home))
+        log.append(m.judge_events([purchase(member, 100, "42", "P-cli")], load_events(), "shop-app").records)
+        log.close()
+        done = run_main(("events", "ingest"), env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "journey app_purchase_thank_you: 1 entered" in done.stdout, done.stdout
+        assert sessions._SESSION is not None
+        done = run_main(("events", "follow", "--seconds", "3"), env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "journey app_purchase_thank_you: moved" in done.stdout and "sent 1" in done.stdout, done.stdout
+        assert sessions._SESSION is None  # let go while idle
+        [message] = receiver.state.accepted.values()
+        assert message["user_profile"]["target_id"] == mobile
+        assert message["params"]["vars"] == {"item": "P-cli", "amount": "42"}
+    finally:
+        receiver.stop()
+        assert run_main(("journey", "stop", "app_purchase_thank_you"), env).returncode == 0
 
 
 def test_dagster_runs_the_same_definitions_on_spark(spark, monkeypatch, tmp_path):

@@ -156,13 +156,12 @@ def events_follow(
     from openaudience.core.settings import load_settings
     from openaudience.core.warehouse import WarehouseBusy
     from openaudience.events.ingest import Ingested
-    from openaudience.journeys.follow import follow, refuse_beside_spark
+    from openaudience.journeys.follow import follow
     from orchestration.observe import report_events_ingest, report_journeys
 
     locks.release_kept()  # each pass takes the warehouse and lets go: builds and deliveries run between
     settings = load_settings()
     ctx = context()
-    refuse_beside_spark(ctx)  # before the passes, which retry what a person may fix meanwhile
     window = {"ingested": Ingested(), "journeys": set(), "at": time.monotonic()}
 
     def flush() -> None:
@@ -217,7 +216,7 @@ def events_follow(
             if left is not None and left <= 0:
                 break
             try:
-                follow(ctx, settings.home, interval, seconds=left, on_pass=on_pass)
+                follow(ctx, settings.home, interval, seconds=left, on_pass=on_pass, release_spark=True)
                 break
             except WarehouseBusy as exc:
                 err.print(f"[yellow]note[/yellow]: {exc}; trying again in {max(interval, 5):g} s",

@@ -115,13 +115,15 @@ def holding_warehouse() -> Iterator[None]:
     if settings.target == "spark":
         # this process's Spark session (local mode, or the cluster's) before dbt asks for one,
         # and the state tables dbt reads copied to Spark
-        from openaudience.core.schema.spark import mirror_sources
+        from openaudience.core.schema.spark import mirror_sources, refresh_event_people
 
         wh = Warehouse(settings)
         with wh.session() as conn:
             wh.ensure_schema(conn)
             mirror_sources(wh, conn)
         yield
+        with wh.session() as conn:  # the people of the events event journeys read, as this build knows them
+            refresh_event_people(wh, conn)
         return
     if settings.target != "duckdb":
         ensure()

@@ -96,6 +96,9 @@ class Settings:
     spark_driver_memory: str = "2g"
     spark_event_log: Path | None = None
     """OA_SPARK_EVENT_LOG: a folder where local mode writes Spark's event log (for benchmarks)."""
+    beside: str = ""
+    """In the settings of a state store (`state`), the target of the warehouse it keeps the state
+    of when that is another ("spark"); empty otherwise."""
 
     @property
     def spark_dir(self) -> Path:
@@ -110,7 +113,7 @@ class Settings:
             return self
         from dataclasses import replace
 
-        return replace(self, target=self.state_target or "duckdb")
+        return replace(self, target=self.state_target or "duckdb", beside="spark")
 
     @property
     def snapshot_path(self) -> Path:

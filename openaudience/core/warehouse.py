@@ -59,6 +59,7 @@ class Warehouse:
         self._schema_ensured = False
         self._read_from: str | None = None  # "live" or "snapshot": one command reads one of them
         self._state: Warehouse | None = None
+        self._beside: Warehouse | None = None
 
     @property
     def state(self) -> Warehouse:
@@ -69,7 +70,19 @@ class Warehouse:
             return self
         if self._state is None:
             self._state = Warehouse(self.settings.state, reader=self.reader)
+            self._state._beside = self
         return self._state
+
+    @property
+    def beside(self) -> Warehouse | None:
+        """For the state store beside a Spark warehouse, that warehouse; else None."""
+        if self.settings.beside != "spark":
+            return None
+        if self._beside is None:
+            from dataclasses import replace
+
+            self._beside = Warehouse(replace(self.settings, target="spark", beside=""), reader=self.reader)
+        return self._beside
 
     @contextmanager
     def state_connection(self, conn: Any) -> Iterator[Any]:

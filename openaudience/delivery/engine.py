@@ -240,7 +240,8 @@ def _plan(wh: Warehouse, conn, dests: Destinations, d: Destination, version: int
     caps = capabilities(d.channel)
     resolved, missing = None, 0
     if members_from is not None:
-        resolved, missing = _pull_members(members_from, wh, conn, d, id_type, audience_id_type, source)
+        resolved, missing = _pull_members(members_from, wh, conn, d, id_type, audience_id_type, source,
+                                          event_values=event_values)
     sql, params = _plan_statement(wh, d, id_type, audience_id_type, dests.policies.frequency_caps,
                                   caps.is_message, caps.supports_removals, source,
                                   key_prefix or f"{d.name}|{d.audience}|{version}|",
@@ -293,15 +294,15 @@ PULLED_MEMBERS, PULLED_SUPPRESSED = "oa_delivery_members", "oa_delivery_suppress
 
 
 def _pull_members(spark: Warehouse, wh: Warehouse, conn, d: Destination, id_type: str,
-                  audience_id_type: str, source: tuple[str, list],
-                  batch_rows: int = 100_000) -> tuple[tuple[str, str], int]:
+                  audience_id_type: str, source: tuple[str, list], batch_rows: int = 100_000,
+                  event_values: bool = False) -> tuple[tuple[str, str], int]:
     """Beside a Spark warehouse: the members with their ids and variables, and the people the
     suppression list names by any of their ids, computed on Spark and copied into temporary
     tables of the state store (a batch at a time: memory stays bounded), where the plan is made
     against the log, the state and the caps. Returns the two tables and how many members lack
     the destination's id."""
     txt = wh.sql_type("text")
-    select, params = _member_select(spark, d, id_type, audience_id_type, source)
+    select, params = _member_select(spark, d, id_type, audience_id_type, source, event_values)
     names = ["one_id", "id_value", *("var_" + n for n in d.variables)]
     with spark.connect() as sconn:
         wh.pull(conn, PULLED_MEMBERS, [(n, "text") for n in names], sconn, select, params, batch_rows)

@@ -66,14 +66,9 @@ def ingest(wh: Warehouse, home: Path, progress=None, chunk_lines: int = CHUNK_LI
     into event-triggered journeys (openaudience/journeys/live.py), so that entries and events
     commit together. `max_chunks`: stop after that many (a follower's pass: while events keep
     arriving, the log never ends, and the journeys must move between chunks)."""
-    if wh.engine == "spark":  # the events are operational state, kept beside a Spark warehouse
-        wh = wh.state
-        if on_events is not None:
-            from openaudience.core import locks
-
-            locks.say("note: event-triggered journeys do not run beside a Spark warehouse yet; the "
-                      "events are stored, and the nightly build reads them")
-            on_events = None
+    # beside a Spark warehouse the events are operational state, kept in the state store; what
+    # enters people into event journeys there sends them on to Spark (journeys/live.py)
+    wh = wh.state
     folder = log_dir(home)
     out = Ingested()
     with wh.session() as conn:

@@ -32,7 +32,9 @@ copied over a batch at a time: a cycle's entrants (the audience version's member
 person's branch at a behaviour or tag branch (computed on Spark against the behaviours and tags,
 the people due uploaded as a temporary view), and a send's members with their ids and variables
 (the delivery engine's plan). A generated audience's members are written to Spark's members table.
-Event-triggered journeys do not run there (`EVENTS_ON_SPARK`).
+Event-triggered journeys keep their events in the state store; each ingest sends the new ones to
+Spark, whose marts.fct_events_live names their people, and those come back to the store, where
+entries, counts and behaviour windows are computed (journeys/live.py).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from sqlglot import exp
 
 from openaudience.core.errors import UserError
 from openaudience.core.schema import operational as op
-from openaudience.core.warehouse import Warehouse, qualified
+from openaudience.core.warehouse import Warehouse, qident, qualified
 from openaudience.journeys import clock
 from openaudience.journeys.source import ROOT, JourneyErrors, Journeys, Node, Plan
 from openaudience.journeys.spec import MAX_WAIT_DAYS, Schedule
@@ -71,11 +73,6 @@ NODE_COUNTS = op.JOURNEY_NODE_COUNTS.relation
 ROUTE = "oa_journey_route"
 ENTRANTS = "oa_journey_entrants"  # beside Spark: a cycle's entrants, copied into the state store
 DUE = "oa_journey_due"            # beside Spark: the people a step reads, as a view of its session
-EVENTS_ON_SPARK = ("event-triggered journeys do not run beside a Spark warehouse: the collector's events "
-                   "are kept in the state store, and Spark knows their people (marts.fct_events_live) "
-                   "only from the copy each `oa build` makes, so people would enter at the next build "
-                   "instead of within seconds; run them on a DuckDB or PostgreSQL warehouse (journeys "
-                   "triggered by an audience run on Spark)")
 FCT_BEHAVIORS = qualified("marts", "fct_behaviors")
 LIVE_EVENTS = ("marts", "fct_events_live")
 ACTIVE = ("running", "pending", "paused")
@@ -197,8 +194,6 @@ def start(ctx: Context, name: str, now: dt.datetime | None = None) -> str:
     """Start a journey whose file is complete: `running`, or `pending` while
     OA_JOURNEY_MAX_RUNNING others run. Returns the status."""
     plan = ctx.journeys.get(name)  # JourneyErrors: the file is incomplete
-    if plan.journey.trigger.is_event and ctx.spark is not None:
-        raise UserError(f"journey {name} cannot start: {EVENTS_ON_SPARK}")
     now = now or _now()
     wh = ctx.wh
     with wh.session() as conn:
@@ -207,7 +202,9 @@ def start(ctx: Context, name: str, now: dt.datetime | None = None) -> str:
             row = _row(wh, conn, name)
             if row is not None:
                 raise UserError(_started_message(name, row))
-            if plan.journey.trigger.is_event and not wh.table_exists("marts", LIVE_EVENTS[1], conn):
+            live_from = ctx.spark or wh
+            if plan.journey.trigger.is_event and not live_from.table_exists(
+                    "marts", LIVE_EVENTS[1], None if ctx.spark else conn):
                 raise UserError(f"journey {name} reads the collected events from marts.{LIVE_EVENTS[1]}, "
                                 "which the warehouse does not have yet; run `oa build` first")
             running = _running(wh, conn)
@@ -869,7 +866,9 @@ def _send(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.dateti
                 from openaudience.journeys import live
 
                 source = live.send_source(wh, d, name, node.id, cycle, now)
-            with _send_source(ctx, conn, source) as (source, members_from):
+            names = ["one_id", "id_value", *(f"ev_{var}" for var, spec in d.variables.items()
+                                             if event and spec.event is not None)]
+            with _send_source(ctx, conn, source, names) as (source, members_from):
                 counts = delivery._plan(wh, conn, ctx.dests, d, int(version), run_id, "journey",
                                         source=source, audience=audience, audience_id_type=audience_id_type,
                                         key_prefix=f"{d.name}|journey|{name}|{cycle}|{node.id}|",
@@ -890,18 +889,20 @@ def _send(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.dateti
 
 
 @contextmanager
-def _send_source(ctx: Context, conn, source: tuple[str, list]) -> Iterator[tuple[tuple[str, list],
-                                                                                 Warehouse | None]]:
+def _send_source(ctx: Context, conn, source: tuple[str, list], names: list[str]
+                 ) -> Iterator[tuple[tuple[str, list], Warehouse | None]]:
     """The people a send plans for, where the delivery engine reads its members: `source` itself
     (a query of positions); beside a Spark warehouse, those people uploaded to Spark as a
     temporary view for the block, so that their ids, variables and suppression are resolved there
-    as for an audience's delivery. Yields (source, the warehouse to read it from or None)."""
+    as for an audience's delivery. `names`: the source's columns, all text (one_id, id_value and
+    an event journey's event variables, ev_<name>). Yields (source, the warehouse to read it from
+    or None)."""
     if ctx.spark is None:
         yield source, None
         return
-    people = pa.schema([("one_id", pa.string()), ("id_value", pa.string())])
+    people = pa.schema([(n, pa.string()) for n in names])
     with ctx.spark.connect() as sconn, sconn.view(DUE, ctx.wh.arrow_batches(conn, *source), people):
-        yield (f"select one_id, id_value from {DUE}", []), ctx.spark
+        yield (f"select {', '.join(qident(n) for n in names)} from {DUE}", []), ctx.spark
 
 
 def _finish_send(ctx: Context, conn, plan: Plan, node: Node, cycle: int, run_id: str, now: dt.datetime,

@@ -7,7 +7,9 @@ passes until stopped, a fraction of a second apart while events flow; the Dagste
 `events_ingest` runs one pass per sensor tick, so either keeps event journeys moving.
 
 Between passes the warehouse is free: a DuckDB build or delivery takes its turn (the pass
-waits for it with a message, then goes on), and PostgreSQL runs both side by side.
+waits for it with a message, then goes on), and PostgreSQL runs both side by side. Beside a
+Spark warehouse, a pass with new events sends them to Spark, which names their people
+(journeys/live.py); a follower in local mode lets go of its Spark session when idle.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openaudience.core.errors import UserError
 from openaudience.core.warehouse import Warehouse
 from openaudience.events.ingest import Ingested, ingest
 from openaudience.journeys import engine, live
@@ -57,15 +58,7 @@ def event_journeys(wh: Warehouse) -> list[str]:
     return [r[0] for r in rows]
 
 
-def refuse_beside_spark(ctx: engine.Context) -> None:
-    """Following moves event-triggered journeys, which do not run beside a Spark warehouse."""
-    if ctx.spark is not None:
-        raise UserError(f"there is nothing to follow: {engine.EVENTS_ON_SPARK}; `oa events ingest` (or "
-                        "Dagster's events_ingest) stores the events for the next build")
-
-
 def follow_once(ctx: engine.Context, home: Path) -> Pass:
-    refuse_beside_spark(ctx)
     started = time.monotonic()
     done = ingest(ctx.wh, home, on_events=live.enter, max_chunks=1, chunk_lines=CHUNK)
     names = event_journeys(ctx.wh)
@@ -74,9 +67,11 @@ def follow_once(ctx: engine.Context, home: Path) -> Pass:
 
 
 def follow(ctx: engine.Context, home: Path, interval: float = 0.5, stop: threading.Event | None = None,
-           seconds: float | None = None, on_pass: Callable[[Pass], None] | None = None) -> int:
+           seconds: float | None = None, on_pass: Callable[[Pass], None] | None = None,
+           release_spark: bool = False) -> int:
     """Passes until `stop` is set or `seconds` have gone by; a busy pass is followed at once, an
-    idle one after `interval` seconds. Returns the number of passes."""
+    idle one after `interval` seconds. `release_spark`: a local Spark session is stopped after an
+    idle pass (the command line's follower, which runs for days). Returns the number of passes."""
     stop = stop or threading.Event()
     deadline = None if seconds is None else time.monotonic() + seconds
     passes = 0
@@ -86,5 +81,18 @@ def follow(ctx: engine.Context, home: Path, interval: float = 0.5, stop: threadi
         if on_pass:
             on_pass(result)
         if not result.busy:
+            if release_spark:
+                _release_local_spark(ctx)
             stop.wait(interval)
     return passes
+
+
+def _release_local_spark(ctx: engine.Context) -> None:
+    """Beside a Spark warehouse in local mode, this process's session holds the embedded catalog,
+    which one process opens at a time: stopped while no events come, so that a build or a
+    delivery in another process can run; the next event starts it again (a few seconds)."""
+    if ctx.spark is None or ctx.spark.settings.spark_remote:
+        return
+    from openaudience.core import spark
+
+    spark.stop()

@@ -44,6 +44,11 @@ from openaudience.journeys.sql import (
 )
 
 LIVE = qualified("marts", "fct_events_live")
+BESIDE_SPARK = (f"(select ev.event_id, ev.event_code as event_type, ev.received_at, ev.attributes, p.one_id "
+                f"from {op.EVENTS.relation} ev "
+                f"left join {op.EVENT_PEOPLE.relation} p on p.event_id = ev.event_id)")
+"""What the journeys read for marts.fct_events_live in the state store beside a Spark warehouse:
+the events it keeps, with the people Spark resolved (openaudience/core/schema/spark.py)."""
 ENTRIES_BY_EVENT = op.JOURNEY_EVENT_ENTRIES.relation
 COUNTS = op.JOURNEY_EVENT_COUNTS.relation
 NEW = "oa_new_events"
@@ -94,6 +99,12 @@ def condition_sql(wh: Warehouse, conn, code: str, condition, table: str = "e") -
     return compiled.transform(typed).sql(dialect=wh.engine)
 
 
+def live_events(wh: Warehouse) -> str:
+    """The live events (event_id, event_type, received_at, attributes, one_id) as a relation of
+    `wh`, where the journey tables are."""
+    return BESIDE_SPARK if wh.beside is not None else LIVE
+
+
 def _running(wh: Warehouse, conn) -> list[tuple[str, str, dt.datetime, int]]:
     return wh.execute(conn, f"select journey, definition, started_at, cycles from {JOURNEYS} "
                             f"where status = 'running' and {EVENT_TRIGGERED} and {REAL_ONLY} "
@@ -112,7 +123,20 @@ def enter(wh: Warehouse, conn, event_ids: list[str], now: dt.datetime | None = N
     journeys = _running(wh, conn)
     if not journeys:
         return out
-    if not wh.table_exists("marts", "fct_events_live", conn):
+    spark = wh.beside
+    if spark is not None:
+        # beside Spark: the new events (and links) go to Spark's copies, where the view over them
+        # resolves their people with the last build's identities; those come back to the store
+        from openaudience.core.schema.spark import resolve_event_people, send_new_events
+
+        if not spark.table_exists("marts", "fct_events_live"):
+            raise UserError("marts.fct_events_live is missing on the Spark warehouse, and running event "
+                            "journeys read it: run `oa build`; the events wait in the log and their "
+                            "people enter then")
+        with spark.connect() as sconn:
+            send_new_events(spark, sconn, conn)
+            resolve_event_people(spark, sconn, conn, event_ids, now)
+    elif not wh.table_exists("marts", "fct_events_live", conn):
         # `oa journey start` refuses before the first build; this is a view a partial build on
         # PostgreSQL dropped. Nothing is stored (the events stay in the log) until it is back.
         raise UserError("marts.fct_events_live is missing, and running event journeys read it (a "
@@ -133,7 +157,8 @@ def _enter_one(wh: Warehouse, conn, plan: Plan, started_at: dt.datetime, cycles:
     name, t = plan.name, plan.journey.trigger
     test = condition_sql(wh, conn, t.event, t.attributes)
     rows = wh.execute(conn, f"""
-        select e.one_id, e.event_id, e.received_at from {LIVE} e join {NEW} n on n.event_id = e.event_id
+        select e.one_id, e.event_id, e.received_at from {live_events(wh)} e
+        join {NEW} n on n.event_id = e.event_id
         where e.event_type = %s and e.received_at >= %s and ({test})
         order by e.one_id, e.received_at, e.event_id""", [t.event, started_at])
     unknown = sum(1 for r in rows if r[0] is None)
@@ -273,7 +298,7 @@ def _did_counts(wh: Warehouse, conn, plan: Plan, node: Node, where: str, until: 
     return (f"select p.one_id, count(e.event_id) as n from {POS} p "
             f"join {ENTRIES_BY_EVENT} x on x.journey = p.journey and x.cycle = p.cycle "
             f"and x.one_id = p.one_id "
-            f"left join {LIVE} e on e.one_id = p.one_id and e.event_type = {code} {bound}"
+            f"left join {live_events(wh)} e on e.one_id = p.one_id and e.event_type = {code} {bound}"
             f"and e.event_id <> x.event_id and e.received_at >= {_window_start(plan, node)} "
             f"and e.received_at < {until} and ({test}) "
             f"where {where} group by p.one_id")

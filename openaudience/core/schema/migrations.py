@@ -105,11 +105,19 @@ def _event_journeys(wh, conn) -> None:
     _create_missing(wh, conn, op.EVENT_JOURNEY_TABLES)
 
 
+def _events_beside_spark(wh, conn) -> None:
+    """Event journeys beside a Spark warehouse: the events' people as Spark resolved them, and
+    the events and links findable by when they were ingested (what goes to Spark between builds)."""
+    _create_missing(wh, conn, (op.EVENTS, op.EVENT_IDENTITIES, op.EVENT_PEOPLE))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the raw contracts and the operational tables of release 0.1", _baseline),
     Migration(2, "journeys: the state of automated marketing journeys", _journeys),
     Migration(3, "events: real-time events and identity messages", _events),
     Migration(4, "event journeys: entries with their events, min_count counts", _event_journeys),
+    Migration(5, "events beside Spark: the events' people, the events by when they were ingested",
+              _events_beside_spark),
 )
 LATEST = MIGRATIONS[-1].version
 

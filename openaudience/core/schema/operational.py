@@ -225,14 +225,16 @@ EVENTS = Table(EVENTS_SCHEMA, "events", _cols(
     "(app_key), code, the reporter's customerId, when it happened and its attributes (JSON)",
     primary_key=("event_id",),
     indexes=(Index("events_code_time", ("event_code", "occurred_at")),
-             Index("events_customer", ("customer_id_type", "customer_id"))))
+             Index("events_customer", ("customer_id_type", "customer_id")),
+             Index("events_ingested", ("ingested_at",))))
 EVENT_IDENTITIES = Table(EVENTS_SCHEMA, "identity_links", _cols(
     "message_id text not null, channel text not null, customer_id_type text not null, "
     "customer_id text not null, id_type text not null, id_value text not null, "
     "received_at timestamp not null, ingested_at timestamp not null"),
     "the ids each identity message links to the reporter's customerId (idMapping mapped to our id types), "
     "one row per id, which the identity graph reads",
-    primary_key=("message_id", "id_type", "id_value"))
+    primary_key=("message_id", "id_type", "id_value"),
+    indexes=(Index("identity_links_ingested", ("ingested_at",)),))
 EVENT_LOG_OFFSETS = Table(EVENTS_SCHEMA, "event_log_offsets", _cols(
     "log text not null, segment text not null, byte_offset integer not null, updated_at timestamp not null"),
     "where the next `oa events ingest` goes on reading the event log", primary_key=("log",))
@@ -241,6 +243,12 @@ EVENT_DEFINITIONS = Table(EVENTS_SCHEMA, "event_definitions", _cols(
     "app_type text not null, attributes text not null, updated_at timestamp not null"),
     "the event definitions (events/*.yml) as the collector last served them: what dbt reads to type "
     "and place the events", primary_key=("event_code",))
+EVENT_PEOPLE = Table(EVENTS_SCHEMA, "event_people", _cols(
+    "event_id text not null, one_id text, resolved_at timestamp not null"),
+    "beside a Spark warehouse only: the person (one_id) of each event ingested while an event-triggered "
+    "journey runs, as Spark's marts.fct_events_live resolved it then (null: nobody known yet), and "
+    "again after each build; what the journeys read there instead of that view",
+    primary_key=("event_id",))
 EVENT_TABLES = (EVENTS, EVENT_IDENTITIES, EVENT_LOG_OFFSETS, EVENT_DEFINITIONS)
 
 TABLES: tuple[Table, ...] = (
@@ -249,7 +257,7 @@ TABLES: tuple[Table, ...] = (
     DELIVERY_RECEIPTS, RECEIPT_SPOOL_OFFSETS, MODEL_VERSIONS, REPURCHASE_SCORES, RECOMMENDATIONS,
     POOL_ITEMS, JOURNEYS, JOURNEY_CYCLES, JOURNEY_POSITIONS, JOURNEY_ENTRIES, JOURNEY_ACTIONS,
     JOURNEY_NODE_COUNTS, EVENTS, EVENT_IDENTITIES, EVENT_LOG_OFFSETS, EVENT_DEFINITIONS,
-    JOURNEY_EVENT_ENTRIES, JOURNEY_EVENT_COUNTS,
+    JOURNEY_EVENT_ENTRIES, JOURNEY_EVENT_COUNTS, EVENT_PEOPLE,
 )
 JOURNEY_TABLES = (JOURNEYS, JOURNEY_CYCLES, JOURNEY_POSITIONS, JOURNEY_ENTRIES, JOURNEY_ACTIONS,
                   JOURNEY_NODE_COUNTS)

@@ -96,3 +96,102 @@ def mirror_sources(wh, conn: Any, batch_rows: int = 200_000) -> dict[str, int]:
         wh.execute(conn, f"drop table {stage}")
         copied[f"{table.schema}.{table.name}"] = rows
     return copied
+
+
+# -- the collector's events between builds (event-triggered journeys beside Spark) ----------------
+LIVE_EVENTS = qualified("marts", "fct_events_live")
+CLOCK_MARGIN_SECONDS = 600
+"""Rows ingested up to this long before the newest row Spark holds are sent again (and kept out
+when Spark has them): two machines that ingest may disagree a little about the time."""
+_KEYS = ((op.EVENT_IDENTITIES, ("message_id", "id_type", "id_value")), (op.EVENTS, ("event_id",)))
+
+
+def _arrow_schema(table: op.Table):
+    import pyarrow as pa
+
+    types = {"text": pa.string(), "timestamp": pa.timestamp("us"), "integer": pa.int64()}
+    return pa.schema([(c.name, types[c.type]) for c in table.columns])
+
+
+def send_new_events(wh, conn: Any, state_conn: Any) -> dict[str, int]:
+    """Between builds: the events and identity links the state store took since Spark's copies
+    were last brought up to date, appended to those copies, each row once, so that Spark's
+    marts.fct_events_live resolves their people with the identities of the last build. `conn` is
+    Spark's; `state_conn` the state store's, in its transaction (what it took a moment ago, not
+    committed yet, goes too: a rollback leaves rows on Spark that the retry, which stores them
+    again, finds there). Returns the rows sent per table."""
+    import datetime as dt
+
+    sent = {}
+    for table, key in _KEYS:
+        cols = ", ".join(qident(c) for c in table.column_names)
+        newest = wh.execute(conn, f"select max(ingested_at) from {table.relation}")[0][0]
+        since = None if newest is None else newest - dt.timedelta(seconds=CLOCK_MARGIN_SECONDS)
+        where, params = ("where ingested_at >= %s", [since]) if since is not None else ("", [])
+        batches = wh.state.arrow_batches(state_conn, f"select {cols} from {table.relation} {where}", params)
+        match = " and ".join(f"t.{qident(k)} = s.{qident(k)}" for k in key)
+        held = (f"(select {', '.join(qident(k) for k in key)} from {table.relation} "
+                f"where ingested_at >= %s)" if since is not None else table.relation)
+        picked = ", ".join(f"s.{qident(c)}" for c in table.column_names)
+        with conn.view("oa_new_rows", batches, _arrow_schema(table)):
+            new = f"from oa_new_rows s left anti join {held} t on {match}"
+            n = int(wh.execute(conn, f"select count(*) {new}", params)[0][0])
+            if n:
+                wh.execute(conn, f"insert into {table.relation} ({cols}) select {picked} {new}", params)
+        sent[f"{table.schema}.{table.name}"] = n
+    return sent
+
+
+def resolve_event_people(wh, conn: Any, state_conn: Any, event_ids: list[str], now) -> int:
+    """The people of `event_ids` (sent to Spark already) as Spark's marts.fct_events_live resolves
+    them, written to the state store's events.event_people (null: nobody known yet). Returns the
+    events whose person is known."""
+    import pyarrow as pa
+
+    ids = pa.table({"event_id": pa.array(event_ids, pa.string())})
+    return _pull_people(wh, conn, state_conn, [ids], now)
+
+
+def refresh_event_people(wh, conn: Any) -> int:
+    """After a build: the people of the events in events.event_people resolved again (identities
+    merge, an unknown customerId becomes known), as they would be in the view the journeys read
+    on DuckDB and PostgreSQL. Returns the events whose person changed."""
+    import datetime as dt
+
+    state = wh.state
+    if not wh.table_exists("marts", "fct_events_live"):
+        return 0
+    with state.connect() as state_conn:
+        if not state.table_exists(op.EVENT_PEOPLE.schema, op.EVENT_PEOPLE.name, state_conn) or \
+                not state.execute(state_conn, f"select 1 from {op.EVENT_PEOPLE.relation} limit 1"):
+            return 0
+        batches = state.arrow_batches(state_conn, f"select event_id from {op.EVENT_PEOPLE.relation}")
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+        return _pull_people(wh, conn, state_conn, batches, now, changed_only=True)
+
+
+def _pull_people(wh, conn: Any, state_conn: Any, ids, now, changed_only: bool = False) -> int:
+    import pyarrow as pa
+
+    state = wh.state
+    people = op.EVENT_PEOPLE.relation
+    with conn.view("oa_event_ids", ids, pa.schema([("event_id", pa.string())])):
+        state.pull(state_conn, "oa_event_people", [("event_id", "text"), ("one_id", "text")], conn,
+                   f"select i.event_id, min(e.one_id) as one_id from oa_event_ids i "
+                   f"left join {LIVE_EVENTS} e on e.event_id = i.event_id group by i.event_id")
+    if changed_only:
+        n = int(state.execute(state_conn, f"select count(*) from oa_event_people r join {people} p "
+                                          "on p.event_id = r.event_id "
+                                          "where p.one_id is distinct from r.one_id")[0][0])
+        if n:
+            state.execute(state_conn, f"update {people} as p set one_id = r.one_id, resolved_at = %s "
+                                      "from oa_event_people r where r.event_id = p.event_id "
+                                      "and p.one_id is distinct from r.one_id", [now])
+    else:
+        state.execute(state_conn, f"insert into {people} (event_id, one_id, resolved_at) "
+                                  "select event_id, one_id, %s from oa_event_people "
+                                  "on conflict (event_id) do update set one_id = excluded.one_id, "
+                                  "resolved_at = excluded.resolved_at", [now])
+        n = int(state.execute(state_conn, "select count(one_id) from oa_event_people")[0][0])
+    state.execute(state_conn, "drop table oa_event_people")
+    return n
