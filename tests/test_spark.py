@@ -409,6 +409,30 @@ def test_posted_events_start_journeys_beside_spark(spark, tmp_path):
         assert refresh_event_people(wh, conn) == known[0]
         assert refresh_event_people(wh, conn) == 0
     assert state.query("select count(one_id) from events.event_people")[0][0] == known[0]
+    # each row once on Spark: what a rolled-back ingest sent is found there when the retry
+    # stores the same event
+    from openaudience.core.schema import operational as op
+    from openaudience.core.schema.spark import send_new_events
+
+    cols = ", ".join(op.EVENTS.column_names)
+    others = ", ".join(c for c in op.EVENTS.column_names if c != "event_id")
+    again = (f"insert into events.events ({cols}) select 'sent-then-rolled-back', {others} "
+             "from events.events where event_id = (select max(event_id) from events.events)")
+
+    class RolledBack(Exception):
+        pass
+
+    with pytest.raises(RolledBack), state.session() as conn, state.transaction(conn):
+        state.execute(conn, again)
+        with wh.connect() as sconn:
+            assert send_new_events(wh, sconn, conn) == {"events.identity_links": 0, "events.events": 1}
+        raise RolledBack
+    with state.connect() as conn:
+        state.execute(conn, again)
+        with wh.connect() as sconn:
+            assert send_new_events(wh, sconn, conn) == {"events.identity_links": 0, "events.events": 0}
+    assert wh.query("select count(*), count(distinct event_id) from events.events") == \
+        state.query("select count(*), count(distinct event_id) from events.events")
 
 
 def test_oa_events_follow_beside_spark_sends_and_lets_go_of_the_local_session(spark):
