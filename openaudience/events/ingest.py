@@ -173,9 +173,7 @@ def _records(lines: list[bytes], out: Ingested) -> tuple[dict[str, list], dict[s
 
 
 def _arrow(table: op.Table, cols: dict[str, list]) -> pa.Table:
-    kinds = {c.name: c.type for c in table.columns}
-    types = {"text": pa.string(), "timestamp": pa.timestamp("us"), "integer": pa.int64()}
-    return pa.table({name: pa.array(values, types[kinds[name]]) for name, values in cols.items()})
+    return pa.Table.from_pydict(cols, schema=table.arrow_schema())
 
 
 def _insert(wh: Warehouse, conn, table: op.Table, cols: dict[str, list], key: tuple[str, ...]) -> list:

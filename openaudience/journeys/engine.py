@@ -862,12 +862,12 @@ def _send(ctx: Context, conn, plan: Plan, node: Node, cycle: int, now: dt.dateti
         if sendable:
             source = (f"select one_id, id_value from {POS} where journey = %s and node = %s and cycle = %s "
                       "and state = 'waiting' and due_at <= %s and not held_out", [name, node.id, cycle, now])
+            names = ["one_id", "id_value"]
             if event:
                 from openaudience.journeys import live
 
                 source = live.send_source(wh, d, name, node.id, cycle, now)
-            names = ["one_id", "id_value", *(f"ev_{var}" for var, spec in d.variables.items()
-                                             if event and spec.event is not None)]
+                names += list(live.event_variables(d))
             with _send_source(ctx, conn, source, names) as (source, members_from):
                 counts = delivery._plan(wh, conn, ctx.dests, d, int(version), run_id, "journey",
                                         source=source, audience=audience, audience_id_type=audience_id_type,

@@ -343,11 +343,16 @@ def settle_behaviors(ctx, conn, plan: Plan, now: dt.datetime) -> None:
 
 
 # -- sends ------------------------------------------------------------------------------------------
+def event_variables(d) -> dict[str, str]:
+    """The destination's event variables: column ev_<variable> of a send's people -> attribute."""
+    return {f"ev_{var}": spec.event for var, spec in d.variables.items() if spec.event is not None}
+
+
 def send_source(wh: Warehouse, d, journey: str, node: str, cycle: int, now: dt.datetime) -> tuple[str, list]:
     """The people due at a send of an event journey, with a column ev_<variable> per event
     variable of the destination: the attribute of the event that started their entry."""
-    cols = "".join(f", {attribute_sql(wh.engine, spec.event, 'text', 'ev')} as {qident('ev_' + var)}"
-                   for var, spec in d.variables.items() if spec.event is not None)
+    cols = "".join(f", {attribute_sql(wh.engine, attribute, 'text', 'ev')} as {qident(column)}"
+                   for column, attribute in event_variables(d).items())
     sql = (f"select p.one_id, p.id_value{cols} from {POS} p "
            f"left join {ENTRIES_BY_EVENT} x on x.journey = p.journey and x.cycle = p.cycle "
            f"and x.one_id = p.one_id "

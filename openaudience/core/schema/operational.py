@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from openaudience.core.schema.raw import QUARANTINE_TABLE, RAW_SCHEMA
+from openaudience.core.schema.raw import ARROW_TYPES, QUARANTINE_TABLE, RAW_SCHEMA
 from openaudience.core.sql import qualified
 
 
@@ -49,6 +49,12 @@ class Table:
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    def arrow_schema(self):
+        """The Arrow schema of the table's rows (what goes to and from it in batches)."""
+        import pyarrow as pa
+
+        return pa.schema([(c.name, ARROW_TYPES[c.type]) for c in self.columns])
 
 
 def _cols(spec: str) -> tuple[Column, ...]:

@@ -243,6 +243,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "decimal": pa.decimal128(MONEY_PRECISION, MONEY_SCALE),
     "date": pa.date32(),
     "timestamp": pa.timestamp("us"),
+    "boolean": pa.bool_(),
 }
 
 

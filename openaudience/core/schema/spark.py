@@ -106,13 +106,6 @@ when Spark has them): two machines that ingest may disagree a little about the t
 _KEYS = ((op.EVENT_IDENTITIES, ("message_id", "id_type", "id_value")), (op.EVENTS, ("event_id",)))
 
 
-def _arrow_schema(table: op.Table):
-    import pyarrow as pa
-
-    types = {"text": pa.string(), "timestamp": pa.timestamp("us"), "integer": pa.int64()}
-    return pa.schema([(c.name, types[c.type]) for c in table.columns])
-
-
 def send_new_events(wh, conn: Any, state_conn: Any) -> dict[str, int]:
     """Between builds: the events and identity links the state store took since Spark's copies
     were last brought up to date, appended to those copies, each row once, so that Spark's
@@ -133,7 +126,7 @@ def send_new_events(wh, conn: Any, state_conn: Any) -> dict[str, int]:
         held = (f"(select {', '.join(qident(k) for k in key)} from {table.relation} "
                 f"where ingested_at >= %s)" if since is not None else table.relation)
         picked = ", ".join(f"s.{qident(c)}" for c in table.column_names)
-        with conn.view("oa_new_rows", batches, _arrow_schema(table)):
+        with conn.view("oa_new_rows", batches, table.arrow_schema()):
             new = f"from oa_new_rows s left anti join {held} t on {match}"
             n = int(wh.execute(conn, f"select count(*) {new}", params)[0][0])
             if n:
